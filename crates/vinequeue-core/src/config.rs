@@ -1,0 +1,392 @@
+//! Queue configuration: defaults, chainable setters, and validation in one place.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// How durable an accepted item is before `enqueue` returns (used when a write-ahead log
+/// is configured with [`Config::wal_path`]).
+///
+/// | mode | `enqueue` returns `Ok` when | survives process crash | survives power loss |
+/// |---|---|---|---|
+/// | `Os` | the record is in the page cache | yes | no |
+/// | `Periodic(d)` | the record is in the page cache; synced at most `d` later | yes | all but the last `d` |
+/// | `Immediate` | the record is fsync'd (one sync shared by concurrent callers) | yes | yes |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every `enqueue` waits until its record is on stable storage (group commit).
+    Immediate,
+    /// A background sync runs every period; `enqueue` does not wait for it.
+    Periodic(Duration),
+    /// Never sync explicitly; the operating system writes back when it chooses.
+    Os,
+}
+
+/// What `enqueue` does when the queue has no room for another item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Wait up to the given time for room, then hand the item back in
+    /// [`EnqueueError::Full`](crate::EnqueueError::Full).
+    Block(Duration),
+    /// Hand the item back in [`EnqueueError::Full`](crate::EnqueueError::Full) at once.
+    Reject,
+    /// Discard the oldest queued item to make room; counted in `Metrics::dropped_total`.
+    /// For telemetry that prefers fresh data.
+    DropOldest,
+    /// Discard the item being enqueued (`enqueue` returns `Ok`); counted in
+    /// `Metrics::dropped_total`.
+    DropNewest,
+}
+
+/// Largest accepted `memory_size`.
+pub const MAX_MEMORY_SIZE: usize = 1 << 30;
+
+/// Configuration of a [`Queue`](crate::Queue).
+///
+/// Every setter consumes and returns `self`, so a configuration reads as one expression.
+/// Setters never panic and never fail: [`Queue::new`](crate::Queue::new) checks the whole
+/// configuration at once (see [`Config::validate`]) and names the field that is wrong.
+///
+/// ```
+/// use std::time::Duration;
+/// use vinequeue_core::{Config, OverflowPolicy};
+///
+/// let config = Config::default()
+///     .memory_size(50_000)
+///     .batch_size(1_000)
+///     .flush_timeout(Duration::from_millis(200))
+///     .retry_limit(5)
+///     .overflow(OverflowPolicy::Reject);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) memory_size: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) flush_timeout: Duration,
+    pub(crate) wal_path: Option<PathBuf>,
+    pub(crate) wal_max_size: u64,
+    pub(crate) sync_mode: SyncMode,
+    pub(crate) send_timeout: Duration,
+    pub(crate) retry_limit: u32,
+    pub(crate) retry_backoff_first: Duration,
+    pub(crate) retry_backoff_max: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) enable_metrics: bool,
+    pub(crate) overflow: OverflowPolicy,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            memory_size: 10_000,
+            batch_size: 100,
+            flush_timeout: Duration::from_secs(5),
+            wal_path: None,
+            wal_max_size: 100 * 1024 * 1024,
+            sync_mode: SyncMode::Periodic(Duration::from_millis(100)),
+            send_timeout: Duration::from_secs(30),
+            retry_limit: 3,
+            retry_backoff_first: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            enable_metrics: true,
+            overflow: OverflowPolicy::Block(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl Config {
+    /// Capacity of the memory ring, in items. Default = 10 000.
+    pub fn memory_size(mut self, items: usize) -> Self {
+        self.memory_size = items;
+        self
+    }
+
+    /// Most items handed to one `Sink::send`. Default = 100.
+    pub fn batch_size(mut self, items: usize) -> Self {
+        self.batch_size = items;
+        self
+    }
+
+    /// Longest an item waits for its batch to fill before the batch is sent anyway.
+    /// Default = 5 s.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// Directory of the write-ahead log. Default = none (memory only).
+    pub fn wal_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.wal_path = Some(path.into());
+        self
+    }
+
+    /// Most bytes of log on disk; at the limit the overflow policy applies.
+    /// Default = 100 MiB.
+    pub fn wal_max_size(mut self, bytes: u64) -> Self {
+        self.wal_max_size = bytes;
+        self
+    }
+
+    /// Durability of an accepted item with a write-ahead log. Default =
+    /// `Periodic(100 ms)`.
+    pub fn sync_mode(mut self, mode: SyncMode) -> Self {
+        self.sync_mode = mode;
+        self
+    }
+
+    /// Deadline handed to each send attempt ([`Batch::deadline`](crate::Batch::deadline)).
+    /// Default = 30 s.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// Retries after the first failed attempt; then the batch is dead-lettered.
+    /// Default = 3.
+    pub fn retry_limit(mut self, retries: u32) -> Self {
+        self.retry_limit = retries;
+        self
+    }
+
+    /// First and largest pause between attempts; the pause doubles after each failure,
+    /// with jitter. Default = 100 ms, 10 s.
+    pub fn retry_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.retry_backoff_first = first;
+        self.retry_backoff_max = max;
+        self
+    }
+
+    /// How long `stop()` (and `Drop`) keeps delivering. Default = 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Whether send-latency histograms are kept (counters are always on). Default = true.
+    pub fn enable_metrics(mut self, enabled: bool) -> Self {
+        self.enable_metrics = enabled;
+        self
+    }
+
+    /// What `enqueue` does when there is no room. Default = `Block(1 s)`.
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// The configured write-ahead log directory, if any.
+    pub fn get_wal_path(&self) -> Option<&Path> {
+        self.wal_path.as_deref()
+    }
+
+    /// The configured memory ring capacity.
+    pub fn get_memory_size(&self) -> usize {
+        self.memory_size
+    }
+
+    /// The configured batch size.
+    pub fn get_batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Checks every field; this is what [`Queue::new`](crate::Queue::new) runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first field that is wrong and why.
+    pub fn validate(&self) -> Result<(), Error> {
+        fn bad(field: &str, why: impl std::fmt::Display) -> Result<(), Error> {
+            Err(Error::Config(format!("{field}: {why}")))
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if self.memory_size == 0 {
+            return bad("memory_size", "must be at least 1");
+        }
+        if self.memory_size > MAX_MEMORY_SIZE {
+            return bad(
+                "memory_size",
+                format_args!(
+                    "{} is above the limit of {MAX_MEMORY_SIZE}",
+                    self.memory_size
+                ),
+            );
+        }
+        if self.memory_size < self.batch_size {
+            return bad(
+                "memory_size",
+                format_args!(
+                    "{} is smaller than batch_size {}: a batch could never fill",
+                    self.memory_size, self.batch_size
+                ),
+            );
+        }
+        for (field, value) in [
+            ("flush_timeout", self.flush_timeout),
+            ("send_timeout", self.send_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+            ("retry_backoff (first)", self.retry_backoff_first),
+            ("retry_backoff (max)", self.retry_backoff_max),
+        ] {
+            if value.is_zero() {
+                return bad(field, "must be greater than zero");
+            }
+        }
+        if self.retry_backoff_first > self.retry_backoff_max {
+            return bad(
+                "retry_backoff",
+                format_args!(
+                    "first pause {:?} is longer than the largest {:?}",
+                    self.retry_backoff_first, self.retry_backoff_max
+                ),
+            );
+        }
+        if let OverflowPolicy::Block(timeout) = self.overflow {
+            if timeout.is_zero() {
+                return bad(
+                    "overflow",
+                    "Block(0) never waits; use OverflowPolicy::Reject for that",
+                );
+            }
+        }
+        if let SyncMode::Periodic(period) = self.sync_mode {
+            if period.is_zero() {
+                return bad(
+                    "sync_mode",
+                    "Periodic(0) would sync continuously; use SyncMode::Immediate",
+                );
+            }
+        }
+        if let Some(path) = &self.wal_path {
+            if path.as_os_str().is_empty() {
+                return bad("wal_path", "is empty");
+            }
+            if path.exists() && !path.is_dir() {
+                return bad(
+                    "wal_path",
+                    format_args!("{} exists and is not a directory", path.display()),
+                );
+            }
+            if self.wal_max_size < 1024 * 1024 {
+                return bad(
+                    "wal_max_size",
+                    format_args!("{} bytes is below the minimum of 1 MiB", self.wal_max_size),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(config: Config) -> String {
+        match config.validate() {
+            Err(Error::Config(msg)) => msg,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_is_valid_and_matches_the_documented_values() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.memory_size, 10_000);
+        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.flush_timeout, Duration::from_secs(5));
+        assert_eq!(c.wal_path, None);
+        assert_eq!(c.wal_max_size, 100 << 20);
+        assert_eq!(c.sync_mode, SyncMode::Periodic(Duration::from_millis(100)));
+        assert_eq!(c.send_timeout, Duration::from_secs(30));
+        assert_eq!(c.retry_limit, 3);
+        assert_eq!(c.retry_backoff_first, Duration::from_millis(100));
+        assert_eq!(c.retry_backoff_max, Duration::from_secs(10));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert!(c.enable_metrics);
+        assert_eq!(c.overflow, OverflowPolicy::Block(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn zero_batch_size() {
+        assert!(field_of(Config::default().batch_size(0)).starts_with("batch_size:"));
+    }
+
+    #[test]
+    fn zero_memory_size() {
+        assert!(field_of(Config::default().memory_size(0)).starts_with("memory_size:"));
+    }
+
+    #[test]
+    fn huge_memory_size() {
+        let msg = field_of(Config::default().memory_size(MAX_MEMORY_SIZE + 1));
+        assert!(msg.starts_with("memory_size:") && msg.contains("limit"));
+    }
+
+    #[test]
+    fn memory_smaller_than_batch() {
+        let msg = field_of(Config::default().memory_size(10).batch_size(11));
+        assert!(msg.starts_with("memory_size:") && msg.contains("batch_size"));
+    }
+
+    #[test]
+    fn zero_timeouts() {
+        let z = Duration::ZERO;
+        assert!(field_of(Config::default().flush_timeout(z)).starts_with("flush_timeout:"));
+        assert!(field_of(Config::default().send_timeout(z)).starts_with("send_timeout:"));
+        assert!(field_of(Config::default().shutdown_timeout(z)).starts_with("shutdown_timeout:"));
+        let one = Duration::from_secs(1);
+        assert!(field_of(Config::default().retry_backoff(z, one)).starts_with("retry_backoff"));
+        assert!(field_of(Config::default().retry_backoff(z, z)).starts_with("retry_backoff"));
+    }
+
+    #[test]
+    fn backoff_first_above_max() {
+        let msg = field_of(
+            Config::default().retry_backoff(Duration::from_secs(2), Duration::from_secs(1)),
+        );
+        assert!(msg.starts_with("retry_backoff:"));
+    }
+
+    #[test]
+    fn block_zero() {
+        let msg = field_of(Config::default().overflow(OverflowPolicy::Block(Duration::ZERO)));
+        assert!(msg.starts_with("overflow:") && msg.contains("Reject"));
+    }
+
+    #[test]
+    fn periodic_zero() {
+        let msg = field_of(Config::default().sync_mode(SyncMode::Periodic(Duration::ZERO)));
+        assert!(msg.starts_with("sync_mode:"));
+    }
+
+    #[test]
+    fn wal_path_that_is_a_file() {
+        let file = std::env::temp_dir().join(format!("vq-config-file-{}", std::process::id()));
+        std::fs::write(&file, b"x").unwrap();
+        let msg = field_of(Config::default().wal_path(&file));
+        std::fs::remove_file(&file).unwrap();
+        assert!(msg.starts_with("wal_path:") && msg.contains("not a directory"));
+    }
+
+    #[test]
+    fn wal_path_empty() {
+        assert!(field_of(Config::default().wal_path("")).starts_with("wal_path:"));
+    }
+
+    #[test]
+    fn wal_max_size_too_small() {
+        let msg = field_of(Config::default().wal_path("/tmp/x-vq").wal_max_size(10));
+        assert!(msg.starts_with("wal_max_size:"));
+    }
+
+    #[test]
+    fn retry_limit_zero_is_valid() {
+        Config::default().retry_limit(0).validate().unwrap();
+    }
+}

@@ -1,0 +1,76 @@
+//! The core of VineQueue: a batching queue between many producers and one [`Sink`].
+//!
+//! Producers on any thread call [`Queue::enqueue`]; items wait in a lock-free bounded ring;
+//! a batcher thread groups them into [`Batch`]es of at most `batch_size` (or fewer once
+//! `flush_timeout` has passed since the oldest arrived) and hands each to the sink, with
+//! retries, exponential backoff with jitter, partial failures and dead letters.
+//!
+//! Most users depend on the facade crate `vinequeue`, which re-exports everything here.
+//!
+//! ```
+//! use std::time::Duration;
+//! use vinequeue_core::{Batch, Config, Queue, SendError};
+//!
+//! let config = Config::default().batch_size(100).flush_timeout(Duration::from_millis(50));
+//! let queue = Queue::new(config, |batch: &Batch<String>| -> Result<(), SendError> {
+//!     // write the batch to Kafka, a database, an HTTP API...
+//!     assert!(batch.len() <= 100);
+//!     Ok(())
+//! })?;
+//! queue.start()?;
+//! for i in 0..1_000 {
+//!     queue.enqueue(format!("event {i}"))?;
+//! }
+//! queue.stop()?; // delivers everything still buffered
+//! assert_eq!(queue.metrics().sent_total, 1_000);
+//! # Ok::<(), vinequeue_core::Error>(())
+//! ```
+//!
+//! # Delivery guarantees
+//!
+//! * Every item accepted by `enqueue` is handed to the sink until it succeeds, or to
+//!   [`Sink::on_dead_letter`] (permanent error, retries exhausted, or `stop()` out of
+//!   time), or counted as dropped under `DropOldest` / `DropNewest`. Nothing disappears
+//!   without a trace in [`Metrics`].
+//! * Batches are sent one at a time, in sequence order. A retry resends the same items
+//!   with the same sequence numbers.
+//! * A sink that panics counts as a failed attempt; the queue keeps going.
+//!
+//! In memory mode (no `wal_path`) items live only in the process: a crash loses what is
+//! buffered. Durability comes with the write-ahead log.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod batcher;
+mod config;
+mod error;
+mod loom;
+mod metrics;
+mod queue;
+mod retry;
+mod ring;
+mod shared;
+mod sink;
+
+#[cfg(all(test, loom))]
+mod loom_ring;
+
+pub use crate::config::{Config, OverflowPolicy, SyncMode, MAX_MEMORY_SIZE};
+pub use crate::error::{EnqueueError, Error};
+pub use crate::metrics::Metrics;
+pub use crate::queue::Queue;
+pub use crate::sink::{
+    Batch, BoxError, DeadLetter, DeadLetterReason, NullSink, SendError, Sink, SinkExt,
+    WithDeadLetter,
+};
+
+#[cfg(test)]
+mod static_checks {
+    fn assert_send_sync<X: Send + Sync>() {}
+
+    #[test]
+    fn queue_is_send_and_sync() {
+        assert_send_sync::<crate::Queue<String>>();
+        assert_send_sync::<crate::Queue<Vec<u8>>>();
+    }
+}

@@ -1,0 +1,155 @@
+//! State shared by the queue handle, producers and the batcher thread, and the wake-up
+//! protocols between them. Lifecycle (start / stop / join) lives in `queue.rs`; the
+//! delivery algorithm in `batcher.rs`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::OnceLock;
+use std::thread::Thread;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::Config;
+use crate::metrics::Counters;
+use crate::ring::Ring;
+
+/// "No wake-up wanted" value of `Shared::wake_at`.
+pub(crate) const NO_WAKE: u64 = u64::MAX;
+
+/// Threads waiting for something the batcher produces (room in the ring, or delivery
+/// progress), with a counter so the batcher pays for a lock only when someone waits.
+///
+/// Protocol (no lost wake-ups): a waiter increments `waiters` (SeqCst), takes `lock`,
+/// checks its condition, and waits on `cond` (which releases `lock`). The batcher changes
+/// the condition with a SeqCst operation, then reads `waiters`; if non-zero it takes `lock`
+/// and notifies. Either the waiter's check sees the change, or the batcher sees the waiter
+/// and its notification, taken under the lock, cannot fall between check and wait.
+pub(crate) struct Waiters {
+    pub(crate) waiters: AtomicUsize,
+    pub(crate) lock: Mutex<()>,
+    pub(crate) cond: Condvar,
+}
+
+impl Waiters {
+    fn new() -> Self {
+        Waiters {
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Wakes every waiter, if there is any.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        if self.waiters.load(SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.cond.notify_all();
+        }
+    }
+
+    /// Wakes every waiter unconditionally (used when closing).
+    pub(crate) fn notify_always(&self) {
+        let _guard = self.lock.lock();
+        self.cond.notify_all();
+    }
+
+    /// Waits until `ready()` holds or `deadline` passes; returns the last `ready()`.
+    pub(crate) fn wait_until(&self, deadline: Instant, mut ready: impl FnMut() -> bool) -> bool {
+        self.waiters.fetch_add(1, SeqCst);
+        let mut guard = self.lock.lock();
+        let ok = loop {
+            if ready() {
+                break true;
+            }
+            if self.cond.wait_until(&mut guard, deadline).timed_out() {
+                break ready();
+            }
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, SeqCst);
+        ok
+    }
+}
+
+pub(crate) struct Shared<T> {
+    pub(crate) config: Config,
+    pub(crate) ring: Ring<T>,
+    pub(crate) counters: Counters,
+
+    /// The batcher thread, set by the batcher itself before it first asks for a wake-up.
+    pub(crate) batcher: OnceLock<Thread>,
+    /// The batcher is parked until `ring.pushed() >= wake_at`; `NO_WAKE` otherwise.
+    ///
+    /// Protocol: the batcher stores the threshold (SeqCst), then reads `ring.pushed()`
+    /// (SeqCst) and parks only if it is still below. A producer moves the ring's tail
+    /// (SeqCst), then reads `wake_at` (SeqCst); if its push reached the threshold it swaps
+    /// in `NO_WAKE` and, if it won the swap, unparks the batcher. By the single total order
+    /// of SeqCst operations, one of the two always sees the other.
+    pub(crate) wake_at: AtomicU64,
+
+    /// Producers blocked by `OverflowPolicy::Block`, waiting for room.
+    pub(crate) space: Waiters,
+    /// Callers of `flush`, waiting for `resolved` to pass their target.
+    pub(crate) progress: Waiters,
+    /// Every item whose ordinal is below this has been resolved: delivered,
+    /// dead-lettered, dropped or abandoned. Written only by the batcher, never decreases.
+    pub(crate) resolved: AtomicU64,
+    /// Largest ordinal target of a pending `flush`: while `resolved` is below it, the
+    /// batcher sends partial batches at once instead of waiting for `flush_timeout`.
+    pub(crate) flush_target: AtomicU64,
+    /// Items taken out of the ring by the batcher and not yet resolved.
+    pub(crate) in_flight: AtomicU64,
+    /// Set by `stop()`: the batcher stops trying to deliver at this instant.
+    pub(crate) shutdown_deadline: Mutex<Option<Instant>>,
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(config: Config) -> Self {
+        Shared {
+            ring: Ring::new(config.memory_size),
+            counters: Counters::new(config.enable_metrics),
+            config,
+            batcher: OnceLock::new(),
+            wake_at: AtomicU64::new(NO_WAKE),
+            space: Waiters::new(),
+            progress: Waiters::new(),
+            resolved: AtomicU64::new(0),
+            flush_target: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            shutdown_deadline: Mutex::new(None),
+        }
+    }
+
+    /// Called by a producer after its push took ordinal `ordinal`: wakes the batcher if
+    /// it asked to be woken at this fill level. One atomic load on the fast path.
+    #[inline(always)]
+    pub(crate) fn after_push(&self, ordinal: u64) {
+        if ordinal >= self.wake_at.load(SeqCst).saturating_sub(1) {
+            self.wake_batcher_at_threshold();
+        }
+    }
+
+    #[cold]
+    fn wake_batcher_at_threshold(&self) {
+        if self.wake_at.swap(NO_WAKE, SeqCst) != NO_WAKE {
+            self.unpark_batcher();
+        }
+    }
+
+    /// Wakes the batcher whatever it waits for (flush, stop).
+    pub(crate) fn unpark_batcher(&self) {
+        if let Some(thread) = self.batcher.get() {
+            thread.unpark();
+        }
+    }
+
+    /// Items accepted and not yet resolved.
+    pub(crate) fn pending(&self) -> u64 {
+        self.ring.len() as u64 + self.in_flight.load(SeqCst)
+    }
+
+    pub(crate) fn shutdown_deadline(&self) -> Option<Instant> {
+        *self.shutdown_deadline.lock()
+    }
+}
