@@ -177,11 +177,9 @@ impl Counters {
         m.dropped_total = self.dropped_oldest.load(Relaxed) + self.dropped_newest.load(Relaxed);
         m.abandoned_total = self.abandoned.load(Relaxed);
         let sum = self.latency_sum_ns.load(Relaxed);
-        m.avg_send_latency = if m.batches_sent_total == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(sum / m.batches_sent_total)
-        };
+        m.avg_send_latency = sum
+            .checked_div(m.batches_sent_total)
+            .map_or(Duration::ZERO, Duration::from_nanos);
         if let Some(h) = &self.latency {
             let (p50, p99, max) = h.summary();
             m.send_latency_p50 = Duration::from_nanos(p50);

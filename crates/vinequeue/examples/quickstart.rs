@@ -34,7 +34,8 @@ impl Sink<ClickEvent> for AnalyticsApi {
         // The API validates events; one with an empty page is refused, the rest stored.
         if let Some(bad) = batch.iter().position(|e| e.page.is_empty()) {
             if batch.attempt() == 0 {
-                self.stored.fetch_add(batch.len() as u64 - 1, Ordering::Relaxed);
+                self.stored
+                    .fetch_add(batch.len() as u64 - 1, Ordering::Relaxed);
                 return Err(SendError::partial([bad], "422 event without a page"));
             }
             // A resend of the same invalid event will never succeed.

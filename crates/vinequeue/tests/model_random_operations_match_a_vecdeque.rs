@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use proptest::prelude::*;
-use vinequeue::{Batch, Config, DeadLetter, DeadLetterReason, EnqueueError, OverflowPolicy, Queue, SendError, Sink};
+use vinequeue::{
+    Batch, Config, DeadLetter, DeadLetterReason, EnqueueError, OverflowPolicy, Queue, SendError,
+    Sink,
+};
 
 #[derive(Debug, Clone)]
 enum Answer {
@@ -117,7 +120,15 @@ fn check(
     let mut expect = Expect::NewBatch;
     for event in log {
         match (event, &expect) {
-            (Event::Send { seqs, items, attempt, answer }, _) => {
+            (
+                Event::Send {
+                    seqs,
+                    items,
+                    attempt,
+                    answer,
+                },
+                _,
+            ) => {
                 prop_assert!(!seqs.is_empty() && seqs.len() <= batch_size);
                 for (s, v) in seqs.iter().zip(items) {
                     prop_assert_eq!(*s, v + 1, "seq must identify the item");
@@ -126,7 +137,11 @@ fn check(
                     Expect::NewBatch => {
                         prop_assert_eq!(*attempt, 0);
                         for s in seqs {
-                            prop_assert_eq!(model.pop_front(), Some(*s), "batch is not the FIFO front");
+                            prop_assert_eq!(
+                                model.pop_front(),
+                                Some(*s),
+                                "batch is not the FIFO front"
+                            );
                         }
                     }
                     Expect::Retry(want, want_attempt) => {
@@ -148,12 +163,16 @@ fn check(
                     }
                     Answer::Retry | Answer::Panic => {}
                     Answer::Partial(mask) => {
-                        let bad: Vec<usize> =
-                            (0..seqs.len()).filter(|&i| i < 8 && mask & (1 << i) != 0).collect();
+                        let bad: Vec<usize> = (0..seqs.len())
+                            .filter(|&i| i < 8 && mask & (1 << i) != 0)
+                            .collect();
                         if !bad.is_empty() {
                             failed = bad.iter().map(|&i| seqs[i]).collect();
                             delivered.extend(
-                                seqs.iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, s)| *s),
+                                seqs.iter()
+                                    .enumerate()
+                                    .filter(|(i, _)| !bad.contains(i))
+                                    .map(|(_, s)| *s),
                             );
                         }
                     }
@@ -173,8 +192,15 @@ fn check(
             (Event::Dead { .. }, _) => prop_assert!(false, "unexpected dead letter"),
         }
     }
-    prop_assert!(matches!(expect, Expect::NewBatch), "a batch was left unresolved");
-    prop_assert!(model.is_empty(), "items never reached the sink: {:?}", model);
+    prop_assert!(
+        matches!(expect, Expect::NewBatch),
+        "a batch was left unresolved"
+    );
+    prop_assert!(
+        model.is_empty(),
+        "items never reached the sink: {:?}",
+        model
+    );
     Ok((delivered, dead))
 }
 
