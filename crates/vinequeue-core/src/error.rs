@@ -59,6 +59,26 @@ pub enum Error {
         /// How many items were not delivered.
         undelivered: u64,
     },
+    /// The log reached its size limit (`wal_max_size`); nothing was written.
+    #[error("log is full: {size} of {limit} bytes used; deliver (acknowledge) records or raise wal_max_size")]
+    LogFull {
+        /// Bytes in use.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// A record is larger than the log accepts.
+    #[error("record of {len} bytes is larger than the limit of {limit} bytes")]
+    RecordTooLarge {
+        /// Encoded length of the record.
+        len: u64,
+        /// The limit (`max_record_size`).
+        limit: u64,
+    },
+    /// A sync failed earlier; the log refuses every write since, because what reached the
+    /// disk is unknown. Reopen the log (after fixing the disk) to recover what was synced.
+    #[error("log failed and refuses writes: {0}; reopen it to recover")]
+    LogFailed(String),
     /// The feature needed by the configuration is not available in this build.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -51,6 +51,9 @@ mod retry;
 mod ring;
 mod shared;
 mod sink;
+mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(all(test, loom))]
 mod loom_ring;
@@ -63,6 +66,7 @@ pub use crate::sink::{
     Batch, BoxError, DeadLetter, DeadLetterReason, NullSink, SendError, Sink, SinkExt,
     WithDeadLetter,
 };
+pub use crate::storage::{MemStorage, RecoveryReport, Storage};
 
 #[cfg(test)]
 mod static_checks {

@@ -1,0 +1,250 @@
+//! The [`Storage`] trait: the byte-level log under a durable queue, and [`MemStorage`].
+//!
+//! The queue encodes each item (postcard) and appends the bytes as one *record*; the
+//! storage numbers records with consecutive sequence numbers, hands them back in order,
+//! and forgets them once they are acknowledged. `vinequeue-wal` is the file-backed
+//! implementation; anything else (an embedded database, a replicated store) can plug in
+//! by implementing this trait and passing the conformance suite in
+//! [`testing`](crate::testing) (feature `testing`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use parking_lot::Mutex;
+
+use crate::error::Error;
+
+/// What a storage found when it was opened over existing data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Unacknowledged records found (they will be replayed).
+    pub records: u64,
+    /// Bytes of those records' payloads.
+    pub bytes: u64,
+    /// Records lost to corruption (skipped under the lenient recovery mode).
+    pub corrupt_records: u64,
+    /// Bytes cut off a torn tail (an incomplete last write, e.g. after a power cut).
+    pub torn_bytes: u64,
+    /// Files in the directory that the storage did not recognise and left alone.
+    pub unknown_files: u64,
+    /// Every sequence number up to this one had been acknowledged.
+    pub acked_through: u64,
+    /// The sequence number the next append gets.
+    pub next_seq: u64,
+}
+
+/// A log of byte records with sequence numbers: the persistence layer of a durable queue.
+///
+/// # Contract
+///
+/// * **Numbering.** `append` gives each record the next sequence number: one more than
+///   the previous record's, starting at 1 for a new storage. Numbers are never reused,
+///   also not across restarts.
+/// * **Visibility.** A record is readable by [`read`](Storage::read) as soon as `append`
+///   returned, from any thread.
+/// * **Durability.** After [`sync`](Storage::sync) returns `Ok`, every record appended
+///   before the call, and every acknowledgement made before it, survives a crash or
+///   power loss. `sync_through(seq)` makes record `seq` durable; concurrent callers
+///   should share one physical sync (group commit). What is durable without a sync is
+///   implementation-defined.
+/// * **Acknowledgement.** [`ack`](Storage::ack) may arrive in any order; the storage
+///   tracks the contiguous low-water mark ([`acked_through`](Storage::acked_through)) and
+///   may reclaim space below it. Reading from below the mark may or may not return
+///   acknowledged records. Acknowledging a number twice, or one not yet appended, is a
+///   no-op (an error for the latter is also allowed).
+/// * **Failure.** After a failed sync the storage must refuse every later append and
+///   sync with an error (the page cache state is unknown: retrying and reporting success
+///   would lie). Reaching the size limit is [`Error::LogFull`], with nothing written.
+/// * **Threads.** All methods take `&self` and may be called concurrently.
+pub trait Storage: Send + Sync + 'static {
+    /// Appends one record and returns its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LogFull`] at the size limit (nothing was written); [`Error::RecordTooLarge`];
+    /// [`Error::Io`] or [`Error::LogFailed`] when the storage cannot write.
+    fn append(&self, record: &[u8]) -> Result<u64, Error>;
+
+    /// Makes every record appended and every acknowledgement made before this call
+    /// durable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] or [`Error::LogFailed`]; after a failure the storage refuses writes.
+    fn sync(&self) -> Result<(), Error>;
+
+    /// Returns once record `seq` is durable. The default calls [`sync`](Storage::sync).
+    ///
+    /// # Errors
+    ///
+    /// As [`sync`](Storage::sync).
+    fn sync_through(&self, seq: u64) -> Result<(), Error> {
+        let _ = seq;
+        self.sync()
+    }
+
+    /// Visits up to `max` records with sequence numbers `>= from`, in increasing order,
+    /// stopping early if `visit` returns `false`. Returns how many were visited. Numbers
+    /// may have gaps where records were lost to corruption.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`], or [`Error::Corrupt`] under a strict recovery mode.
+    fn read(
+        &self,
+        from: u64,
+        max: usize,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize, Error>;
+
+    /// Acknowledges record `seq` (delivered, or moved to a dead-letter store).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if reclaiming space failed.
+    fn ack(&self, seq: u64) -> Result<(), Error>;
+
+    /// Acknowledges every record in `seqs`. The default calls [`ack`](Storage::ack) for
+    /// each.
+    ///
+    /// # Errors
+    ///
+    /// As [`ack`](Storage::ack).
+    fn ack_all(&self, seqs: &[u64]) -> Result<(), Error> {
+        seqs.iter().try_for_each(|&s| self.ack(s))
+    }
+
+    /// Every record up to and including this number is acknowledged (0: none).
+    fn acked_through(&self) -> u64;
+
+    /// The sequence number the next append will get.
+    fn next_seq(&self) -> u64;
+
+    /// Bytes the storage occupies (files on disk, for a file-backed one).
+    fn size(&self) -> u64;
+
+    /// What opening found.
+    fn recovery(&self) -> RecoveryReport;
+}
+
+/// An in-memory [`Storage`]: for tests, for the conformance suite, and as a model of the
+/// contract. Nothing survives the process; `sync` is a no-op.
+#[derive(Debug)]
+pub struct MemStorage {
+    inner: Mutex<MemInner>,
+    max_size: u64,
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    records: BTreeMap<u64, Vec<u8>>,
+    next_seq: u64,
+    acked_through: u64,
+    acked_above: BTreeSet<u64>,
+    bytes: u64,
+}
+
+impl Default for MemStorage {
+    fn default() -> Self {
+        Self::new(u64::MAX)
+    }
+}
+
+impl MemStorage {
+    /// An empty storage holding at most `max_size` bytes of unacknowledged payload.
+    pub fn new(max_size: u64) -> Self {
+        MemStorage {
+            inner: Mutex::new(MemInner {
+                next_seq: 1,
+                ..MemInner::default()
+            }),
+            max_size,
+        }
+    }
+}
+
+impl Storage for MemStorage {
+    fn append(&self, record: &[u8]) -> Result<u64, Error> {
+        let mut s = self.inner.lock();
+        if s.bytes + record.len() as u64 > self.max_size {
+            return Err(Error::LogFull {
+                size: s.bytes,
+                limit: self.max_size,
+            });
+        }
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        s.bytes += record.len() as u64;
+        s.records.insert(seq, record.to_vec());
+        Ok(seq)
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        from: u64,
+        max: usize,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize, Error> {
+        // Copy out under the lock, visit without it (the visitor may call back in).
+        let batch: Vec<(u64, Vec<u8>)> = {
+            let s = self.inner.lock();
+            s.records
+                .range(from..)
+                .take(max)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect()
+        };
+        let mut n = 0;
+        for (seq, bytes) in &batch {
+            n += 1;
+            if !visit(*seq, bytes) {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    fn ack(&self, seq: u64) -> Result<(), Error> {
+        let mut s = self.inner.lock();
+        if seq <= s.acked_through || seq >= s.next_seq {
+            return Ok(());
+        }
+        s.acked_above.insert(seq);
+        loop {
+            let next = s.acked_through + 1;
+            if !s.acked_above.remove(&next) {
+                break;
+            }
+            s.acked_through = next;
+            if let Some(r) = s.records.remove(&next) {
+                s.bytes -= r.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn acked_through(&self) -> u64 {
+        self.inner.lock().acked_through
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.lock().next_seq
+    }
+
+    fn size(&self) -> u64 {
+        self.inner.lock().bytes
+    }
+
+    fn recovery(&self) -> RecoveryReport {
+        let s = self.inner.lock();
+        RecoveryReport {
+            acked_through: s.acked_through,
+            next_seq: s.next_seq,
+            ..RecoveryReport::default()
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! A conformance suite for [`Storage`] implementations (feature `testing`).
+//!
+//! Call [`storage_conformance`] from a test of your own backend with a
+//! [`StorageHarness`] that creates (and, for persistent backends, reopens) instances;
+//! every check panics with a message naming the broken rule.
+//!
+//! ```
+//! use vinequeue_core::testing::{storage_conformance, StorageHarness};
+//! use vinequeue_core::MemStorage;
+//!
+//! struct Mem;
+//! impl StorageHarness for Mem {
+//!     type Storage = MemStorage;
+//!     fn create(&mut self) -> MemStorage { MemStorage::default() }
+//!     fn reopen(&mut self) -> Option<MemStorage> { None } // nothing persists
+//! }
+//! storage_conformance(&mut Mem);
+//! ```
+
+use std::sync::Arc;
+
+use crate::storage::Storage;
+
+/// Creates the instances the conformance suite runs against.
+pub trait StorageHarness {
+    /// The storage under test.
+    type Storage: Storage;
+
+    /// A new, empty storage (each call a fresh one, independent of the others).
+    fn create(&mut self) -> Self::Storage;
+
+    /// Reopens the storage most recently created or reopened, after the suite dropped it,
+    /// over the same persistent data. `None` for a storage that does not persist; the
+    /// persistence checks are then skipped.
+    fn reopen(&mut self) -> Option<Self::Storage>;
+}
+
+fn read_all<S: Storage + ?Sized>(s: &S, from: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let before = out.len();
+        s.read(next, 1000, &mut |seq, bytes| {
+            out.push((seq, bytes.to_vec()));
+            true
+        })
+        .expect("read failed");
+        if out.len() == before {
+            return out;
+        }
+        next = out.last().unwrap().0 + 1;
+    }
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    let len = (i * 37 % 300) as usize;
+    (0..len).map(|j| (i as usize + j) as u8).collect()
+}
+
+/// Runs every check of the [`Storage`] contract against instances from `harness`.
+///
+/// # Panics
+///
+/// On the first violation, with a message naming the rule.
+pub fn storage_conformance<H: StorageHarness>(harness: &mut H) {
+    appends_are_numbered_from_one_and_read_back_identically(harness);
+    reads_honour_from_max_and_early_stop(harness);
+    empty_and_large_records_round_trip(harness);
+    acks_in_any_order_advance_a_contiguous_low_water_mark(harness);
+    sync_and_sync_through_succeed(harness);
+    concurrent_appends_get_unique_dense_numbers(harness);
+    if harness.reopen().is_some() {
+        synced_records_and_acks_survive_reopen(harness);
+        numbering_continues_after_everything_was_acknowledged(harness);
+    }
+}
+
+fn appends_are_numbered_from_one_and_read_back_identically<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    assert_eq!(s.next_seq(), 1, "a new storage starts numbering at 1");
+    assert_eq!(
+        s.acked_through(),
+        0,
+        "a new storage has nothing acknowledged"
+    );
+    for i in 0..500u64 {
+        let seq = s.append(&payload(i)).expect("append failed");
+        assert_eq!(seq, i + 1, "sequence numbers must be consecutive");
+    }
+    assert_eq!(s.next_seq(), 501);
+    let all = read_all(&s, 1);
+    assert_eq!(all.len(), 500, "every appended record must be readable");
+    for (i, (seq, bytes)) in all.iter().enumerate() {
+        assert_eq!(*seq, i as u64 + 1);
+        assert_eq!(
+            bytes,
+            &payload(i as u64),
+            "record {seq} changed between append and read"
+        );
+    }
+}
+
+fn reads_honour_from_max_and_early_stop<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    for i in 0..100u64 {
+        s.append(&payload(i)).unwrap();
+    }
+    let mut seen = Vec::new();
+    let n = s
+        .read(40, 10, &mut |seq, _| {
+            seen.push(seq);
+            true
+        })
+        .unwrap();
+    assert_eq!(n, 10, "read must visit at most max records");
+    assert_eq!(
+        seen,
+        (40..50).collect::<Vec<_>>(),
+        "read must start at `from`"
+    );
+    seen.clear();
+    let n = s
+        .read(1, 100, &mut |seq, _| {
+            seen.push(seq);
+            seq < 3
+        })
+        .unwrap();
+    assert_eq!(
+        (n, seen.len()),
+        (3, 3),
+        "read must stop when the visitor says so"
+    );
+    let n = s.read(101, 10, &mut |_, _| true).unwrap();
+    assert_eq!(n, 0, "reading past the end visits nothing");
+}
+
+fn empty_and_large_records_round_trip<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    let big: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    s.append(&[]).unwrap();
+    s.append(&big).unwrap();
+    s.append(&[7]).unwrap();
+    let all = read_all(&s, 1);
+    assert_eq!(all.len(), 3);
+    assert!(all[0].1.is_empty(), "an empty record must read back empty");
+    assert_eq!(all[1].1, big, "a 64 KiB record must round-trip");
+    assert_eq!(all[2].1, vec![7]);
+}
+
+fn acks_in_any_order_advance_a_contiguous_low_water_mark<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    for i in 0..10u64 {
+        s.append(&payload(i)).unwrap();
+    }
+    s.ack(3).unwrap();
+    s.ack(2).unwrap();
+    assert_eq!(
+        s.acked_through(),
+        0,
+        "acks above a gap must not move the mark"
+    );
+    s.ack(1).unwrap();
+    assert_eq!(
+        s.acked_through(),
+        3,
+        "filling the gap moves the mark over all acked"
+    );
+    s.ack_all(&[5, 6, 4]).unwrap();
+    assert_eq!(s.acked_through(), 6);
+    s.ack(6).unwrap();
+    s.ack(1).unwrap();
+    assert_eq!(s.acked_through(), 6, "acking twice is a no-op");
+    let rest: Vec<u64> = read_all(&s, s.acked_through() + 1)
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        rest,
+        vec![7, 8, 9, 10],
+        "unacknowledged records stay readable"
+    );
+}
+
+fn sync_and_sync_through_succeed<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    let seq = s.append(b"x").unwrap();
+    s.sync_through(seq).expect("sync_through failed");
+    s.sync().expect("sync failed");
+    s.sync().expect("a second sync failed");
+}
+
+fn concurrent_appends_get_unique_dense_numbers<H: StorageHarness>(h: &mut H) {
+    let s = Arc::new(h.create());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                (0..250u64)
+                    .map(|i| {
+                        let body = (t * 1000 + i).to_le_bytes();
+                        (s.append(&body).unwrap(), t * 1000 + i)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut pairs: Vec<(u64, u64)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    pairs.sort_unstable();
+    let seqs: Vec<u64> = pairs.iter().map(|p| p.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=1000).collect::<Vec<_>>(),
+        "concurrent appends need unique, dense numbers"
+    );
+    for (seq, bytes) in read_all(&*s, 1) {
+        let value = u64::from_le_bytes(bytes.try_into().expect("record length changed"));
+        let want = pairs[(seq - 1) as usize].1;
+        assert_eq!(value, want, "record {seq} holds another append's bytes");
+    }
+}
+
+fn synced_records_and_acks_survive_reopen<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    for i in 0..300u64 {
+        s.append(&payload(i)).unwrap();
+    }
+    for seq in 1..=100 {
+        s.ack(seq).unwrap();
+    }
+    s.sync().unwrap();
+    drop(s);
+    let s = h.reopen().expect("reopen failed");
+    assert!(
+        s.acked_through() >= 100,
+        "a synced acknowledgement must survive reopen"
+    );
+    assert_eq!(s.next_seq(), 301, "numbering must continue after reopen");
+    let all = read_all(&s, s.acked_through() + 1);
+    assert_eq!(all.len() as u64, 300 - s.acked_through());
+    for (seq, bytes) in all {
+        assert_eq!(
+            bytes,
+            payload(seq - 1),
+            "record {seq} changed across reopen"
+        );
+    }
+    let report = s.recovery();
+    assert_eq!(report.next_seq, 301);
+    assert_eq!(report.records, 300 - s.acked_through());
+    let seq = s.append(b"after").unwrap();
+    assert_eq!(seq, 301);
+}
+
+fn numbering_continues_after_everything_was_acknowledged<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    for i in 0..50u64 {
+        s.append(&payload(i)).unwrap();
+    }
+    for seq in 1..=50 {
+        s.ack(seq).unwrap();
+    }
+    s.sync().unwrap();
+    drop(s);
+    let s = h.reopen().expect("reopen failed");
+    assert_eq!(s.acked_through(), 50);
+    assert_eq!(
+        s.append(b"next").unwrap(),
+        51,
+        "numbers must never be reused"
+    );
+    assert_eq!(
+        read_all(&s, 1).iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![51]
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemStorage;
+
+    struct Mem;
+    impl StorageHarness for Mem {
+        type Storage = MemStorage;
+        fn create(&mut self) -> MemStorage {
+            MemStorage::default()
+        }
+        fn reopen(&mut self) -> Option<MemStorage> {
+            None
+        }
+    }
+
+    #[test]
+    fn mem_storage_passes_the_suite() {
+        storage_conformance(&mut Mem);
+    }
+
+    #[test]
+    fn mem_storage_reports_full() {
+        let s = MemStorage::new(10);
+        s.append(&[0; 8]).unwrap();
+        assert!(matches!(
+            s.append(&[0; 3]),
+            Err(crate::Error::LogFull { .. })
+        ));
+        s.ack(1).unwrap();
+        s.append(&[0; 3]).unwrap();
+    }
+}
