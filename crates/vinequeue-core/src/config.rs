@@ -39,6 +39,21 @@ pub enum OverflowPolicy {
     DropNewest,
 }
 
+/// What opening a write-ahead log does with a damaged record that is not a torn tail.
+///
+/// A torn tail (an incomplete last write in the newest segment, as a crash or power cut
+/// leaves behind) is always cut off silently: it was never acknowledged as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Skip to the next valid record, count the loss (`corrupt_records_total`) and keep a
+    /// copy of the damaged segment in `damaged/` for inspection. The queue starts.
+    #[default]
+    SkipCorrupt,
+    /// Refuse to open: [`Error::Corrupt`](crate::Error::Corrupt) names the file, the
+    /// offset and what was wrong.
+    Strict,
+}
+
 /// Largest accepted `memory_size`.
 pub const MAX_MEMORY_SIZE: usize = 1 << 30;
 

@@ -58,7 +58,7 @@ pub mod testing;
 #[cfg(all(test, loom))]
 mod loom_ring;
 
-pub use crate::config::{Config, OverflowPolicy, SyncMode, MAX_MEMORY_SIZE};
+pub use crate::config::{Config, OverflowPolicy, RecoveryMode, SyncMode, MAX_MEMORY_SIZE};
 pub use crate::error::{EnqueueError, Error};
 pub use crate::metrics::Metrics;
 pub use crate::queue::Queue;

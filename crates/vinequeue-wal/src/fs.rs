@@ -1,0 +1,299 @@
+//! The narrow file layer under the log: the real one (`RealFs`, files and mmaps) and,
+//! behind the `testing` feature, a simulated one (`crate::sim::SimFs`) that models the
+//! page cache, power cuts and injected errors.
+//!
+//! A file is *append-only after publication*: bytes below [`FsFile::published`] are never
+//! written again and may be read by any thread; bytes at or above it are written by one
+//! writer at a time, which publishes them when done. This discipline, checked at run time
+//! by every implementation, is what makes sharing a memory map between a writer and
+//! readers sound.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::mmap::MappedFile;
+
+/// A file of the log, mapped (or simulated) for byte access.
+pub trait FsFile: Send + Sync + 'static {
+    /// Length in bytes (fixed while the file is open).
+    fn len(&self) -> u64;
+
+    /// Whether the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// End of the published region: bytes below it are immutable and readable.
+    fn published(&self) -> u64;
+
+    /// Writes `parts` back to back starting at `offset`, then publishes up to their end.
+    ///
+    /// # Panics
+    ///
+    /// If `offset` is below [`published`](FsFile::published), the write runs past
+    /// [`len`](FsFile::len), or another thread is writing at the same time.
+    fn write_publish(&self, offset: u64, parts: &[&[u8]]);
+
+    /// Calls `f` with the `len` bytes at `offset`, which must be published.
+    ///
+    /// # Panics
+    ///
+    /// If the range is not entirely below [`published`](FsFile::published).
+    fn read_with<R>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R;
+
+    /// Makes the bytes in `offset..offset + len` durable (`msync`).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error; after it, what reached the disk is unknown.
+    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Shrinks the file to `len` bytes and makes that durable, unmapping and remapping it.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn truncate(self, len: u64) -> io::Result<Self>
+    where
+        Self: Sized;
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// File name (not UTF-8 names are reported lossily).
+    pub name: String,
+    /// Whether it is a regular file.
+    pub is_file: bool,
+}
+
+/// The file-system operations the log needs, and nothing more.
+pub trait Fs: Send + Sync + 'static {
+    /// An open, mapped file.
+    type File: FsFile;
+    /// Proof of holding a directory's lock; dropping it releases the lock.
+    type Lock: Send + Sync + 'static;
+
+    /// Creates `dir` and its parents (new directories get mode 0700).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// Takes the exclusive lock of `dir` (file `LOCK` inside it); `None` if another
+    /// holder has it.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn try_lock(&self, dir: &Path) -> io::Result<Option<Self::Lock>>;
+
+    /// Lists `dir`.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>>;
+
+    /// Creates a new file (mode 0600) of `len` bytes, preallocated on the device so that
+    /// writes through the map can never fail for lack of space, and durable as to its size.
+    /// On failure no file is left behind.
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists`, `ENOSPC` (`StorageFull`) and the like.
+    fn create(&self, path: &Path, len: u64) -> io::Result<Self::File>;
+
+    /// Opens and maps an existing file; all of it is published.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn open(&self, path: &Path) -> io::Result<Self::File>;
+
+    /// Reads a whole small file, refusing files over `limit` bytes.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error; `InvalidData` over the limit.
+    fn read_small(&self, path: &Path, limit: usize) -> io::Result<Vec<u8>>;
+
+    /// Creates or replaces a small file (mode 0600) with `data` and makes it durable.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn write_small(&self, path: &Path, data: &[u8]) -> io::Result<()>;
+
+    /// Renames a file (atomically replacing `to`).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes a file.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+
+    /// Copies a file (used to keep damaged segments aside).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Size of a file in bytes.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
+}
+
+/// The real file system: files preallocated with `posix_fallocate` and mapped shared.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+/// Holds a directory's `LOCK` file locked (`flock`); released on drop.
+#[derive(Debug)]
+pub struct RealLock {
+    _file: File,
+    _path: PathBuf,
+}
+
+impl Fs for RealFs {
+    type File = MappedFile;
+    type Lock = RealLock;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+
+    fn try_lock(&self, dir: &Path) -> io::Result<Option<RealLock>> {
+        let path = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RealLock {
+                _file: file,
+                _path: path,
+            })),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            out.push(DirEntry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                is_file: entry.file_type()?.is_file(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn create(&self, path: &Path, len: u64) -> io::Result<MappedFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        let prepared = preallocate(&file, len).and_then(|()| file.sync_all());
+        if let Err(e) = prepared {
+            // A failed fallocate may leave blocks allocated: do not keep them.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        MappedFile::map(file, len, 0)
+    }
+
+    fn open(&self, path: &Path) -> io::Result<MappedFile> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        MappedFile::map(file, len, len)
+    }
+
+    fn read_small(&self, path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len > limit as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is {len} bytes, more than the {limit} expected",
+                    path.display()
+                ),
+            ));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn write_small(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(data)?;
+        file.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::copy(from, to).map(|_| ())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
+    }
+}
+
+/// Reserves `len` bytes of device space for `file`, so that later writes through a memory
+/// map cannot hit a full disk (which would be a SIGBUS, not an error).
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
+    crate::mmap::posix_fallocate(file.as_raw_fd(), len)
+}

@@ -1,0 +1,42 @@
+//! VineQueue's write-ahead log: a directory of preallocated, memory-mapped segment files
+//! holding CRC32C-framed records, implementing [`vinequeue_core::Storage`].
+//!
+//! # On disk
+//!
+//! ```text
+//! <dir>/LOCK                          flock'd by the one opener
+//! <dir>/checkpoint                    acknowledged-through cursor (52 bytes)
+//! <dir>/00000000000000000001.seg      segments, named by their first sequence number
+//! <dir>/damaged/                      copies of segments that recovery found damaged
+//! ```
+//!
+//! The byte layout is in [`format`] and `docs/format.md`.
+//!
+//! # Guarantees
+//!
+//! * After `sync` / `sync_through(seq)` returns `Ok`, the records covered survive a crash
+//!   or power loss. Concurrent `sync_through` callers share one `msync` (group commit).
+//! * After a failed sync the log refuses every write with [`Error::LogFailed`]: what
+//!   reached the disk is unknown, so it never retries and pretends.
+//! * Recovery cuts off a torn tail of the newest segment, handles damage elsewhere by
+//!   [`RecoveryMode`], ignores stray files, never trusts a length beyond
+//!   `max_record_size`, and always starts appending in a fresh segment.
+//! * A full disk shows up as an error when a segment is created (they are preallocated),
+//!   never as a crash; the log works again once space is freed.
+//!
+//! [`Error::LogFailed`]: vinequeue_core::Error::LogFailed
+//! [`RecoveryMode`]: vinequeue_core::RecoveryMode
+
+pub mod format;
+mod fs;
+mod mmap;
+mod options;
+#[cfg(any(test, feature = "testing"))]
+pub mod sim;
+mod wal;
+
+pub use crate::fs::{DirEntry, Fs, FsFile, RealFs, RealLock};
+pub use crate::mmap::MappedFile;
+pub use crate::options::{WalOptions, MIN_SEGMENT_SIZE};
+pub use crate::wal::Wal;
+pub use vinequeue_core::{RecoveryMode, SyncMode};

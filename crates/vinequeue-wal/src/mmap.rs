@@ -1,0 +1,153 @@
+//! The one module with `unsafe` code: a shared memory map of a log file, and the
+//! `posix_fallocate` call.
+//!
+//! # Why the map is sound
+//!
+//! Mapping a file is unsafe because anyone who truncates or writes the file while it is
+//! mapped changes memory under our feet (or makes it vanish: SIGBUS). Who could?
+//!
+//! * **Other processes.** The log directory is mode 0700 and its files 0600, and every
+//!   opener takes the directory's `LOCK` (`flock`) first; a second VineQueue fails with
+//!   `Error::Locked`. A process of the same user that ignores the lock and truncates a
+//!   segment can still crash us: that is outside what any mmap-based store can prevent.
+//! * **This process.** The log opens each segment once. Truncation goes through
+//!   [`MappedFile::truncate`], which consumes the map first. Preallocation before mapping
+//!   means a full disk shows up as an error at creation, never as SIGBUS on a write.
+//! * **Our own threads.** Bytes below `published` are never written again; bytes above it
+//!   are written by one writer at a time (checked by the `writing` flag) and only become
+//!   readable once published with `Release` ordering; readers check their range against
+//!   `published` loaded with `Acquire`. So no byte is ever read and written concurrently.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::fs::FsFile;
+
+/// A log file mapped shared, read-write.
+#[derive(Debug)]
+pub struct MappedFile {
+    file: File,
+    /// `None` for an empty file (a zero-length map is not allowed).
+    map: Option<MmapRaw>,
+    len: u64,
+    /// Bytes below this are immutable and readable; never decreases.
+    published: AtomicU64,
+    /// Set while a writer is inside `write_publish`.
+    writing: AtomicBool,
+}
+
+impl MappedFile {
+    pub(crate) fn map(file: File, len: u64, published: u64) -> io::Result<Self> {
+        let map = if len == 0 {
+            None
+        } else {
+            let map_len = usize::try_from(len).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "file too large to map")
+            })?;
+            Some(MmapOptions::new().len(map_len).map_raw(&file)?)
+        };
+        Ok(MappedFile {
+            file,
+            map,
+            len,
+            published: AtomicU64::new(published),
+            writing: AtomicBool::new(false),
+        })
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.map
+            .as_ref()
+            .map_or(std::ptr::NonNull::dangling().as_ptr(), |m| m.as_mut_ptr())
+    }
+}
+
+impl FsFile for MappedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    fn write_publish(&self, offset: u64, parts: &[&[u8]]) {
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        assert!(
+            self.writing
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok(),
+            "two writers on one log file"
+        );
+        let published = self.published.load(Ordering::Relaxed);
+        assert!(
+            offset >= published && offset + total <= self.len,
+            "write of {total} bytes at {offset} outside the writable range {published}..{}",
+            self.len
+        );
+        let mut at = offset as usize;
+        for part in parts {
+            // SAFETY: 1. `at..at + part.len()` lies within `published..len` (asserted
+            // above), so it is inside the map and no reader looks at it (readers stay
+            // below `published`); 2. the `writing` flag makes us the only writer; 3. the
+            // source is a separate Rust slice, so the ranges do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), self.base().add(at), part.len());
+            }
+            at += part.len();
+        }
+        self.published.store(offset + total, Ordering::Release);
+        self.writing.store(false, Ordering::Release);
+    }
+
+    fn read_with<R>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        let published = self.published.load(Ordering::Acquire);
+        assert!(
+            offset + len as u64 <= published,
+            "read of {len} bytes at {offset} beyond the published {published}"
+        );
+        if len == 0 {
+            return f(&[]);
+        }
+        // SAFETY: the range is below `published` (asserted, with Acquire ordering pairing
+        // with the writer's Release), so it is inside the map, fully written, and never
+        // written again while the map lives (module docs).
+        let bytes = unsafe { std::slice::from_raw_parts(self.base().add(offset as usize), len) };
+        f(bytes)
+    }
+
+    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        match &self.map {
+            Some(map) if len > 0 => map.flush_range(offset as usize, len as usize),
+            _ => Ok(()),
+        }
+    }
+
+    fn truncate(self, len: u64) -> io::Result<Self> {
+        let MappedFile { file, map, .. } = self;
+        drop(map); // unmap before the file shrinks
+        file.set_len(len)?;
+        file.sync_all()?;
+        MappedFile::map(file, len, len)
+    }
+}
+
+/// `posix_fallocate(fd, 0, len)`.
+pub(crate) fn posix_fallocate(fd: RawFd, len: libc::off_t) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: a plain system call on a descriptor the caller keeps open for the call's
+    // duration; it touches no memory of ours.
+    let rc = unsafe { libc::posix_fallocate(fd, 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}

@@ -1,0 +1,117 @@
+//! Options of a [`Wal`](crate::Wal).
+
+use std::time::Duration;
+
+use vinequeue_core::{Error, RecoveryMode, SyncMode};
+
+use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+
+/// How a [`Wal`](crate::Wal) is laid out and synced. Setters consume and return `self`;
+/// [`Wal::open`](crate::Wal::open) checks the whole set and names a bad field.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub(crate) segment_size: u64,
+    pub(crate) max_size: u64,
+    pub(crate) sync_mode: SyncMode,
+    pub(crate) recovery_mode: RecoveryMode,
+    pub(crate) max_record_size: u32,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size: 64 * 1024 * 1024,
+            max_size: 100 * 1024 * 1024,
+            sync_mode: SyncMode::Periodic(Duration::from_millis(100)),
+            recovery_mode: RecoveryMode::SkipCorrupt,
+            max_record_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Smallest segment accepted.
+pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
+
+impl WalOptions {
+    /// Size of each segment file, preallocated in full when the segment is created.
+    /// Capped at a quarter of `max_size` so that the log can always roll to a new segment
+    /// while older ones wait for acknowledgement. Default = 64 MiB.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// Most bytes the log may occupy on disk (all files); at the limit `append` returns
+    /// `Error::LogFull`. Default = 100 MiB.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = bytes;
+        self
+    }
+
+    /// `Periodic(d)` syncs in the background every `d`; `Immediate` and `Os` sync only
+    /// when asked (`sync`, `sync_through`; the queue asks after every append under
+    /// `Immediate`). Under `Os`, segments are not synced when they fill up either.
+    /// Default = `Periodic(100 ms)`.
+    pub fn sync_mode(mut self, mode: SyncMode) -> Self {
+        self.sync_mode = mode;
+        self
+    }
+
+    /// What opening does with damage that is not a torn tail. Default = `SkipCorrupt`.
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery_mode = mode;
+        self
+    }
+
+    /// Largest record accepted (and believed at recovery). Default = 16 MiB, and never
+    /// more than fits in one segment.
+    pub fn max_record_size(mut self, bytes: u32) -> Self {
+        self.max_record_size = bytes;
+        self
+    }
+
+    /// The segment size in effect: the configured one, capped at `max_size / 4`, rounded
+    /// down to 4 KiB.
+    pub fn effective_segment_size(&self) -> u64 {
+        (self.segment_size.min(self.max_size / 4) / 4096) * 4096
+    }
+
+    /// The record size limit in effect.
+    pub fn effective_max_record_size(&self) -> u32 {
+        let fits = self
+            .effective_segment_size()
+            .saturating_sub((SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64);
+        (self.max_record_size as u64).min(fits) as u32
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: String| Err(Error::Config(format!("{field}: {why}")));
+        if self.segment_size < MIN_SEGMENT_SIZE {
+            return bad(
+                "segment_size",
+                format!(
+                    "{} bytes is below the minimum of {MIN_SEGMENT_SIZE}",
+                    self.segment_size
+                ),
+            );
+        }
+        if self.max_size < 4 * MIN_SEGMENT_SIZE {
+            return bad(
+                "max_size",
+                format!(
+                    "{} bytes leaves no room for 4 segments of at least {MIN_SEGMENT_SIZE} bytes",
+                    self.max_size
+                ),
+            );
+        }
+        if self.max_record_size == 0 {
+            return bad("max_record_size", "must be at least 1".into());
+        }
+        if let SyncMode::Periodic(d) = self.sync_mode {
+            if d.is_zero() {
+                return bad("sync_mode", "Periodic(0) would sync continuously".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,600 @@
+//! A simulated file system for tests (feature `testing`): a page cache over "durable"
+//! contents, power cuts that keep synced bytes and drop or tear unsynced ones at random,
+//! process crashes that keep the page cache, and injected errors.
+//!
+//! ```
+//! use vinequeue_wal::sim::{FaultOp, SimFs};
+//! use std::io::ErrorKind;
+//!
+//! let fs = SimFs::new(42);
+//! fs.fail_nth(FaultOp::Sync, 1, ErrorKind::Other); // the next sync returns EIO
+//! // ... open a `Wal` over `fs.clone()`, write, then:
+//! let after = fs.power_cut(); // a new handle seeing only what survived
+//! # let _ = after;
+//! ```
+//!
+//! Semantics, modelled on Linux with ext4:
+//!
+//! * Writes land in the page cache. `sync_range` makes the pages in its range durable;
+//!   `create` (preallocate + fsync), `truncate` and `write_small` make the file's size and
+//!   contents durable at once.
+//! * A new, renamed or removed directory entry is durable only after `sync_dir`.
+//! * `power_cut` returns a fresh handle on what is durable; each unsynced dirty page is,
+//!   at random, kept, lost, or torn (a random number of its leading 512-byte sectors kept).
+//!   Every handle from before the cut (and files opened through it) fails with EIO from
+//!   then on, so a crashed log's destructor cannot touch the survivors.
+//! * `process_crash` keeps the page cache (what a killed process leaves behind).
+//! * An injected sync failure also throws the dirty pages of its range away, as Linux does
+//!   ("fsyncgate"): a later sync then reports success although the data is gone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::fs::{DirEntry, Fs, FsFile};
+
+const PAGE: usize = 4096;
+const SECTOR: usize = 512;
+
+/// Operations at which errors can be injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultOp {
+    /// `FsFile::sync_range`.
+    Sync,
+    /// `Fs::sync_dir`.
+    SyncDir,
+    /// `Fs::create`.
+    Create,
+    /// `Fs::rename`.
+    Rename,
+    /// `Fs::remove`.
+    Remove,
+    /// `Fs::write_small`.
+    WriteSmall,
+}
+
+#[derive(Debug)]
+struct Fault {
+    op: FaultOp,
+    /// Fails when this reaches 1 (counts down on each matching call).
+    countdown: u64,
+    kind: io::ErrorKind,
+}
+
+#[derive(Debug, Default)]
+struct NodeData {
+    cache: Vec<u8>,
+    durable: Vec<u8>,
+    dirty: BTreeSet<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    data: Mutex<NodeData>,
+}
+
+#[derive(Debug)]
+struct State {
+    generation: u64,
+    live: BTreeMap<PathBuf, Arc<Node>>,
+    durable: BTreeMap<PathBuf, Arc<Node>>,
+    dirs: BTreeSet<PathBuf>,
+    locked: BTreeSet<PathBuf>,
+    faults: Vec<Fault>,
+    rng: u64,
+    capacity: Option<u64>,
+    syncs: u64,
+}
+
+impl State {
+    fn rand(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn take_fault(&mut self, op: FaultOp) -> Option<io::Error> {
+        let i = self.faults.iter().position(|f| f.op == op)?;
+        if self.faults[i].countdown > 1 {
+            self.faults[i].countdown -= 1;
+            return None;
+        }
+        let f = self.faults.remove(i);
+        Some(io::Error::new(f.kind, format!("injected {op:?} failure")))
+    }
+
+    fn used(&self) -> u64 {
+        self.live
+            .values()
+            .map(|n| n.data.lock().cache.len() as u64)
+            .sum()
+    }
+}
+
+/// A handle on a simulated file system. Clones share it.
+#[derive(Debug, Clone)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+    generation: u64,
+}
+
+fn stale() -> io::Error {
+    io::Error::other("simulated machine was power-cut or crashed: handle is stale")
+}
+
+impl SimFs {
+    /// An empty file system; `seed` drives every random choice (power-cut outcomes).
+    pub fn new(seed: u64) -> Self {
+        SimFs {
+            state: Arc::new(Mutex::new(State {
+                generation: 0,
+                live: BTreeMap::new(),
+                durable: BTreeMap::new(),
+                dirs: BTreeSet::new(),
+                locked: BTreeSet::new(),
+                faults: Vec::new(),
+                rng: seed,
+                capacity: None,
+                syncs: 0,
+            })),
+            generation: 0,
+        }
+    }
+
+    /// Limits the total size of all files; going beyond is `ENOSPC` (`StorageFull`).
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state.lock().capacity = bytes;
+    }
+
+    /// Makes the `n`-th next call of `op` (1 = the very next) fail with `kind`.
+    pub fn fail_nth(&self, op: FaultOp, n: u64, kind: io::ErrorKind) {
+        self.state.lock().faults.push(Fault {
+            op,
+            countdown: n.max(1),
+            kind,
+        });
+    }
+
+    /// Removes every pending injected fault.
+    pub fn clear_faults(&self) {
+        self.state.lock().faults.clear();
+    }
+
+    /// Number of successful `sync_range` calls so far.
+    pub fn sync_count(&self) -> u64 {
+        self.state.lock().syncs
+    }
+
+    /// Cuts the power: returns a handle on what survived (see the module docs).
+    pub fn power_cut(&self) -> SimFs {
+        let mut st = self.state.lock();
+        let nodes: Vec<Arc<Node>> = st.durable.values().cloned().collect();
+        for node in nodes {
+            let mut d = node.data.lock();
+            let dirty: Vec<usize> = d.dirty.iter().copied().collect();
+            for page in dirty {
+                let start = page * PAGE;
+                let end = ((page + 1) * PAGE).min(d.cache.len()).min(d.durable.len());
+                if start >= end {
+                    continue;
+                }
+                match st.rand() % 3 {
+                    0 => {} // lost
+                    1 => {
+                        let (cache, durable) = (&d.cache[start..end].to_vec(), &mut d.durable);
+                        durable[start..end].copy_from_slice(cache);
+                    }
+                    _ => {
+                        let sectors = (end - start).div_ceil(SECTOR);
+                        let keep = (st.rand() as usize % (sectors + 1)) * SECTOR;
+                        let cut = (start + keep).min(end);
+                        let torn = d.cache[start..cut].to_vec();
+                        d.durable[start..cut].copy_from_slice(&torn);
+                    }
+                }
+            }
+            d.dirty.clear();
+            d.cache = d.durable.clone();
+        }
+        Self::restart(&mut st)
+    }
+
+    /// Kills the process but not the machine: the page cache and the directory survive.
+    pub fn process_crash(&self) -> SimFs {
+        let mut st = self.state.lock();
+        let live: Vec<(PathBuf, Arc<Node>)> = st
+            .live
+            .iter()
+            .map(|(p, n)| (p.clone(), Arc::clone(n)))
+            .collect();
+        for (_, node) in &live {
+            let mut d = node.data.lock();
+            d.durable = d.cache.clone();
+            d.dirty.clear();
+        }
+        st.durable = live.into_iter().collect();
+        Self::restart(&mut st)
+    }
+
+    fn restart(st: &mut State) -> SimFs {
+        // Fresh nodes, so that stale file handles cannot reach the survivors.
+        let fresh: BTreeMap<PathBuf, Arc<Node>> = st
+            .durable
+            .iter()
+            .map(|(p, n)| {
+                let d = n.data.lock();
+                let node = Node {
+                    data: Mutex::new(NodeData {
+                        cache: d.durable.clone(),
+                        durable: d.durable.clone(),
+                        dirty: BTreeSet::new(),
+                    }),
+                };
+                (p.clone(), Arc::new(node))
+            })
+            .collect();
+        let generation = st.generation + 1;
+        let next = State {
+            generation,
+            live: fresh.clone(),
+            durable: fresh,
+            dirs: st.dirs.clone(),
+            locked: BTreeSet::new(),
+            faults: Vec::new(),
+            rng: st.rand(),
+            capacity: st.capacity,
+            syncs: st.syncs,
+        };
+        // Every handle on the old state is stale from now on.
+        st.generation = u64::MAX;
+        SimFs {
+            state: Arc::new(Mutex::new(next)),
+            generation,
+        }
+    }
+
+    fn lock(&self) -> io::Result<parking_lot::MutexGuard<'_, State>> {
+        let st = self.state.lock();
+        if st.generation != self.generation {
+            return Err(stale());
+        }
+        Ok(st)
+    }
+
+    /// Every file's current (page-cache) contents, for tests that inspect or damage them.
+    pub fn files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let st = self.state.lock();
+        st.live
+            .iter()
+            .map(|(p, n)| (p.clone(), n.data.lock().cache.clone()))
+            .collect()
+    }
+
+    /// Replaces a file's contents outright (durably), e.g. to flip bits in a test.
+    pub fn put_file(&self, path: &Path, bytes: &[u8]) {
+        let mut st = self.state.lock();
+        let node = Arc::new(Node {
+            data: Mutex::new(NodeData {
+                cache: bytes.to_vec(),
+                durable: bytes.to_vec(),
+                dirty: BTreeSet::new(),
+            }),
+        });
+        st.live.insert(path.to_path_buf(), Arc::clone(&node));
+        st.durable.insert(path.to_path_buf(), node);
+    }
+}
+
+/// A file on a [`SimFs`].
+#[derive(Debug)]
+pub struct SimFile {
+    node: Arc<Node>,
+    fs: SimFs,
+    len: u64,
+    published: AtomicU64,
+    writing: AtomicBool,
+}
+
+impl FsFile for SimFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    fn write_publish(&self, offset: u64, parts: &[&[u8]]) {
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        assert!(
+            !self.writing.swap(true, Ordering::Acquire),
+            "two writers on one log file"
+        );
+        let published = self.published.load(Ordering::Relaxed);
+        assert!(
+            offset >= published && offset + total <= self.len,
+            "write outside the writable range"
+        );
+        {
+            let mut d = self.node.data.lock();
+            let mut at = offset as usize;
+            for part in parts {
+                d.cache[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            let (first, last) = (
+                offset as usize / PAGE,
+                (offset + total).max(1) as usize / PAGE,
+            );
+            for page in first..=last {
+                d.dirty.insert(page);
+            }
+        }
+        self.published.store(offset + total, Ordering::Release);
+        self.writing.store(false, Ordering::Release);
+    }
+
+    fn read_with<R>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        assert!(
+            offset + len as u64 <= self.published.load(Ordering::Acquire),
+            "read beyond the published range"
+        );
+        let d = self.node.data.lock();
+        f(&d.cache[offset as usize..offset as usize + len])
+    }
+
+    fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mut st = self.fs.lock()?;
+        let first = offset as usize / PAGE;
+        let last = (offset + len).div_ceil(PAGE as u64) as usize;
+        if let Some(e) = st.take_fault(FaultOp::Sync) {
+            // fsyncgate: the kernel marks the failed pages clean; their data is gone.
+            let mut d = self.node.data.lock();
+            let lost: Vec<usize> = d.dirty.range(first..last).copied().collect();
+            for page in lost {
+                d.dirty.remove(&page);
+            }
+            return Err(e);
+        }
+        st.syncs += 1;
+        let mut d = self.node.data.lock();
+        let pages: Vec<usize> = d.dirty.range(first..last).copied().collect();
+        for page in pages {
+            let start = page * PAGE;
+            let end = ((page + 1) * PAGE).min(d.cache.len());
+            if start < end {
+                let src = d.cache[start..end].to_vec();
+                d.durable[start..end].copy_from_slice(&src);
+            }
+            d.dirty.remove(&page);
+        }
+        Ok(())
+    }
+
+    fn truncate(self, len: u64) -> io::Result<Self> {
+        let _st = self.fs.lock()?;
+        {
+            let mut d = self.node.data.lock();
+            d.cache.truncate(len as usize);
+            d.durable.truncate(len as usize);
+            let pages = (len as usize).div_ceil(PAGE);
+            d.dirty.retain(|&p| p < pages);
+        }
+        Ok(SimFile {
+            node: self.node,
+            fs: self.fs.clone(),
+            len,
+            published: AtomicU64::new(len),
+            writing: AtomicBool::new(false),
+        })
+    }
+}
+
+impl Fs for SimFs {
+    type File = SimFile;
+    type Lock = SimLock;
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.lock()?;
+        for ancestor in dir.ancestors() {
+            st.dirs.insert(ancestor.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn try_lock(&self, dir: &Path) -> io::Result<Option<SimLock>> {
+        let mut st = self.lock()?;
+        if !st.locked.insert(dir.to_path_buf()) {
+            return Ok(None);
+        }
+        Ok(Some(SimLock {
+            fs: self.clone(),
+            dir: dir.to_path_buf(),
+        }))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        let st = self.lock()?;
+        if !st.dirs.contains(dir) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
+        }
+        let mut out: Vec<DirEntry> = st
+            .live
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .map(|p| DirEntry {
+                name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                is_file: true,
+            })
+            .collect();
+        out.extend(
+            st.dirs
+                .iter()
+                .filter(|p| p.parent() == Some(dir))
+                .map(|p| DirEntry {
+                    name: p.file_name().unwrap().to_string_lossy().into_owned(),
+                    is_file: false,
+                }),
+        );
+        Ok(out)
+    }
+
+    fn create(&self, path: &Path, len: u64) -> io::Result<SimFile> {
+        let mut st = self.lock()?;
+        if let Some(e) = st.take_fault(FaultOp::Create) {
+            return Err(e);
+        }
+        if st.live.contains_key(path) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+        }
+        if let Some(cap) = st.capacity {
+            if st.used() + len > cap {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
+        let node = Arc::new(Node {
+            data: Mutex::new(NodeData {
+                cache: vec![0; len as usize],
+                durable: vec![0; len as usize],
+                dirty: BTreeSet::new(),
+            }),
+        });
+        st.live.insert(path.to_path_buf(), Arc::clone(&node));
+        Ok(SimFile {
+            node,
+            fs: self.clone(),
+            len,
+            published: AtomicU64::new(0),
+            writing: AtomicBool::new(false),
+        })
+    }
+
+    fn open(&self, path: &Path) -> io::Result<SimFile> {
+        let st = self.lock()?;
+        let node = st
+            .live
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        let len = node.data.lock().cache.len() as u64;
+        Ok(SimFile {
+            node,
+            fs: self.clone(),
+            len,
+            published: AtomicU64::new(len),
+            writing: AtomicBool::new(false),
+        })
+    }
+
+    fn read_small(&self, path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+        let st = self.lock()?;
+        let node = st
+            .live
+            .get(path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        let data = node.data.lock().cache.clone();
+        if data.len() > limit {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "file too large"));
+        }
+        Ok(data)
+    }
+
+    fn write_small(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut st = self.lock()?;
+        if let Some(e) = st.take_fault(FaultOp::WriteSmall) {
+            return Err(e);
+        }
+        if let Some(cap) = st.capacity {
+            if st.used() + data.len() as u64 > cap {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+        }
+        let node = st.live.entry(path.to_path_buf()).or_default().clone();
+        let mut d = node.data.lock();
+        d.cache = data.to_vec();
+        d.durable = data.to_vec();
+        d.dirty.clear();
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.lock()?;
+        if let Some(e) = st.take_fault(FaultOp::Rename) {
+            return Err(e);
+        }
+        let node = st
+            .live
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        st.live.insert(to.to_path_buf(), node);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.lock()?;
+        if let Some(e) = st.take_fault(FaultOp::Remove) {
+            return Err(e);
+        }
+        st.live
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
+    }
+
+    fn copy(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let data = {
+            let st = self.lock()?;
+            let node = st
+                .live
+                .get(from)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+            let data = node.data.lock().cache.clone();
+            data
+        };
+        self.write_small(to, &data)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.lock()?;
+        if let Some(e) = st.take_fault(FaultOp::SyncDir) {
+            return Err(e);
+        }
+        let st = &mut *st;
+        st.durable.retain(|p, _| p.parent() != Some(dir));
+        for (p, n) in &st.live {
+            if p.parent() == Some(dir) {
+                st.durable.insert(p.clone(), Arc::clone(n));
+            }
+        }
+        Ok(())
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        let st = self.lock()?;
+        st.live
+            .get(path)
+            .map(|n| n.data.lock().cache.len() as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
+    }
+}
+
+/// A held lock on a simulated directory.
+#[derive(Debug)]
+pub struct SimLock {
+    fs: SimFs,
+    dir: PathBuf,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.fs.lock() {
+            st.locked.remove(&self.dir);
+        }
+    }
+}

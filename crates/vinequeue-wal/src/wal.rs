@@ -1,0 +1,1051 @@
+//! [`Wal`]: the segmented log, its recovery, group commit, acknowledgement and reclaim.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use vinequeue_core::{Error, RecoveryMode, RecoveryReport, Storage, SyncMode};
+
+use crate::format::{
+    decode_frame, frame_header, parse_segment_name, segment_name, Checkpoint, Frame, SegmentHeader,
+    CHECKPOINT_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::fs::{Fs, FsFile, RealFs};
+use crate::options::WalOptions;
+
+/// A sparse index entry every this many records of a segment.
+const INDEX_EVERY: u64 = 256;
+const CHECKPOINT: &str = "checkpoint";
+const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+const DAMAGED: &str = "damaged";
+
+struct Segment<F: Fs> {
+    first_seq: u64,
+    path: PathBuf,
+    salt: u64,
+    file: F::File,
+    /// Sequence number of the last record (`first_seq - 1` while empty).
+    last_seq: AtomicU64,
+    /// Bytes below this offset are durable.
+    synced_end: AtomicU64,
+    /// `(seq, offset)` of every `INDEX_EVERY`-th record, ascending.
+    index: Mutex<Vec<(u64, u64)>>,
+}
+
+impl<F: Fs> Segment<F> {
+    /// Offset of the first frame with a sequence number `>= seq` (or of the data end).
+    fn locate(&self, seq: u64, max_record: u32) -> u64 {
+        let mut pos = {
+            let index = self.index.lock();
+            match index.partition_point(|&(s, _)| s <= seq) {
+                0 => SEGMENT_HEADER_LEN as u64,
+                i => index[i - 1].1,
+            }
+        };
+        let end = self.file.published();
+        while pos < end {
+            let frame = self.file.read_with(pos, (end - pos) as usize, |b| {
+                decode_frame(b, self.salt, max_record)
+            });
+            match frame {
+                Frame::Record { seq: s, len } if s < seq => {
+                    pos += FRAME_HEADER_LEN as u64 + len as u64
+                }
+                _ => break,
+            }
+        }
+        pos
+    }
+}
+
+struct Writer<F: Fs> {
+    next_seq: u64,
+    active: Arc<Segment<F>>,
+    /// Where the next frame goes in the active segment.
+    pos: u64,
+}
+
+#[derive(Default)]
+struct Acks {
+    /// Every record up to here is acknowledged.
+    through: u64,
+    /// Acknowledged ranges above `through + 1`: start -> end (inclusive), disjoint.
+    above: BTreeMap<u64, u64>,
+    /// `through` as last persisted in the checkpoint.
+    checkpointed: u64,
+}
+
+impl Acks {
+    fn add(&mut self, lo: u64, hi: u64) {
+        let lo = lo.max(self.through + 1);
+        if lo > hi {
+            return;
+        }
+        let (mut lo, mut hi) = (lo, hi);
+        // merge with overlapping or adjacent ranges
+        let touching: Vec<(u64, u64)> = self
+            .above
+            .range(..=hi.saturating_add(1))
+            .filter(|&(_, &e)| e.saturating_add(1) >= lo)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, e) in touching {
+            self.above.remove(&s);
+            lo = lo.min(s);
+            hi = hi.max(e);
+        }
+        self.above.insert(lo, hi);
+        while let Some((&s, &e)) = self.above.first_key_value() {
+            if s > self.through + 1 {
+                break;
+            }
+            self.above.remove(&s);
+            self.through = self.through.max(e);
+        }
+    }
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Every record up to here is durable.
+    synced: u64,
+    /// A thread is syncing (the others wait for it: group commit).
+    running: bool,
+}
+
+struct Inner<F: Fs> {
+    fs: F,
+    dir: PathBuf,
+    opts: WalOptions,
+    segment_size: u64,
+    max_record: u32,
+    _lock: F::Lock,
+    writer: Mutex<Writer<F>>,
+    next_seq: AtomicU64,
+    segments: RwLock<Vec<Arc<Segment<F>>>>,
+    acks: Mutex<Acks>,
+    sync: Mutex<SyncState>,
+    sync_done: Condvar,
+    failed: Mutex<Option<String>>,
+    has_failed: AtomicBool,
+    /// Bytes of segment files plus the checkpoint.
+    size: AtomicU64,
+    report: RecoveryReport,
+    /// Records found damaged by reads after open.
+    read_corrupt: AtomicU64,
+    stop: Mutex<bool>,
+    stop_cond: Condvar,
+}
+
+/// A write-ahead log in a directory: mmap'd, preallocated segment files of CRC32C-framed
+/// records, implementing [`Storage`].
+///
+/// ```
+/// use vinequeue_core::Storage;
+/// use vinequeue_wal::{Wal, WalOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let wal = Wal::open(dir.path(), WalOptions::default())?;
+/// let seq = wal.append(b"first record")?;
+/// wal.sync_through(seq)?;
+/// wal.read(1, 10, &mut |seq, bytes| {
+///     assert_eq!((seq, bytes), (1, &b"first record"[..]));
+///     true
+/// })?;
+/// wal.ack(seq)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Wal<F: Fs = RealFs> {
+    inner: Arc<Inner<F>>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl Wal<RealFs> {
+    /// Opens (creating if needed) the log in `dir`, recovering what is there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for bad options, [`Error::Locked`] if another log holds the
+    /// directory, [`Error::Corrupt`] under [`RecoveryMode::Strict`], [`Error::Io`].
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Self, Error> {
+        Self::open_with(RealFs, dir, opts)
+    }
+}
+
+fn io_err(e: io::Error) -> Error {
+    Error::Io(e)
+}
+
+fn random_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+impl<F: Fs> Wal<F> {
+    /// Opens the log in `dir` on the file system `fs` (the simulated one in tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::open`].
+    pub fn open_with(fs: F, dir: impl AsRef<Path>, opts: WalOptions) -> Result<Self, Error> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs.create_dir_all(&dir).map_err(io_err)?;
+        let lock = fs
+            .try_lock(&dir)
+            .map_err(io_err)?
+            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        let recovered = Recovery::run(&fs, &dir, &opts)?;
+        let segment_size = opts.effective_segment_size();
+        let max_record = opts.effective_max_record_size();
+        let Recovery {
+            segments,
+            checkpoint,
+            mut report,
+            next_seq,
+            size,
+            has_checkpoint,
+        } = recovered;
+        report.next_seq = next_seq;
+        report.acked_through = checkpoint.acked_through;
+
+        let active = create_segment(&fs, &dir, next_seq, segment_size)?;
+        fs.sync_dir(&dir).map_err(io_err)?;
+        let mut all = segments;
+        all.push(Arc::clone(&active));
+        let size = size
+            + segment_size
+            + if has_checkpoint {
+                CHECKPOINT_LEN as u64
+            } else {
+                0
+            };
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(Writer {
+                next_seq,
+                active,
+                pos: SEGMENT_HEADER_LEN as u64,
+            }),
+            next_seq: AtomicU64::new(next_seq),
+            segments: RwLock::new(all),
+            acks: Mutex::new(Acks {
+                through: checkpoint.acked_through,
+                above: BTreeMap::new(),
+                checkpointed: checkpoint.acked_through,
+            }),
+            sync: Mutex::new(SyncState {
+                synced: next_seq - 1,
+                running: false,
+            }),
+            sync_done: Condvar::new(),
+            failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
+            size: AtomicU64::new(size),
+            report,
+            read_corrupt: AtomicU64::new(0),
+            stop: Mutex::new(false),
+            stop_cond: Condvar::new(),
+            fs,
+            dir,
+            segment_size,
+            max_record,
+            opts,
+            _lock: lock,
+        });
+        let syncer = match inner.opts.sync_mode {
+            SyncMode::Periodic(period) => {
+                let inner = Arc::clone(&inner);
+                Some(
+                    std::thread::Builder::new()
+                        .name("vinequeue-wal-sync".into())
+                        .spawn(move || inner.periodic(period))
+                        .map_err(io_err)?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Wal { inner, syncer })
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Records found damaged by reads after open (and skipped, under `SkipCorrupt`).
+    pub fn corrupt_records_read(&self) -> u64 {
+        self.inner.read_corrupt.load(Ordering::Relaxed)
+    }
+
+    /// Whether a failed sync has put the log in its failed state.
+    pub fn is_failed(&self) -> bool {
+        self.inner.has_failed.load(Ordering::Acquire)
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.inner.segments.read().len()
+    }
+}
+
+impl<F: Fs> Drop for Wal<F> {
+    fn drop(&mut self) {
+        *self.inner.stop.lock() = true;
+        self.inner.stop_cond.notify_all();
+        if let Some(h) = self.syncer.take() {
+            let _ = h.join();
+        }
+        if !self.inner.has_failed.load(Ordering::Acquire) {
+            if self.inner.opts.sync_mode != SyncMode::Os {
+                let _ = self.inner.sync_all_appended();
+            }
+            let _ = self.inner.checkpoint_if_changed();
+        }
+    }
+}
+
+fn create_segment<F: Fs>(
+    fs: &F,
+    dir: &Path,
+    first_seq: u64,
+    segment_size: u64,
+) -> Result<Arc<Segment<F>>, Error> {
+    let path = dir.join(segment_name(first_seq));
+    let file = fs.create(&path, segment_size).map_err(io_err)?;
+    let salt = random_salt();
+    let header = SegmentHeader { first_seq, salt }.encode();
+    file.write_publish(0, &[&header]);
+    Ok(Arc::new(Segment {
+        first_seq,
+        path,
+        salt,
+        file,
+        last_seq: AtomicU64::new(first_seq - 1),
+        synced_end: AtomicU64::new(0),
+        index: Mutex::new(Vec::new()),
+    }))
+}
+
+impl<F: Fs> Inner<F> {
+    fn check_failed(&self) -> Result<(), Error> {
+        if self.has_failed.load(Ordering::Acquire) {
+            let why = self.failed.lock().clone().unwrap_or_default();
+            return Err(Error::LogFailed(why));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, what: &str, e: &io::Error) -> Error {
+        let why = format!("{what} failed: {e}");
+        let mut failed = self.failed.lock();
+        if failed.is_none() {
+            *failed = Some(why.clone());
+        }
+        self.has_failed.store(true, Ordering::Release);
+        Error::LogFailed(failed.clone().unwrap_or(why))
+    }
+
+    fn append(&self, record: &[u8]) -> Result<u64, Error> {
+        self.check_failed()?;
+        if record.len() > self.max_record as usize {
+            return Err(Error::RecordTooLarge {
+                len: record.len() as u64,
+                limit: self.max_record as u64,
+            });
+        }
+        let len = record.len() as u32;
+        let payload_crc = crc32c::crc32c(record); // outside the lock
+        let frame_len = FRAME_HEADER_LEN as u64 + len as u64;
+        let mut w = self.writer.lock();
+        if w.pos + frame_len > w.active.file.len() {
+            self.roll(&mut w)?;
+        }
+        let seq = w.next_seq;
+        let seg = &w.active;
+        let header = frame_header(payload_crc, seg.salt, seq, len);
+        seg.file.write_publish(w.pos, &[&header, record]);
+        if (seq - seg.first_seq).is_multiple_of(INDEX_EVERY) {
+            seg.index.lock().push((seq, w.pos));
+        }
+        seg.last_seq.store(seq, Ordering::Release);
+        w.pos += frame_len;
+        w.next_seq += 1;
+        self.next_seq.store(w.next_seq, Ordering::Release);
+        Ok(seq)
+    }
+
+    /// Seals the active segment and starts a new one. Called with the writer locked.
+    fn roll(&self, w: &mut Writer<F>) -> Result<(), Error> {
+        let size = self.size.load(Ordering::Acquire);
+        if size + self.segment_size > self.opts.max_size {
+            return Err(Error::LogFull {
+                size,
+                limit: self.opts.max_size,
+            });
+        }
+        if self.opts.sync_mode != SyncMode::Os {
+            let old = &w.active;
+            let end = old.file.published();
+            let from = old.synced_end.load(Ordering::Acquire);
+            if from < end {
+                old.file
+                    .sync_range(from, end - from)
+                    .map_err(|e| self.fail("syncing a full segment", &e))?;
+                old.synced_end.store(end, Ordering::Release);
+            }
+        }
+        let seg = create_segment(&self.fs, &self.dir, w.next_seq, self.segment_size)?;
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            return Err(self.fail("syncing the log directory", &e));
+        }
+        self.size.fetch_add(self.segment_size, Ordering::AcqRel);
+        self.segments.write().push(Arc::clone(&seg));
+        w.active = seg;
+        w.pos = SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// Syncs every appended byte; returns the last sequence number it covers.
+    fn sync_all_appended(&self) -> Result<u64, Error> {
+        self.check_failed()?;
+        let (upto, active, active_end) = {
+            let w = self.writer.lock();
+            (w.next_seq - 1, Arc::clone(&w.active), w.pos)
+        };
+        let segments: Vec<Arc<Segment<F>>> = self.segments.read().clone();
+        for seg in &segments {
+            let end = if Arc::ptr_eq(seg, &active) {
+                active_end
+            } else {
+                seg.file.published()
+            };
+            let from = seg.synced_end.load(Ordering::Acquire);
+            if from < end {
+                seg.file
+                    .sync_range(from, end - from)
+                    .map_err(|e| self.fail("sync", &e))?;
+                seg.synced_end.fetch_max(end, Ordering::AcqRel);
+            }
+        }
+        Ok(upto)
+    }
+
+    /// Returns once record `seq` is durable; concurrent callers share one sync.
+    fn sync_through(&self, seq: u64) -> Result<(), Error> {
+        let mut st = self.sync.lock();
+        loop {
+            self.check_failed()?;
+            if st.synced >= seq {
+                return Ok(());
+            }
+            if st.running {
+                self.sync_done.wait(&mut st);
+                continue;
+            }
+            st.running = true;
+            drop(st);
+            let result = self.sync_all_appended();
+            st = self.sync.lock();
+            st.running = false;
+            self.sync_done.notify_all();
+            st.synced = st.synced.max(result?);
+        }
+    }
+
+    fn checkpoint_if_changed(&self) -> Result<(), Error> {
+        let acks = self.acks.lock();
+        if acks.through > acks.checkpointed {
+            drop(acks);
+            self.write_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Persists the acknowledgement cursor: temp file, fsync, rename, fsync dir.
+    fn write_checkpoint(&self) -> Result<(), Error> {
+        let through = self.acks.lock().through;
+        let (segment, offset) = {
+            let segs = self.segments.read();
+            let holder = segs
+                .iter()
+                .find(|s| s.last_seq.load(Ordering::Acquire) > through)
+                .or(segs.last())
+                .expect("there is always an active segment");
+            (
+                holder.first_seq,
+                holder.locate(through + 1, self.max_record),
+            )
+        };
+        let cp = Checkpoint {
+            acked_through: through,
+            next_seq: self.next_seq.load(Ordering::Acquire).max(through + 1),
+            segment,
+            offset,
+        };
+        let tmp = self.dir.join(CHECKPOINT_TMP);
+        let fin = self.dir.join(CHECKPOINT);
+        let had = self.fs.file_len(&fin).is_ok();
+        self.fs.write_small(&tmp, &cp.encode()).map_err(io_err)?;
+        self.fs.rename(&tmp, &fin).map_err(io_err)?;
+        self.fs.sync_dir(&self.dir).map_err(io_err)?;
+        if !had {
+            self.size.fetch_add(CHECKPOINT_LEN as u64, Ordering::AcqRel);
+        }
+        let mut acks = self.acks.lock();
+        acks.checkpointed = acks.checkpointed.max(through);
+        Ok(())
+    }
+
+    fn ack_ranges(&self, ranges: &[(u64, u64)]) -> Result<(), Error> {
+        let next = self.next_seq.load(Ordering::Acquire);
+        let advanced = {
+            let mut acks = self.acks.lock();
+            let before = acks.through;
+            for &(lo, hi) in ranges {
+                acks.add(lo.max(1), hi.min(next - 1));
+            }
+            acks.through > before
+        };
+        if advanced {
+            self.reclaim()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the sealed segments whose records are all acknowledged, after persisting
+    /// the checkpoint that says so.
+    fn reclaim(&self) -> Result<(), Error> {
+        let through = self.acks.lock().through;
+        let doomed: Vec<Arc<Segment<F>>> = {
+            let segs = self.segments.read();
+            let n = segs.len();
+            segs.iter()
+                .take(n - 1) // never the active segment
+                .take_while(|s| s.last_seq.load(Ordering::Acquire) <= through)
+                .cloned()
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.write_checkpoint()?;
+        self.segments
+            .write()
+            .retain(|s| !doomed.iter().any(|d| Arc::ptr_eq(d, s)));
+        for seg in &doomed {
+            self.fs.remove(&seg.path).map_err(io_err)?;
+            self.size.fetch_sub(seg.file.len(), Ordering::AcqRel);
+        }
+        self.fs.sync_dir(&self.dir).map_err(io_err)
+    }
+
+    fn read(
+        &self,
+        from: u64,
+        max: usize,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize, Error> {
+        let from = from.max(1);
+        let segments: Vec<Arc<Segment<F>>> = self.segments.read().clone();
+        let start = segments
+            .partition_point(|s| s.first_seq <= from)
+            .saturating_sub(1);
+        let mut visited = 0;
+        for (i, seg) in segments.iter().enumerate().skip(start) {
+            if visited >= max {
+                break;
+            }
+            let end = seg.file.published();
+            let mut pos = if i == start {
+                seg.locate(from, self.max_record)
+            } else {
+                SEGMENT_HEADER_LEN as u64
+            };
+            while pos < end && visited < max {
+                let frame = seg.file.read_with(pos, (end - pos) as usize, |b| {
+                    decode_frame(b, seg.salt, self.max_record)
+                });
+                match frame {
+                    Frame::Record { seq, len } => {
+                        let body = pos + FRAME_HEADER_LEN as u64;
+                        pos = body + len as u64;
+                        if seq < from {
+                            continue;
+                        }
+                        visited += 1;
+                        let go_on = seg.file.read_with(body, len as usize, |b| visit(seq, b));
+                        if !go_on {
+                            return Ok(visited);
+                        }
+                    }
+                    Frame::End => break,
+                    Frame::Bad(reason) => {
+                        if self.opts.recovery_mode == RecoveryMode::Strict {
+                            return Err(Error::Corrupt {
+                                file: seg.path.clone(),
+                                offset: pos,
+                                reason: reason.into(),
+                            });
+                        }
+                        self.read_corrupt.fetch_add(1, Ordering::Relaxed);
+                        match find_next_valid(&seg.file, pos + 1, seg.salt, from, self.max_record) {
+                            Some((p, _)) => pos = p,
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        Ok(visited)
+    }
+
+    fn periodic(&self, period: Duration) {
+        let mut stop = self.stop.lock();
+        loop {
+            if *stop {
+                return;
+            }
+            if self.stop_cond.wait_for(&mut stop, period).timed_out() && !*stop {
+                drop(stop);
+                let last = self.next_seq.load(Ordering::Acquire) - 1;
+                // A failure puts the log in its failed state; appends report it.
+                if self.sync_through(last).is_ok() {
+                    let _ = self.checkpoint_if_changed();
+                }
+                stop = self.stop.lock();
+            }
+        }
+    }
+}
+
+/// The first offset at or after `from` holding a valid frame with a plausible sequence
+/// number (`>= min_seq`, and not more records ahead than bytes allow).
+fn find_next_valid<F: FsFile>(
+    file: &F,
+    from: u64,
+    salt: u64,
+    min_seq: u64,
+    max_record: u32,
+) -> Option<(u64, u64)> {
+    let end = file.published();
+    if from >= end {
+        return None;
+    }
+    file.read_with(from, (end - from) as usize, |b| {
+        for p in 0..b.len().saturating_sub(FRAME_HEADER_LEN - 1) {
+            let seq = u64::from_le_bytes(b[p + 8..p + 16].try_into().expect("8 bytes"));
+            let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
+            let room = ((b.len() - p) / FRAME_HEADER_LEN) as u64;
+            if seq < min_seq || seq > min_seq + room || len > max_record {
+                continue;
+            }
+            if let Frame::Record { seq, .. } = decode_frame(&b[p..], salt, max_record) {
+                return Some((from + p as u64, seq));
+            }
+        }
+        None
+    })
+}
+
+/// What opening found in the directory.
+struct Recovery<F: Fs> {
+    segments: Vec<Arc<Segment<F>>>,
+    checkpoint: Checkpoint,
+    report: RecoveryReport,
+    next_seq: u64,
+    /// Bytes of the kept segment files.
+    size: u64,
+    has_checkpoint: bool,
+}
+
+impl<F: Fs> Recovery<F> {
+    fn run(fs: &F, dir: &Path, opts: &WalOptions) -> Result<Self, Error> {
+        let strict = opts.recovery_mode == RecoveryMode::Strict;
+        let max_record = opts.effective_max_record_size();
+        let mut report = RecoveryReport::default();
+        let mut names = Vec::new();
+        let mut has_checkpoint = false;
+        for entry in fs.list(dir).map_err(io_err)? {
+            match entry.name.as_str() {
+                "LOCK" | DAMAGED => {}
+                CHECKPOINT => has_checkpoint = entry.is_file,
+                CHECKPOINT_TMP => {
+                    let _ = fs.remove(&dir.join(CHECKPOINT_TMP));
+                }
+                name => match parse_segment_name(name) {
+                    Some(seq) if entry.is_file => names.push((seq, name.to_owned())),
+                    _ => report.unknown_files += 1,
+                },
+            }
+        }
+        names.sort();
+
+        let mut checkpoint = Checkpoint::default();
+        if has_checkpoint {
+            let path = dir.join(CHECKPOINT);
+            let bytes = fs.read_small(&path, 4096).map_err(io_err)?;
+            match Checkpoint::decode(&bytes) {
+                Ok(c) => checkpoint = c,
+                Err(reason) if strict => {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason: reason.into(),
+                    })
+                }
+                Err(_) => {
+                    // Without a trustworthy cursor everything is replayed: at-least-once.
+                    keep_aside(fs, dir, CHECKPOINT);
+                    let _ = fs.remove(&path);
+                    has_checkpoint = false;
+                }
+            }
+        }
+        let acked = checkpoint.acked_through;
+
+        let mut segments: Vec<Arc<Segment<F>>> = Vec::new();
+        let mut size = 0;
+        let mut next_seq = checkpoint.next_seq.max(acked + 1).max(1);
+        let count = names.len();
+        for (i, (first_seq, name)) in names.iter().enumerate() {
+            let newest = i + 1 == count;
+            let next_first = names.get(i + 1).map(|n| n.0);
+            let path = dir.join(name);
+            let file = fs.open(&path).map_err(io_err)?;
+            let header =
+                file.read_with(0, file.len().min(SEGMENT_HEADER_LEN as u64) as usize, |b| {
+                    if b.iter().all(|&x| x == 0) {
+                        Err("segment header never written")
+                    } else {
+                        SegmentHeader::decode(b)
+                    }
+                });
+            let header = match header {
+                Ok(h) if h.first_seq == *first_seq => h,
+                Ok(_) | Err(_) => {
+                    let reason = match header {
+                        Ok(_) => "segment header names another first sequence number",
+                        Err(r) => r,
+                    };
+                    let blank = reason == "segment header never written";
+                    drop(file);
+                    if newest && blank {
+                        // Crashed while creating it: nothing was ever in it.
+                        fs.remove(&path).map_err(io_err)?;
+                        continue;
+                    }
+                    if strict {
+                        return Err(Error::Corrupt {
+                            file: path,
+                            offset: 0,
+                            reason: reason.into(),
+                        });
+                    }
+                    let lost_to = next_first.unwrap_or(*first_seq);
+                    report.corrupt_records += lost_to.saturating_sub((*first_seq).max(acked + 1));
+                    keep_aside(fs, dir, name);
+                    fs.remove(&path).map_err(io_err)?;
+                    continue;
+                }
+            };
+
+            let scan = scan_segment(&file, header, max_record, acked);
+            let mut data_end = scan.data_end;
+            let mut last_seq = scan.last_seq;
+            report.records += scan.records;
+            report.bytes += scan.bytes;
+            let mut damaged = false;
+            if let Some((offset, reason)) = scan.bad {
+                if newest {
+                    // A torn tail: cut it off. If valid frames follow the damage (pages
+                    // written back out of order before a power cut), they were never
+                    // synced either; keep a copy for inspection all the same.
+                    report.torn_bytes +=
+                        file.read_with(offset, (file.len() - offset) as usize, |b| {
+                            b.iter().rposition(|&x| x != 0).map_or(0, |p| p as u64 + 1)
+                        });
+                    if find_next_valid(&file, offset + 1, header.salt, last_seq + 1, max_record)
+                        .is_some()
+                    {
+                        damaged = true;
+                    }
+                } else if strict {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset,
+                        reason: reason.into(),
+                    });
+                } else {
+                    damaged = true;
+                    // Skip over damage until the segment's end, counting the lost numbers.
+                    let mut resume = Some((offset, last_seq + 1));
+                    while let Some((bad_at, expect)) = resume {
+                        match find_next_valid(&file, bad_at + 1, header.salt, expect, max_record) {
+                            Some((p, seq)) => {
+                                report.corrupt_records += seq.saturating_sub(expect.max(acked + 1));
+                                let more = scan_from(&file, header, max_record, acked, p, seq);
+                                report.records += more.records;
+                                report.bytes += more.bytes;
+                                data_end = more.data_end;
+                                last_seq = more.last_seq;
+                                resume = more.bad.map(|(o, _)| (o, more.last_seq + 1));
+                            }
+                            None => {
+                                let lost_to = next_first.unwrap_or(expect);
+                                report.corrupt_records +=
+                                    lost_to.saturating_sub(expect.max(acked + 1));
+                                resume = None;
+                            }
+                        }
+                    }
+                }
+            }
+            if damaged {
+                keep_aside(fs, dir, name);
+            }
+            next_seq = next_seq.max(last_seq + 1);
+
+            if last_seq <= acked || (newest && data_end <= SEGMENT_HEADER_LEN as u64) {
+                // Everything in it was acknowledged (the unlink after the checkpoint did
+                // not happen), or it holds nothing.
+                drop(file);
+                fs.remove(&path).map_err(io_err)?;
+                continue;
+            }
+            let file = if newest && data_end < file.len() {
+                // Never append after an unchecked tail: seal it where the data ends.
+                file.truncate(data_end).map_err(io_err)?
+            } else {
+                file
+            };
+            size += file.len();
+            let index = scan.index;
+            segments.push(Arc::new(Segment {
+                first_seq: *first_seq,
+                path,
+                salt: header.salt,
+                synced_end: AtomicU64::new(file.len()),
+                file,
+                last_seq: AtomicU64::new(last_seq),
+                index: Mutex::new(index),
+            }));
+        }
+
+        // Cross-check the checkpoint's position against the segments.
+        if has_checkpoint && acked > 0 {
+            if let Some(seg) = segments.iter().find(|s| s.first_seq == checkpoint.segment) {
+                let ok = checkpoint.offset >= SEGMENT_HEADER_LEN as u64
+                    && (checkpoint.offset >= seg.file.published()
+                        || matches!(
+                            seg.file.read_with(
+                                checkpoint.offset,
+                                (seg.file.published() - checkpoint.offset) as usize,
+                                |b| decode_frame(b, seg.salt, max_record)
+                            ),
+                            Frame::Record { seq, .. } if seq > acked
+                        ));
+                if !ok && strict {
+                    return Err(Error::Corrupt {
+                        file: dir.join(CHECKPOINT),
+                        offset: 0,
+                        reason: format!(
+                            "checkpoint position {}:{} does not hold record {}",
+                            checkpoint.segment,
+                            checkpoint.offset,
+                            acked + 1
+                        ),
+                    });
+                }
+            }
+        }
+        fs.sync_dir(dir).map_err(io_err)?;
+        Ok(Recovery {
+            segments,
+            checkpoint,
+            report,
+            next_seq,
+            size,
+            has_checkpoint,
+        })
+    }
+}
+
+struct Scan {
+    data_end: u64,
+    last_seq: u64,
+    records: u64,
+    bytes: u64,
+    index: Vec<(u64, u64)>,
+    /// Offset and reason of the first bad frame, if the scan stopped at one.
+    bad: Option<(u64, &'static str)>,
+}
+
+fn scan_segment<F: FsFile>(file: &F, h: SegmentHeader, max_record: u32, acked: u64) -> Scan {
+    scan_from(
+        file,
+        h,
+        max_record,
+        acked,
+        SEGMENT_HEADER_LEN as u64,
+        h.first_seq,
+    )
+}
+
+/// Scans frames from `pos`, expecting sequence number `expect` there, until the end of
+/// the data or the first bad (or out-of-sequence) frame.
+fn scan_from<F: FsFile>(
+    file: &F,
+    h: SegmentHeader,
+    max_record: u32,
+    acked: u64,
+    mut pos: u64,
+    mut expect: u64,
+) -> Scan {
+    let end = file.published();
+    let mut scan = Scan {
+        data_end: pos,
+        last_seq: expect - 1,
+        records: 0,
+        bytes: 0,
+        index: Vec::new(),
+        bad: None,
+    };
+    while pos < end {
+        let frame = file.read_with(pos, (end - pos) as usize, |b| {
+            decode_frame(b, h.salt, max_record)
+        });
+        match frame {
+            Frame::Record { seq, len } if seq == expect => {
+                if (seq - h.first_seq).is_multiple_of(INDEX_EVERY) || scan.index.is_empty() {
+                    scan.index.push((seq, pos));
+                }
+                if seq > acked {
+                    scan.records += 1;
+                    scan.bytes += len as u64;
+                }
+                scan.last_seq = seq;
+                expect += 1;
+                pos += FRAME_HEADER_LEN as u64 + len as u64;
+            }
+            Frame::End => break,
+            Frame::Record { .. } => {
+                scan.bad = Some((pos, "frame out of sequence"));
+                break;
+            }
+            Frame::Bad(reason) => {
+                scan.bad = Some((pos, reason));
+                break;
+            }
+        }
+    }
+    scan.data_end = pos;
+    scan
+}
+
+/// Keeps a copy of a damaged file in `damaged/` (best effort: recovery goes on without).
+fn keep_aside<F: Fs>(fs: &F, dir: &Path, name: &str) {
+    let aside = dir.join(DAMAGED);
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    if fs.create_dir_all(&aside).is_ok() {
+        let _ = fs.copy(&dir.join(name), &aside.join(format!("{name}.{stamp}")));
+    }
+}
+
+impl<F: Fs> Storage for Wal<F> {
+    fn append(&self, record: &[u8]) -> Result<u64, Error> {
+        self.inner.append(record)
+    }
+
+    fn sync(&self) -> Result<(), Error> {
+        let last = self.inner.next_seq.load(Ordering::Acquire) - 1;
+        self.inner.sync_through(last)?;
+        self.inner.checkpoint_if_changed()
+    }
+
+    fn sync_through(&self, seq: u64) -> Result<(), Error> {
+        self.inner.sync_through(seq)
+    }
+
+    fn read(
+        &self,
+        from: u64,
+        max: usize,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize, Error> {
+        self.inner.read(from, max, visit)
+    }
+
+    fn ack(&self, seq: u64) -> Result<(), Error> {
+        self.inner.ack_ranges(&[(seq, seq)])
+    }
+
+    fn ack_all(&self, seqs: &[u64]) -> Result<(), Error> {
+        // Turn the (usually contiguous) list into ranges.
+        let mut sorted = seqs.to_vec();
+        sorted.sort_unstable();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for s in sorted {
+            match ranges.last_mut() {
+                Some((_, hi)) if s <= *hi + 1 => *hi = (*hi).max(s),
+                _ => ranges.push((s, s)),
+            }
+        }
+        self.inner.ack_ranges(&ranges)
+    }
+
+    fn acked_through(&self) -> u64 {
+        self.inner.acks.lock().through
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.next_seq.load(Ordering::Acquire)
+    }
+
+    fn size(&self) -> u64 {
+        self.inner.size.load(Ordering::Acquire)
+    }
+
+    fn recovery(&self) -> RecoveryReport {
+        self.inner.report.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Acks;
+
+    #[test]
+    fn acks_merge_into_a_contiguous_mark() {
+        let mut a = Acks::default();
+        a.add(5, 6);
+        a.add(9, 9);
+        assert_eq!(a.through, 0);
+        a.add(1, 3);
+        assert_eq!(a.through, 3);
+        a.add(4, 4);
+        assert_eq!(a.through, 6);
+        a.add(8, 8);
+        a.add(7, 7);
+        assert_eq!(a.through, 9);
+        assert!(a.above.is_empty());
+        a.add(2, 20);
+        assert_eq!(a.through, 20);
+        a.add(30, 35);
+        a.add(25, 31);
+        assert_eq!(a.above.len(), 1);
+        assert_eq!(a.above.get(&25), Some(&35));
+    }
+}
