@@ -38,6 +38,9 @@ use parking_lot::Mutex;
 use crate::fs::{DirEntry, Fs, FsFile};
 
 const PAGE: usize = 4096;
+
+/// Generations of simulated machines, unique across all of them.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 const SECTOR: usize = 512;
 
 /// Operations at which errors can be injected.
@@ -222,6 +225,33 @@ impl SimFs {
         Self::restart(&mut st)
     }
 
+    /// A second machine holding a copy of this one's current files (page cache included),
+    /// as after a process crash, while this one carries on: for trying many damages on
+    /// one starting point.
+    pub fn fork(&self) -> SimFs {
+        let mut copy = {
+            let st = self.state.lock();
+            State {
+                generation: st.generation,
+                live: st.live.clone(),
+                durable: st.live.clone(),
+                dirs: st.dirs.clone(),
+                locked: BTreeSet::new(),
+                faults: Vec::new(),
+                rng: st.rng ^ 0x5555,
+                capacity: st.capacity,
+                syncs: st.syncs,
+            }
+        };
+        for node in copy.live.values() {
+            let mut d = node.data.lock();
+            d.durable = d.cache.clone();
+            d.dirty.clear();
+        }
+        // `restart` makes fresh nodes, so the two machines share nothing.
+        Self::restart(&mut copy)
+    }
+
     fn restart(st: &mut State) -> SimFs {
         // Fresh nodes, so that stale file handles cannot reach the survivors.
         let fresh: BTreeMap<PathBuf, Arc<Node>> = st
@@ -239,7 +269,7 @@ impl SimFs {
                 (p.clone(), Arc::new(node))
             })
             .collect();
-        let generation = st.generation + 1;
+        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
         let next = State {
             generation,
             live: fresh.clone(),
