@@ -11,10 +11,16 @@
 //! crc = crc32c(payload ‖ salt ‖ seq ‖ len), all integers little-endian
 //! then zeros (preallocated, never written) up to the end of the file
 //!
-//! checkpoint file  `checkpoint`, 52 bytes, replaced atomically (write temp, fsync, rename, fsync dir)
-//! ┌ magic "VQWALCP1" ┬ version u32 ┬ reserved u32 ┬ acked_through u64 ┬ next_seq u64 ┐
-//! ┌ segment u64 (first_seq of the segment holding acked_through + 1) ┬ offset u64 ┬ crc32c u32 ┐
+//! checkpoint file  `checkpoint`, two 64-byte slots, overwritten in place in turn
+//! slot: ┌ magic "VQWALCP1" ┬ version u32 ┬ reserved u32 ┬ generation u64 ┬ acked_through u64 ┐
+//!       ┌ next_seq u64 ┬ segment u64 (first_seq of the segment holding acked_through + 1) ┐
+//!       ┌ offset u64 (of that record in that segment) ┬ crc32c u32 of the 56 bytes before ┬ zero u32 ┐
 //! ```
+//!
+//! Generation `g` is written to slot `g % 2` and synced; the valid slot with the higher
+//! generation wins. A torn slot write leaves the other slot intact, and overwriting
+//! allocated blocks needs no free space, so acknowledgements (and with them space
+//! reclaim) keep working on a full disk.
 //!
 //! An all-zero frame header marks the end of a segment's data. Sequence numbers start at
 //! 1, so a zero header can never be a record. The salt is random per segment: a stale
@@ -30,8 +36,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 40;
 /// Length of a frame header.
 pub const FRAME_HEADER_LEN: usize = 16;
-/// Length of the checkpoint file.
-pub const CHECKPOINT_LEN: usize = 52;
+/// Length of one checkpoint slot.
+pub const CHECKPOINT_SLOT_LEN: usize = 64;
+/// Length of the checkpoint file (two slots).
+pub const CHECKPOINT_LEN: usize = 2 * CHECKPOINT_SLOT_LEN;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
@@ -161,9 +169,11 @@ pub fn decode_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
     Frame::Record { seq, len }
 }
 
-/// The persisted acknowledgement cursor.
+/// The persisted acknowledgement cursor (one slot of the checkpoint file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Checkpoint {
+    /// Incremented on every write; decides which slot is current.
+    pub generation: u64,
     /// Every record up to this sequence number is acknowledged.
     pub acked_through: u64,
     /// The next sequence number to be appended when the checkpoint was written.
@@ -175,48 +185,82 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Encodes the checkpoint.
-    pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
-        let mut b = [0u8; CHECKPOINT_LEN];
+    /// Encodes the checkpoint as one slot.
+    pub fn encode(&self) -> [u8; CHECKPOINT_SLOT_LEN] {
+        let mut b = [0u8; CHECKPOINT_SLOT_LEN];
         b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
         b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[16..24].copy_from_slice(&self.acked_through.to_le_bytes());
-        b[24..32].copy_from_slice(&self.next_seq.to_le_bytes());
-        b[32..40].copy_from_slice(&self.segment.to_le_bytes());
-        b[40..48].copy_from_slice(&self.offset.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..48]);
-        b[48..52].copy_from_slice(&crc.to_le_bytes());
+        b[16..24].copy_from_slice(&self.generation.to_le_bytes());
+        b[24..32].copy_from_slice(&self.acked_through.to_le_bytes());
+        b[32..40].copy_from_slice(&self.next_seq.to_le_bytes());
+        b[40..48].copy_from_slice(&self.segment.to_le_bytes());
+        b[48..56].copy_from_slice(&self.offset.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..56]);
+        b[56..60].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes and checks a checkpoint.
+    /// The checkpoint file image for `self`: its slot, and an older copy in the other.
+    pub fn encode_file(&self) -> [u8; CHECKPOINT_LEN] {
+        let mut f = [0u8; CHECKPOINT_LEN];
+        let older = Checkpoint {
+            generation: self.generation.saturating_sub(1),
+            ..*self
+        };
+        for c in [older, *self] {
+            let slot = (c.generation % 2) as usize * CHECKPOINT_SLOT_LEN;
+            f[slot..slot + CHECKPOINT_SLOT_LEN].copy_from_slice(&c.encode());
+        }
+        f
+    }
+
+    /// Decodes and checks one slot.
     ///
     /// # Errors
     ///
     /// What is wrong with it.
     pub fn decode(b: &[u8]) -> Result<Self, &'static str> {
-        if b.len() != CHECKPOINT_LEN {
-            return Err("checkpoint has the wrong length");
+        if b.len() != CHECKPOINT_SLOT_LEN {
+            return Err("checkpoint slot has the wrong length");
         }
         if b[0..8] != CHECKPOINT_MAGIC {
             return Err("not a checkpoint (bad magic)");
         }
-        if u32_at(b, 48) != crc32c::crc32c(&b[0..48]) {
+        if u32_at(b, 56) != crc32c::crc32c(&b[0..56]) {
             return Err("checkpoint checksum mismatch");
         }
         if u32_at(b, 8) != FORMAT_VERSION {
             return Err("unsupported checkpoint format version");
         }
         let c = Checkpoint {
-            acked_through: u64_at(b, 16),
-            next_seq: u64_at(b, 24),
-            segment: u64_at(b, 32),
-            offset: u64_at(b, 40),
+            generation: u64_at(b, 16),
+            acked_through: u64_at(b, 24),
+            next_seq: u64_at(b, 32),
+            segment: u64_at(b, 40),
+            offset: u64_at(b, 48),
         };
         if c.next_seq <= c.acked_through {
             return Err("checkpoint acknowledges records never appended");
         }
         Ok(c)
+    }
+
+    /// Decodes a checkpoint file: the valid slot with the highest generation.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong when neither slot is valid.
+    pub fn decode_file(b: &[u8]) -> Result<Self, &'static str> {
+        if b.len() != CHECKPOINT_LEN {
+            return Err("checkpoint file has the wrong length");
+        }
+        let a = Self::decode(&b[..CHECKPOINT_SLOT_LEN]);
+        let z = Self::decode(&b[CHECKPOINT_SLOT_LEN..]);
+        match (a, z) {
+            (Ok(a), Ok(z)) => Ok(if a.generation >= z.generation { a } else { z }),
+            (Ok(c), Err(_)) | (Err(_), Ok(c)) => Ok(c),
+            (Err(e), Err(_)) => Err(e),
+        }
     }
 }
 
@@ -308,6 +352,7 @@ mod tests {
     #[test]
     fn checkpoint_round_trip_and_damage() {
         let c = Checkpoint {
+            generation: 3,
             acked_through: 10,
             next_seq: 20,
             segment: 5,
@@ -315,11 +360,39 @@ mod tests {
         };
         let b = c.encode();
         assert_eq!(Checkpoint::decode(&b), Ok(c));
-        for i in 0..CHECKPOINT_LEN {
+        for i in 0..60 {
             let mut bad = b;
             bad[i] ^= 0x10;
             assert!(Checkpoint::decode(&bad).is_err(), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn a_torn_slot_falls_back_to_the_other() {
+        let old = Checkpoint {
+            generation: 4,
+            acked_through: 10,
+            next_seq: 20,
+            segment: 5,
+            offset: 400,
+        };
+        let mut file = old.encode_file();
+        assert_eq!(Checkpoint::decode_file(&file), Ok(old));
+        let new = Checkpoint {
+            generation: 5,
+            acked_through: 15,
+            ..old
+        };
+        let slot = CHECKPOINT_SLOT_LEN;
+        file[slot..].copy_from_slice(&new.encode());
+        assert_eq!(Checkpoint::decode_file(&file), Ok(new));
+        file[slot + 30] ^= 1; // torn write of the new slot
+        assert_eq!(
+            Checkpoint::decode_file(&file).map(|c| c.acked_through),
+            Ok(10)
+        );
+        file[3] ^= 1;
+        assert!(Checkpoint::decode_file(&file).is_err());
     }
 
     #[test]

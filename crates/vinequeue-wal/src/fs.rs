@@ -128,6 +128,14 @@ pub trait Fs: Send + Sync + 'static {
     /// The operating system's error.
     fn write_small(&self, path: &Path, data: &[u8]) -> io::Result<()>;
 
+    /// Overwrites `data.len()` bytes at `offset` of an existing file, without changing its
+    /// size (so needing no free space), and makes them durable (`fdatasync`).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn overwrite(&self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()>;
+
     /// Renames a file (atomically replacing `to`).
     ///
     /// # Errors
@@ -266,6 +274,19 @@ impl Fs for RealFs {
             .open(path)?;
         file.write_all(data)?;
         file.sync_all()
+    }
+
+    fn overwrite(&self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = OpenOptions::new().write(true).open(path)?;
+        if offset + data.len() as u64 > file.metadata()?.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "overwrite past the end of the file",
+            ));
+        }
+        file.write_all_at(data, offset)?;
+        file.sync_data()
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -56,7 +56,7 @@ pub enum FaultOp {
     Rename,
     /// `Fs::remove`.
     Remove,
-    /// `Fs::write_small`.
+    /// `Fs::write_small` and `Fs::overwrite`.
     WriteSmall,
 }
 
@@ -550,6 +550,29 @@ impl Fs for SimFs {
         d.cache = data.to_vec();
         d.durable = data.to_vec();
         d.dirty.clear();
+        Ok(())
+    }
+
+    fn overwrite(&self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut st = self.lock()?;
+        if let Some(e) = st.take_fault(FaultOp::WriteSmall) {
+            return Err(e);
+        }
+        let node = st
+            .live
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        let mut d = node.data.lock();
+        let (at, end) = (offset as usize, offset as usize + data.len());
+        if end > d.cache.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "overwrite past the end",
+            ));
+        }
+        d.cache[at..end].copy_from_slice(data);
+        d.durable[at..end].copy_from_slice(data);
         Ok(())
     }
 

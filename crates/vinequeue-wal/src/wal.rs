@@ -13,7 +13,7 @@ use vinequeue_core::{Error, RecoveryMode, RecoveryReport, Storage, SyncMode};
 
 use crate::format::{
     decode_frame, frame_header, parse_segment_name, segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
+    CHECKPOINT_LEN, CHECKPOINT_SLOT_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::options::WalOptions;
@@ -65,7 +65,9 @@ impl<F: Fs> Segment<F> {
 
 struct Writer<F: Fs> {
     next_seq: u64,
-    active: Arc<Segment<F>>,
+    /// `None` when no segment could be created (a full disk at open): the next append
+    /// tries again.
+    active: Option<Arc<Segment<F>>>,
     /// Where the next frame goes in the active segment.
     pos: u64,
 }
@@ -129,6 +131,9 @@ struct Inner<F: Fs> {
     next_seq: AtomicU64,
     segments: RwLock<Vec<Arc<Segment<F>>>>,
     acks: Mutex<Acks>,
+    /// Generation of the checkpoint file's current slot; `None` while there is no file.
+    /// Held while writing the checkpoint.
+    checkpoint_gen: Mutex<Option<u64>>,
     sync: Mutex<SyncState>,
     sync_done: Condvar,
     failed: Mutex<Option<String>>,
@@ -220,12 +225,20 @@ impl<F: Fs> Wal<F> {
         report.next_seq = next_seq;
         report.acked_through = checkpoint.acked_through;
 
-        let active = create_segment(&fs, &dir, next_seq, segment_size)?;
-        fs.sync_dir(&dir).map_err(io_err)?;
+        // A full disk must not keep the log from opening: what is in it can still be read
+        // and acknowledged, which frees space; appends create the segment later.
+        let active = match create_segment(&fs, &dir, next_seq, segment_size) {
+            Ok(seg) => {
+                fs.sync_dir(&dir).map_err(io_err)?;
+                Some(seg)
+            }
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::StorageFull => None,
+            Err(e) => return Err(e),
+        };
         let mut all = segments;
-        all.push(Arc::clone(&active));
+        all.extend(active.iter().cloned());
         let size = size
-            + segment_size
+            + if active.is_some() { segment_size } else { 0 }
             + if has_checkpoint {
                 CHECKPOINT_LEN as u64
             } else {
@@ -244,6 +257,7 @@ impl<F: Fs> Wal<F> {
                 above: BTreeMap::new(),
                 checkpointed: checkpoint.acked_through,
             }),
+            checkpoint_gen: Mutex::new(has_checkpoint.then_some(checkpoint.generation)),
             sync: Mutex::new(SyncState {
                 synced: next_seq - 1,
                 running: false,
@@ -263,6 +277,10 @@ impl<F: Fs> Wal<F> {
             opts,
             _lock: lock,
         });
+        if !has_checkpoint {
+            // Best effort: on a full disk the first acknowledgement tries again.
+            let _ = inner.write_checkpoint();
+        }
         let syncer = match inner.opts.sync_mode {
             SyncMode::Periodic(period) => {
                 let inner = Arc::clone(&inner);
@@ -368,11 +386,15 @@ impl<F: Fs> Inner<F> {
         let payload_crc = crc32c::crc32c(record); // outside the lock
         let frame_len = FRAME_HEADER_LEN as u64 + len as u64;
         let mut w = self.writer.lock();
-        if w.pos + frame_len > w.active.file.len() {
+        let fits = w
+            .active
+            .as_ref()
+            .is_some_and(|a| w.pos + frame_len <= a.file.len());
+        if !fits {
             self.roll(&mut w)?;
         }
         let seq = w.next_seq;
-        let seg = &w.active;
+        let seg = w.active.as_ref().expect("roll leaves an active segment");
         let header = frame_header(payload_crc, seg.salt, seq, len);
         seg.file.write_publish(w.pos, &[&header, record]);
         if (seq - seg.first_seq).is_multiple_of(INDEX_EVERY) {
@@ -394,8 +416,7 @@ impl<F: Fs> Inner<F> {
                 limit: self.opts.max_size,
             });
         }
-        if self.opts.sync_mode != SyncMode::Os {
-            let old = &w.active;
+        if let (Some(old), true) = (&w.active, self.opts.sync_mode != SyncMode::Os) {
             let end = old.file.published();
             let from = old.synced_end.load(Ordering::Acquire);
             if from < end {
@@ -411,7 +432,7 @@ impl<F: Fs> Inner<F> {
         }
         self.size.fetch_add(self.segment_size, Ordering::AcqRel);
         self.segments.write().push(Arc::clone(&seg));
-        w.active = seg;
+        w.active = Some(seg);
         w.pos = SEGMENT_HEADER_LEN as u64;
         Ok(())
     }
@@ -421,11 +442,11 @@ impl<F: Fs> Inner<F> {
         self.check_failed()?;
         let (upto, active, active_end) = {
             let w = self.writer.lock();
-            (w.next_seq - 1, Arc::clone(&w.active), w.pos)
+            (w.next_seq - 1, w.active.clone(), w.pos)
         };
         let segments: Vec<Arc<Segment<F>>> = self.segments.read().clone();
         for seg in &segments {
-            let end = if Arc::ptr_eq(seg, &active) {
+            let end = if active.as_ref().is_some_and(|a| Arc::ptr_eq(seg, a)) {
                 active_end
             } else {
                 seg.file.published()
@@ -472,36 +493,46 @@ impl<F: Fs> Inner<F> {
         Ok(())
     }
 
-    /// Persists the acknowledgement cursor: temp file, fsync, rename, fsync dir.
+    /// Persists the acknowledgement cursor in the checkpoint's older slot (or creates the
+    /// file), and syncs it.
     fn write_checkpoint(&self) -> Result<(), Error> {
+        let mut generation = self.checkpoint_gen.lock();
         let through = self.acks.lock().through;
         let (segment, offset) = {
             let segs = self.segments.read();
-            let holder = segs
+            match segs
                 .iter()
                 .find(|s| s.last_seq.load(Ordering::Acquire) > through)
                 .or(segs.last())
-                .expect("there is always an active segment");
-            (
-                holder.first_seq,
-                holder.locate(through + 1, self.max_record),
-            )
+            {
+                Some(holder) => (
+                    holder.first_seq,
+                    holder.locate(through + 1, self.max_record),
+                ),
+                None => (through + 1, SEGMENT_HEADER_LEN as u64),
+            }
         };
         let cp = Checkpoint {
+            generation: generation.map_or(1, |g| g + 1),
             acked_through: through,
             next_seq: self.next_seq.load(Ordering::Acquire).max(through + 1),
             segment,
             offset,
         };
-        let tmp = self.dir.join(CHECKPOINT_TMP);
-        let fin = self.dir.join(CHECKPOINT);
-        let had = self.fs.file_len(&fin).is_ok();
-        self.fs.write_small(&tmp, &cp.encode()).map_err(io_err)?;
-        self.fs.rename(&tmp, &fin).map_err(io_err)?;
-        self.fs.sync_dir(&self.dir).map_err(io_err)?;
-        if !had {
+        let path = self.dir.join(CHECKPOINT);
+        if generation.is_some() {
+            let slot = (cp.generation % 2) * CHECKPOINT_SLOT_LEN as u64;
+            self.fs
+                .overwrite(&path, slot, &cp.encode())
+                .map_err(io_err)?;
+        } else {
+            self.fs
+                .write_small(&path, &cp.encode_file())
+                .map_err(io_err)?;
+            self.fs.sync_dir(&self.dir).map_err(io_err)?;
             self.size.fetch_add(CHECKPOINT_LEN as u64, Ordering::AcqRel);
         }
+        *generation = Some(cp.generation);
         let mut acks = self.acks.lock();
         acks.checkpointed = acks.checkpointed.max(through);
         Ok(())
@@ -527,12 +558,14 @@ impl<F: Fs> Inner<F> {
     /// the checkpoint that says so.
     fn reclaim(&self) -> Result<(), Error> {
         let through = self.acks.lock().through;
+        let active = self.writer.lock().active.clone();
         let doomed: Vec<Arc<Segment<F>>> = {
             let segs = self.segments.read();
-            let n = segs.len();
             segs.iter()
-                .take(n - 1) // never the active segment
-                .take_while(|s| s.last_seq.load(Ordering::Acquire) <= through)
+                .take_while(|s| {
+                    !active.as_ref().is_some_and(|a| Arc::ptr_eq(a, s))
+                        && s.last_seq.load(Ordering::Acquire) <= through
+                })
                 .cloned()
                 .collect()
         };
@@ -695,7 +728,7 @@ impl<F: Fs> Recovery<F> {
         if has_checkpoint {
             let path = dir.join(CHECKPOINT);
             let bytes = fs.read_small(&path, 4096).map_err(io_err)?;
-            match Checkpoint::decode(&bytes) {
+            match Checkpoint::decode_file(&bytes) {
                 Ok(c) => checkpoint = c,
                 Err(reason) if strict => {
                     return Err(Error::Corrupt {

@@ -273,7 +273,16 @@ fn a_damaged_checkpoint_replays_everything_or_is_refused() {
     );
     drop(wal);
     let fs = fs.process_crash();
-    bytes[20] ^= 1;
+    // one damaged slot is a torn write: the other slot still holds a checkpoint
+    bytes[30] ^= 1;
+    fs.put_file(&cp, &bytes);
+    let wal = Wal::open_with(fs.clone(), DIR, opts().recovery_mode(RecoveryMode::Strict)).unwrap();
+    assert!(wal.acked_through() <= 4);
+    drop(wal);
+    let fs = fs.process_crash();
+    let mut bytes = fs.files().into_iter().find(|(p, _)| *p == cp).unwrap().1;
+    bytes[29] ^= 1;
+    bytes[64 + 29] ^= 1;
     fs.put_file(&cp, &bytes);
     assert!(matches!(
         Wal::open_with(fs.clone(), DIR, opts().recovery_mode(RecoveryMode::Strict)),

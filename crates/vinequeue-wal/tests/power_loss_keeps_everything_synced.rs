@@ -45,7 +45,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn body(seq: u64, len: u16) -> Vec<u8> {
-    (0..len as u64).map(|i| (seq.wrapping_mul(31) + i) as u8).collect()
+    (0..len as u64)
+        .map(|i| (seq.wrapping_mul(31) + i) as u8)
+        .collect()
 }
 
 /// The model: every record ever appended, what is known durable, what is acknowledged.
@@ -90,7 +92,10 @@ fn check(wal: &Wal<SimFs>, m: &Model) -> Result<(), String> {
     }
     let acked = wal.acked_through();
     if acked < m.acked_durable {
-        return Err(format!("durable ack {} went back to {acked}", m.acked_durable));
+        return Err(format!(
+            "durable ack {} went back to {acked}",
+            m.acked_durable
+        ));
     }
     for &seq in m.synced.range(acked + 1..) {
         if !seen.iter().any(|(s, _)| *s == seq) {
@@ -153,7 +158,8 @@ fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
                         next
                     }
                 };
-                let w = Wal::open_with(fs.clone(), DIR, opts()).map_err(|e| format!("reopen: {e}"))?;
+                let w =
+                    Wal::open_with(fs.clone(), DIR, opts()).map_err(|e| format!("reopen: {e}"))?;
                 check(&w, &m)?;
                 // Records not recovered are gone for good; forget them.
                 let next = w.next_seq();
@@ -167,7 +173,8 @@ fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
                     .unwrap();
                     v
                 };
-                m.appended.retain(|s, _| present.contains(s) || *s <= w.acked_through());
+                m.appended
+                    .retain(|s, _| present.contains(s) || *s <= w.acked_through());
                 m.acked = w.acked_through();
                 m.acked_durable = m.acked;
                 m.synced.retain(|s| m.appended.contains_key(s));
@@ -329,4 +336,3 @@ fn wal_max_size_is_reported_as_full() {
     assert!(matches!(err, Error::LogFull { .. }), "{err}");
     assert!(wal.size() <= 4 * 64 * 1024 + 52);
 }
-

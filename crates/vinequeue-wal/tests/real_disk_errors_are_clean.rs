@@ -1,0 +1,270 @@
+//! The log on real file systems: the directory lock, permissions, and full disks on a
+//! 2 MiB tmpfs and on a small ext4 (loop device), including an ext4 whose backing store
+//! fills up so that syncs fail. Mounting needs root; without it these tests print why
+//! they were skipped.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vinequeue_core::{Error, Storage};
+use vinequeue_wal::{SyncMode, Wal, WalOptions};
+
+#[test]
+fn a_second_opener_gets_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    match Wal::open(dir.path(), WalOptions::default()) {
+        Err(Error::Locked(p)) => assert_eq!(p, dir.path()),
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("two logs opened one directory"),
+    }
+    drop(first);
+    Wal::open(dir.path(), WalOptions::default()).expect("the lock is released on drop");
+}
+
+#[test]
+fn a_second_process_gets_locked_too() {
+    // flock is per open file description, so another process is refused as well; a child
+    // `flock -n` stands in for that process.
+    let dir = tempfile::tempdir().unwrap();
+    let _wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    let status = Command::new("flock")
+        .args(["-n", dir.path().join("LOCK").to_str().unwrap(), "true"])
+        .status();
+    match status {
+        Ok(s) => assert!(!s.success(), "another process could take the lock"),
+        Err(e) => eprintln!("skipped: flock(1) not available: {e}"),
+    }
+}
+
+#[test]
+fn the_directory_is_0700_and_files_are_0600() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("fresh/wal");
+    let wal = Wal::open(&dir, WalOptions::default().sync_mode(SyncMode::Immediate)).unwrap();
+    wal.append(b"x").unwrap();
+    wal.ack(1).unwrap();
+    wal.sync().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}
+
+#[test]
+fn a_wal_path_that_is_a_file_is_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(
+        Wal::open(&file, WalOptions::default()),
+        Err(Error::Io(_))
+    ));
+}
+
+fn is_root() -> bool {
+    // SAFETY-free check: the effective uid of this process.
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::fs::read_to_string("/proc/self/status")
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+            })
+            .unwrap_or(false)
+}
+
+/// A mounted file system, unmounted (and its loop device detached) on drop.
+struct Mount {
+    at: PathBuf,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn tmpfs(size: &str) -> Result<Mount, String> {
+    if !is_root() {
+        return Err("not root: cannot mount".into());
+    }
+    let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let at = root.path().join("mnt");
+    std::fs::create_dir(&at).map_err(|e| e.to_string())?;
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(&at))?;
+    Ok(Mount { at, _root: root })
+}
+
+fn ext4_on(backing_dir: &Path, image_size: &str) -> Result<Mount, String> {
+    let image = backing_dir.join("disk.img");
+    run(Command::new("truncate")
+        .args(["-s", image_size])
+        .arg(&image))?;
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+        .arg(&image))?;
+    let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let at = root.path().join("mnt");
+    std::fs::create_dir(&at).map_err(|e| e.to_string())?;
+    run(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&at))?;
+    Ok(Mount { at, _root: root })
+}
+
+/// Fills the disk under `dir` through the log; checks the error is a clean ENOSPC, that
+/// nothing appended was damaged, and that the log works again once space is freed.
+fn fill_and_recover(dir: &Path) {
+    let opts = || {
+        WalOptions::default()
+            .segment_size(256 * 1024)
+            .max_size(1 << 40)
+            .sync_mode(SyncMode::Immediate)
+    };
+    let wal = Wal::open(dir, opts()).unwrap();
+    let rec = vec![0x5Au8; 1000];
+    let mut last = 0;
+    let err = loop {
+        match wal.append(&rec) {
+            Ok(s) => {
+                last = s;
+                if s % 50 == 0 {
+                    wal.sync_through(s).unwrap();
+                }
+            }
+            Err(e) => break e,
+        }
+    };
+    match &err {
+        Error::Io(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}"),
+        other => panic!("expected ENOSPC, got {other}"),
+    }
+    assert!(last > 100, "the disk held {last} records");
+    wal.sync().unwrap();
+    let segs_on_disk = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
+        .count();
+    assert_eq!(
+        segs_on_disk,
+        wal.segment_count(),
+        "a failed preallocation left a file behind"
+    );
+    drop(wal);
+
+    let wal = Wal::open(dir, opts()).unwrap();
+    let mut n = 0;
+    wal.read(1, usize::MAX, &mut |_, b| {
+        assert_eq!(b, &rec[..]);
+        n += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(n, last, "every appended record survives the full disk");
+    for s in 1..=last {
+        wal.ack(s).unwrap();
+    }
+    let s = wal.append(&rec).expect("space was freed");
+    wal.sync_through(s).unwrap();
+}
+
+#[test]
+fn a_full_tmpfs_is_a_clean_error_never_a_sigbus() {
+    match tmpfs("2m") {
+        Ok(m) => fill_and_recover(&m.at.join("wal")),
+        Err(why) => eprintln!("skipped a_full_tmpfs_is_a_clean_error_never_a_sigbus: {why}"),
+    }
+}
+
+#[test]
+fn a_full_ext4_is_a_clean_error_never_a_sigbus() {
+    let backing = tempfile::tempdir().unwrap();
+    if !is_root() {
+        eprintln!("skipped a_full_ext4_is_a_clean_error_never_a_sigbus: not root");
+        return;
+    }
+    match ext4_on(backing.path(), "8M") {
+        Ok(m) => fill_and_recover(&m.at.join("wal")),
+        Err(why) => eprintln!("skipped a_full_ext4_is_a_clean_error_never_a_sigbus: {why}"),
+    }
+}
+
+#[test]
+fn an_ext4_whose_backing_store_fills_up_fails_the_log_on_the_first_sync_error() {
+    // ext4 believes it has 32 MiB; the tmpfs holding its image has 6. Writes that reach
+    // the loop device past that fail, and the kernel reports it once, on fsync/msync.
+    let backing = match tmpfs("6m") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped an_ext4_whose_backing_store_fills_up...: {why}");
+            return;
+        }
+    };
+    let disk = match ext4_on(&backing.at, "32M") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped an_ext4_whose_backing_store_fills_up...: {why}");
+            return;
+        }
+    };
+    let wal = Wal::open(
+        disk.at.join("wal"),
+        WalOptions::default()
+            .segment_size(1024 * 1024)
+            .max_size(1 << 40)
+            .sync_mode(SyncMode::Immediate),
+    )
+    .unwrap();
+    let rec = vec![0xC3u8; 4000];
+    let mut outcome = None;
+    for _ in 0..20_000 {
+        let r = wal.append(&rec).and_then(|s| wal.sync_through(s));
+        if let Err(e) = r {
+            outcome = Some(e);
+            break;
+        }
+    }
+    match outcome {
+        Some(Error::LogFailed(why)) => {
+            assert!(wal.is_failed());
+            // every later call says so, even if the kernel would now report success
+            assert!(
+                matches!(wal.append(&rec), Err(Error::LogFailed(_))),
+                "{why}"
+            );
+            assert!(matches!(wal.sync(), Err(Error::LogFailed(_))));
+        }
+        Some(Error::Io(e)) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            eprintln!(
+                "note: ext4 reported ENOSPC at preallocation before the backing store filled"
+            );
+        }
+        Some(other) => panic!("unexpected error {other}"),
+        None => panic!("80 MB written to a 6 MB backing store without an error"),
+    }
+}
