@@ -3,3 +3,13 @@
 #![warn(missing_docs)]
 
 pub use vinequeue_core::*;
+
+/// The write-ahead log: segment files of CRC32C-framed records behind [`Storage`]
+/// (feature `wal`, on by default). See the `vinequeue-wal` crate.
+#[cfg(feature = "wal")]
+pub mod wal {
+    pub use vinequeue_wal::*;
+}
+
+#[cfg(feature = "wal")]
+pub use vinequeue_wal::{Wal, WalOptions};
