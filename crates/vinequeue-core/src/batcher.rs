@@ -26,24 +26,38 @@ pub(crate) struct Batcher<T> {
     sink: Box<dyn Sink<T>>,
     backoff: Backoff,
     /// Reused buffer for ring pops.
-    scratch: Vec<(u64, T)>,
+    scratch: Vec<(u64, (u64, T))>,
+    /// Durable mode: the next sequence number to deliver.
+    next_deliver: u64,
+    /// Durable mode: an entry popped from the ring ahead of a gap still to be read back
+    /// from the log.
+    held: Option<(u64, T)>,
     /// When the batcher last looked at the ring: anything found there later arrived
     /// after this instant (or had been waiting while a batch was in flight).
     last_look: Instant,
     /// Items given up because the shutdown deadline passed.
     abandoned: u64,
+    /// Durable mode: the shutdown deadline passed; leave the rest in the log and exit.
+    give_up: bool,
 }
 
 impl<T: Send + 'static> Batcher<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>, sink: Box<dyn Sink<T>>) -> Self {
         let c = &shared.config;
+        let next_deliver = shared
+            .durable
+            .as_ref()
+            .map_or(1, |d| d.storage.acked_through() + 1);
         Batcher {
+            next_deliver,
+            held: None,
             backoff: Backoff::new(c.retry_backoff_first, c.retry_backoff_max),
             scratch: Vec::with_capacity(c.batch_size),
             shared,
             sink,
             last_look: Instant::now(),
             abandoned: 0,
+            give_up: false,
         }
     }
 
@@ -57,8 +71,12 @@ impl<T: Send + 'static> Batcher<T> {
             let looked_before = self.last_look;
             self.take(&mut batch, batch_size);
             if batch.is_empty() {
-                self.publish_resolved(self.shared.ring.popped());
-                if self.shared.ring.is_closed() && self.shared.ring.is_empty() {
+                self.publish_resolved(self.taken_through());
+                if self.shared.ring.is_closed() && self.drained() {
+                    break;
+                }
+                if self.shutdown_passed() {
+                    // Durable mode with a stuck log read: nothing more can be done.
                     break;
                 }
                 self.park_for_items();
@@ -68,23 +86,131 @@ impl<T: Send + 'static> Batcher<T> {
             // delivery); either way its flush deadline counts from there.
             let deadline = looked_before + self.shared.config.flush_timeout;
             self.fill(&mut batch, deadline);
-            let resolved_upto = self.shared.ring.popped();
+            let resolved_upto = self.taken_through();
             self.deliver(batch);
+            if self.give_up {
+                break;
+            }
             self.publish_resolved(resolved_upto);
         }
         self.abandoned
     }
 
-    /// Pops up to `max - batch.len()` items into `batch`.
+    /// Every item up to this sequence number has been taken into a batch (or dropped).
+    fn taken_through(&self) -> u64 {
+        match &self.shared.durable {
+            Some(_) => self.next_deliver - 1,
+            None => self.shared.ring.popped(),
+        }
+    }
+
+    /// Whether everything accepted so far has been taken.
+    fn drained(&self) -> bool {
+        match &self.shared.durable {
+            Some(d) => self.held.is_none() && d.published.load(SeqCst) < self.next_deliver,
+            None => self.shared.ring.is_empty(),
+        }
+    }
+
+    /// Takes up to `max - batch.len()` items into `batch`, in sequence order.
     fn take(&mut self, batch: &mut Batch<T>, max: usize) {
-        let want = max - batch.len();
         self.last_look = Instant::now();
-        if self.shared.ring.pop_into(&mut self.scratch, want) > 0 {
-            for (ordinal, item) in self.scratch.drain(..) {
-                batch.push(ordinal + 1, item);
+        if self.shared.durable.is_some() {
+            self.take_durable(batch, max);
+        } else {
+            let want = max - batch.len();
+            if self.shared.ring.pop_into(&mut self.scratch, want) > 0 {
+                for (ordinal, (_, item)) in self.scratch.drain(..) {
+                    batch.push(ordinal + 1, item);
+                }
+                self.shared.space.notify();
             }
-            self.shared.in_flight.store(batch.len() as u64, SeqCst);
-            self.shared.space.notify();
+        }
+        self.shared.in_flight.store(batch.len() as u64, SeqCst);
+    }
+
+    /// Durable mode: items come from the ring in sequence order; a gap before the ring's
+    /// next item (or after its last) holds spilled or recovered items, read back from the
+    /// log.
+    fn take_durable(&mut self, batch: &mut Batch<T>, max: usize) {
+        let shared = Arc::clone(&self.shared);
+        let d = shared.durable.as_ref().expect("durable mode");
+        while batch.len() < max {
+            let entry = self.held.take().or_else(|| self.shared.ring.pop().map(|e| e.1));
+            match entry {
+                Some((seq, _)) if seq < self.next_deliver => {} // already read back
+                Some((seq, item)) if seq == self.next_deliver => {
+                    batch.push(seq, item);
+                    self.next_deliver += 1;
+                }
+                Some((seq, item)) => {
+                    self.held = Some((seq, item));
+                    if !self.read_back(batch, max, seq - 1) {
+                        return;
+                    }
+                    if self.next_deliver < seq {
+                        // The log has nothing more below `seq`: those records were lost
+                        // to corruption (and counted at recovery).
+                        self.next_deliver = seq;
+                    }
+                }
+                None => {
+                    let published = d.published.load(SeqCst);
+                    if published >= self.next_deliver {
+                        let before = self.next_deliver;
+                        if !self.read_back(batch, max, published) || self.next_deliver == before {
+                            if self.next_deliver == before {
+                                self.next_deliver = published + 1;
+                            }
+                            return;
+                        }
+                    } else {
+                        break;
+                    }
+                }
+            }
+        }
+        self.note_oldest_pending();
+    }
+
+    /// Reads records `next_deliver..=upto` back from the log into `batch`. Returns `false`
+    /// if the log could not be read (the batch goes out with what it has; the read is
+    /// retried for the next batch).
+    fn read_back(&mut self, batch: &mut Batch<T>, max: usize, upto: u64) -> bool {
+        let d = self.shared.durable.as_ref().expect("durable mode");
+        let room = max - batch.len();
+        let mut undecodable = Vec::new();
+        let mut next = self.next_deliver;
+        let decode = d.codec.decode;
+        let result = d.storage.read(next, room, &mut |seq, bytes| {
+            if seq > upto {
+                return false;
+            }
+            match decode(bytes) {
+                Ok(item) => batch.push(seq, item),
+                Err(_) => undecodable.push(seq),
+            }
+            next = seq + 1;
+            true
+        });
+        self.next_deliver = self.next_deliver.max(next);
+        if !undecodable.is_empty() {
+            d.corrupt.fetch_add(undecodable.len() as u64, Relaxed);
+            let _ = d.storage.ack_all(&undecodable);
+        }
+        result.is_ok()
+    }
+
+    fn note_oldest_pending(&self) {
+        if let Some(d) = &self.shared.durable {
+            let pending = d.published.load(SeqCst) >= self.next_deliver;
+            let since = d.oldest_pending_since.load(Relaxed);
+            if pending && since == 0 {
+                let now = d.epoch.elapsed().as_nanos() as u64;
+                d.oldest_pending_since.store(now.max(1), Relaxed);
+            } else if !pending {
+                d.oldest_pending_since.store(0, Relaxed);
+            }
         }
     }
 
@@ -141,16 +267,32 @@ impl<T: Send + 'static> Batcher<T> {
             .is_some_and(|d| Instant::now() >= d)
     }
 
-    /// Delivers one batch: attempts, retries with backoff, partial failures, dead letters.
-    fn deliver(&mut self, mut batch: Batch<T>) {
+    /// Delivers one batch, then acknowledges its records in the log (durable mode).
+    fn deliver(&mut self, batch: Batch<T>) {
+        let seqs = self.shared.durable.as_ref().map(|_| batch.seqs.clone());
+        let kept = self.attempt_delivery(batch);
+        if let (Some(d), Some(mut seqs)) = (&self.shared.durable, seqs) {
+            // Everything resolved is acknowledged; what shutdown left undelivered stays.
+            if !kept.is_empty() {
+                seqs.retain(|s| kept.binary_search(s).is_err());
+            }
+            let _ = d.storage.ack_all(&seqs);
+            d.oldest_pending_since.store(0, Relaxed);
+            self.note_oldest_pending();
+        }
+        self.shared.in_flight.store(0, SeqCst);
+    }
+
+    /// Attempts, retries with backoff, partial failures, dead letters. Returns the
+    /// sequence numbers left in the log undelivered (durable mode, shutdown deadline).
+    fn attempt_delivery(&mut self, mut batch: Batch<T>) -> Vec<u64> {
         let config = &self.shared.config;
         let (send_timeout, retry_limit) = (config.send_timeout, config.retry_limit);
         let counters = &self.shared.counters;
         let mut retry = 0u32;
         loop {
             if self.shutdown_passed() {
-                self.abandon(batch);
-                break;
+                return self.abandon(batch);
             }
             let started = Instant::now();
             batch.attempt = retry;
@@ -195,7 +337,7 @@ impl<T: Send + 'static> Batcher<T> {
             retry += 1;
             counters.retries.fetch_add(1, Relaxed);
         }
-        self.shared.in_flight.store(0, SeqCst);
+        Vec::new()
     }
 
     /// Sleeps for `pause`, cut short by the shutdown deadline.
@@ -216,6 +358,29 @@ impl<T: Send + 'static> Batcher<T> {
 
     fn dead_letter(&mut self, batch: Batch<T>, error: Option<SendError>, reason: DeadLetterReason) {
         let n = batch.len() as u64;
+        if let Some(d) = &self.shared.durable {
+            if let Some(dead) = &d.dead_letters {
+                let text = match &error {
+                    Some(e) => e.to_string(),
+                    None => format!("{reason:?}"),
+                };
+                for (seq, item) in batch.iter_with_seq() {
+                    if let Ok(payload) = (d.codec.encode)(item) {
+                        let record = crate::dead::StoredRecord {
+                            seq,
+                            reason: format!("{reason:?}"),
+                            error: text.clone(),
+                            payload,
+                        };
+                        if let Ok(bytes) = postcard::to_allocvec(&record) {
+                            let _ = dead.append(&bytes);
+                        }
+                    }
+                }
+                // Dead letters must be durable before their records leave the main log.
+                let _ = dead.sync();
+            }
+        }
         let counter = match reason {
             DeadLetterReason::Shutdown => &self.shared.counters.abandoned,
             _ => &self.shared.counters.dead_lettered,
@@ -231,8 +396,16 @@ impl<T: Send + 'static> Batcher<T> {
         let _ = catch_unwind(AssertUnwindSafe(|| sink.on_dead_letter(letter)));
     }
 
-    /// Gives up on `batch` and everything still in the ring: the shutdown deadline passed.
-    fn abandon(&mut self, batch: Batch<T>) {
+    /// The shutdown deadline passed. Durable mode: the batch and everything behind it
+    /// stay in the log for the next start (returns the batch's seqs). Memory mode: they
+    /// go to the dead-letter hook.
+    fn abandon(&mut self, batch: Batch<T>) -> Vec<u64> {
+        if let Some(d) = &self.shared.durable {
+            let left = d.published.load(SeqCst).saturating_sub(self.next_deliver - 1);
+            self.abandoned += batch.len() as u64 + left;
+            self.give_up = true;
+            return batch.seqs.clone();
+        }
         let batch_size = self.shared.config.batch_size;
         self.abandoned += batch.len() as u64;
         self.dead_letter(batch, None, DeadLetterReason::Shutdown);
@@ -245,6 +418,7 @@ impl<T: Send + 'static> Batcher<T> {
             self.abandoned += rest.len() as u64;
             self.dead_letter(rest, None, DeadLetterReason::Shutdown);
         }
+        Vec::new()
     }
 }
 

@@ -90,6 +90,7 @@ pub struct Config {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) enable_metrics: bool,
     pub(crate) overflow: OverflowPolicy,
+    pub(crate) recovery_mode: RecoveryMode,
 }
 
 impl Default for Config {
@@ -108,6 +109,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             enable_metrics: true,
             overflow: OverflowPolicy::Block(Duration::from_secs(1)),
+            recovery_mode: RecoveryMode::SkipCorrupt,
         }
     }
 }
@@ -190,6 +192,28 @@ impl Config {
     pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
         self.overflow = policy;
         self
+    }
+
+    /// What opening the write-ahead log does with damaged records that are not a torn
+    /// tail. Default = `SkipCorrupt`.
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery_mode = mode;
+        self
+    }
+
+    /// The configured log size limit.
+    pub fn get_wal_max_size(&self) -> u64 {
+        self.wal_max_size
+    }
+
+    /// The configured sync mode.
+    pub fn get_sync_mode(&self) -> SyncMode {
+        self.sync_mode
+    }
+
+    /// The configured recovery mode.
+    pub fn get_recovery_mode(&self) -> RecoveryMode {
+        self.recovery_mode
     }
 
     /// The configured write-ahead log directory, if any.

@@ -43,6 +43,7 @@
 
 mod batcher;
 mod config;
+mod dead;
 mod error;
 mod loom;
 mod metrics;
@@ -59,6 +60,7 @@ pub mod testing;
 mod loom_ring;
 
 pub use crate::config::{Config, OverflowPolicy, RecoveryMode, SyncMode, MAX_MEMORY_SIZE};
+pub use crate::dead::StoredDeadLetter;
 pub use crate::error::{EnqueueError, Error};
 pub use crate::metrics::Metrics;
 pub use crate::queue::Queue;

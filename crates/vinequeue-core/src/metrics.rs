@@ -43,6 +43,9 @@ pub struct Metrics {
     pub spilled_total: u64,
     /// Items accepted but not yet delivered, dead-lettered, dropped or abandoned.
     pub pending: u64,
+    /// Age of the oldest item not yet delivered, as seen by the batcher (durable mode;
+    /// zero when nothing is pending, and in memory mode).
+    pub oldest_pending_age: Duration,
     /// Items recovered from the write-ahead log at open (0 in memory mode).
     pub recovered_total: u64,
     /// Records lost to corruption found at recovery (0 in memory mode).

@@ -14,9 +14,12 @@ use crate::batcher::Batcher;
 use crate::config::{Config, OverflowPolicy};
 use crate::error::{EnqueueError, Error};
 use crate::metrics::Metrics;
+use crate::config::SyncMode;
+use crate::dead::{StoredDeadLetter, StoredRecord};
 use crate::ring::PushError;
-use crate::shared::Shared;
+use crate::shared::{Codec, Durable, Shared};
 use crate::sink::Sink;
+use crate::storage::Storage;
 
 /// Extra time `stop()` waits past the shutdown deadline for the batcher to hand leftover
 /// items to the dead-letter hook and exit.
@@ -91,13 +94,51 @@ where
         config.validate()?;
         if let Some(path) = &config.wal_path {
             return Err(Error::Unsupported(format!(
-                "wal_path {} was set, but this build has no write-ahead log storage; \
-                 leave wal_path unset for a memory-only queue",
+                "wal_path {} was set, but vinequeue-core cannot open a log by itself; use \
+                 `vinequeue::Queue::new` (feature \"wal\") or `Queue::with_storage`",
                 path.display()
             )));
         }
+        Self::build(config, None, sink)
+    }
+
+    /// Creates a durable queue over `storage` (the write-ahead log, or any other
+    /// [`Storage`]): items are encoded with postcard and appended on the producer's
+    /// thread, unacknowledged records found in the storage are delivered first on
+    /// `start()` with their original sequence numbers, and `dead_letters`, if given,
+    /// keeps dead-lettered items. `config.wal_path` is not used here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the configuration is invalid.
+    pub fn with_storage<S: Sink<T>>(
+        config: Config,
+        storage: Arc<dyn Storage>,
+        dead_letters: Option<Arc<dyn Storage>>,
+        sink: S,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let report = storage.recovery();
+        let published = storage.next_seq() - 1;
+        let durable = Durable {
+            corrupt: std::sync::atomic::AtomicU64::new(report.corrupt_records),
+            recovered: report.records,
+            published: std::sync::atomic::AtomicU64::new(published),
+            storage,
+            dead_letters,
+            codec: Codec::postcard(),
+            append_lock: Mutex::new(()),
+            enqueued: std::sync::atomic::AtomicU64::new(0),
+            spilled: std::sync::atomic::AtomicU64::new(0),
+            oldest_pending_since: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
+        };
+        Self::build(config, Some(durable), sink)
+    }
+
+    fn build<S: Sink<T>>(config: Config, durable: Option<Durable<T>>, sink: S) -> Result<Self, Error> {
         Ok(Queue {
-            shared: Arc::new(Shared::new(config)),
+            shared: Arc::new(Shared::new(config, durable)),
             control: Arc::new(Control {
                 life: Mutex::new(Lifecycle {
                     stage: Stage::Created(Box::new(sink)),
@@ -180,14 +221,101 @@ impl<T: Send + 'static> Queue<T> {
     /// ```
     #[inline]
     pub fn enqueue(&self, item: T) -> Result<(), EnqueueError<T>> {
-        match self.shared.ring.push(item) {
+        if let Some(d) = &self.shared.durable {
+            return self.enqueue_durable(d, item);
+        }
+        match self.shared.ring.push((0, item)) {
             Ok(ordinal) => {
                 self.shared.after_push(ordinal);
                 Ok(())
             }
-            Err(PushError::Full(item)) => self.overflow(item),
-            Err(PushError::Closed(item)) => Err(EnqueueError::Closed(item)),
+            Err(PushError::Full((_, item))) => self.overflow(item),
+            Err(PushError::Closed((_, item))) => Err(EnqueueError::Closed(item)),
         }
+    }
+
+    /// Durable mode: encode here, append under the append lock, push into the ring if
+    /// there is room (else the item lives in the log only: spilled), then wait for the
+    /// sync under `Immediate`.
+    fn enqueue_durable(&self, d: &Durable<T>, item: T) -> Result<(), EnqueueError<T>> {
+        let bytes = match (d.codec.encode)(&item) {
+            Ok(b) => b,
+            Err(e) => return Err(EnqueueError::Failed(item, e)),
+        };
+        let mut item = item;
+        let mut deadline = None;
+        let seq = loop {
+            match self.append_and_queue(d, &bytes, item) {
+                Ok(seq) => break seq,
+                Err((Error::LogFull { .. }, back)) => {
+                    item = back;
+                    match self.shared.config.overflow {
+                        OverflowPolicy::Reject | OverflowPolicy::DropOldest => {
+                            return Err(EnqueueError::Full(item));
+                        }
+                        OverflowPolicy::DropNewest => {
+                            self.shared.counters.dropped_newest.fetch_add(1, Relaxed);
+                            return Ok(());
+                        }
+                        OverflowPolicy::Block(timeout) => {
+                            let end = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                            if Instant::now() >= end {
+                                return Err(EnqueueError::Full(item));
+                            }
+                            // Acknowledgements free space; wait for progress, then retry.
+                            let seen = self.shared.resolved.load(SeqCst);
+                            let wake = end.min(Instant::now() + Duration::from_millis(50));
+                            self.shared
+                                .progress
+                                .wait_until(wake, || self.shared.resolved.load(SeqCst) != seen);
+                        }
+                    }
+                }
+                Err((Error::Closed, back)) => return Err(EnqueueError::Closed(back)),
+                Err((e, back)) => return Err(EnqueueError::Failed(back, e)),
+            }
+        };
+        if self.shared.config.sync_mode == SyncMode::Immediate {
+            if let Err(e) = d.storage.sync_through(seq) {
+                // The item is queued but not known durable; hand a copy back with the error.
+                return match (d.codec.decode)(&bytes) {
+                    Ok(copy) => Err(EnqueueError::Failed(copy, e)),
+                    Err(_) => Err(EnqueueError::Failed(
+                        (d.codec.decode)(&bytes).expect("an item decodes from its own encoding"),
+                        e,
+                    )),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn append_and_queue(&self, d: &Durable<T>, bytes: &[u8], item: T) -> Result<u64, (Error, T)> {
+        let s = &self.shared;
+        let guard = d.append_lock.lock();
+        if s.ring.is_closed() {
+            return Err((Error::Closed, item));
+        }
+        let seq = match d.storage.append(bytes) {
+            Ok(seq) => seq,
+            Err(e) => return Err((e, item)),
+        };
+        let pushed = match s.ring.push((seq, item)) {
+            Ok(ordinal) => Some(ordinal),
+            Err(_) => {
+                // Full (closed cannot happen under the lock): the item lives in the log.
+                d.spilled.fetch_add(1, Relaxed);
+                None
+            }
+        };
+        d.published.store(seq, SeqCst);
+        d.enqueued.fetch_add(1, Relaxed);
+        drop(guard);
+        match pushed {
+            Some(ordinal) => s.after_push(ordinal),
+            None => s.unpark_batcher(),
+        }
+        Ok(seq)
     }
 
     #[cold]
@@ -205,13 +333,15 @@ impl<T: Send + 'static> Queue<T> {
                     if s.ring.pop().is_some() {
                         s.counters.dropped_oldest.fetch_add(1, Relaxed);
                     }
-                    match s.ring.push(item) {
+                    match s.ring.push((0, item)) {
                         Ok(ordinal) => {
                             s.after_push(ordinal);
                             return Ok(());
                         }
-                        Err(PushError::Full(back)) => item = back,
-                        Err(PushError::Closed(back)) => return Err(EnqueueError::Closed(back)),
+                        Err(PushError::Full((_, back))) => item = back,
+                        Err(PushError::Closed((_, back))) => {
+                            return Err(EnqueueError::Closed(back))
+                        }
                     }
                 }
             }
@@ -227,16 +357,16 @@ impl<T: Send + 'static> Queue<T> {
             let item = slot
                 .take()
                 .expect("the item is put back on every failed try");
-            match s.ring.push(item) {
+            match s.ring.push((0, item)) {
                 Ok(ordinal) => {
                     outcome = Some(Ok(ordinal));
                     true
                 }
-                Err(PushError::Closed(back)) => {
+                Err(PushError::Closed((_, back))) => {
                     outcome = Some(Err(EnqueueError::Closed(back)));
                     true
                 }
-                Err(PushError::Full(back)) => {
+                Err(PushError::Full((_, back))) => {
                     slot = Some(back);
                     false
                 }
@@ -270,14 +400,18 @@ impl<T: Send + 'static> Queue<T> {
         Ok(())
     }
 
-    /// Makes every item enqueued so far durable. In memory mode there is nothing to make
+    /// Makes every item enqueued so far durable, with one group commit: enqueue many
+    /// under `Periodic`, then `sync()` once. In memory mode there is nothing to make
     /// durable, so this returns at once.
     ///
     /// # Errors
     ///
-    /// None in memory mode; with a write-ahead log, the log's I/O error.
+    /// With a write-ahead log, the log's error (after which the log is failed).
     pub fn sync(&self) -> Result<(), Error> {
-        Ok(())
+        match &self.shared.durable {
+            Some(d) => d.storage.sync_through(d.published.load(SeqCst)),
+            None => Ok(()),
+        }
     }
 
     /// Waits until every item enqueued before this call has been delivered (or
@@ -292,7 +426,7 @@ impl<T: Send + 'static> Queue<T> {
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         let s = &self.shared;
         let deadline = Instant::now() + timeout;
-        let target = s.ring.pushed();
+        let target = s.last_seq();
         let done = || s.resolved.load(SeqCst) >= target;
         if done() {
             return Ok(());
@@ -350,7 +484,16 @@ impl<T: Send + 'static> Queue<T> {
         life.stage = Stage::Stopping;
         let deadline = Instant::now() + s.config.shutdown_timeout;
         *s.shutdown_deadline.lock() = Some(deadline);
-        s.ring.close();
+        match &s.durable {
+            // Under the append lock: no append can slip in after the close.
+            Some(d) => {
+                let _guard = d.append_lock.lock();
+                s.ring.close();
+            }
+            None => {
+                s.ring.close();
+            }
+        }
         s.space.notify_always();
         s.unpark_batcher();
 
@@ -391,9 +534,24 @@ impl<T: Send + 'static> Queue<T> {
         let s = &self.shared;
         let mut m = Metrics::default();
         s.counters.fill(&mut m);
-        m.enqueued_total = s.ring.pushed() + s.counters.dropped_newest.load(Relaxed);
+        m.enqueued_total = s.counters.dropped_newest.load(Relaxed)
+            + match &s.durable {
+                Some(d) => d.enqueued.load(Relaxed),
+                None => s.ring.pushed(),
+            };
         m.memory_queue_size = s.ring.len() as u64;
         m.pending = s.pending();
+        if let Some(d) = &s.durable {
+            m.wal_size = d.storage.size();
+            m.spilled_total = d.spilled.load(Relaxed);
+            m.recovered_total = d.recovered;
+            m.corrupt_records_total = d.corrupt.load(Relaxed);
+            let since = d.oldest_pending_since.load(Relaxed);
+            if since > 0 && m.pending > 0 {
+                let now = d.epoch.elapsed().as_nanos() as u64;
+                m.oldest_pending_age = Duration::from_nanos(now.saturating_sub(since));
+            }
+        }
         m
     }
 
@@ -417,7 +575,76 @@ impl<T: Send + 'static> Queue<T> {
 
     /// Bytes of write-ahead log on disk; 0 in memory mode.
     pub fn wal_size(&self) -> u64 {
-        0
+        self.shared.durable.as_ref().map_or(0, |d| d.storage.size())
+    }
+
+    /// What opening the log found (all zero in memory mode).
+    pub fn recovery(&self) -> crate::RecoveryReport {
+        self.shared
+            .durable
+            .as_ref()
+            .map(|d| d.storage.recovery())
+            .unwrap_or_default()
+    }
+
+    /// Reads up to `max` dead-lettered items from the dead-letter log, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] without a dead-letter log; the log's read error;
+    /// [`Error::Codec`] for a record that does not decode.
+    pub fn dead_letters(&self, max: usize) -> Result<Vec<StoredDeadLetter<T>>, Error> {
+        let (d, dead) = self.dead_letter_log()?;
+        let mut out = Vec::new();
+        let mut failure = None;
+        dead.read(dead.acked_through() + 1, max, &mut |dseq, bytes| {
+            match decode_dead(d, dseq, bytes) {
+                Ok(letter) => out.push(letter),
+                Err(e) => {
+                    failure = Some(e);
+                    return false;
+                }
+            }
+            true
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Enqueues every dead-lettered item again (with new sequence numbers) and removes it
+    /// from the dead-letter log. Returns how many were re-enqueued.
+    ///
+    /// # Errors
+    ///
+    /// As [`dead_letters`](Queue::dead_letters), or the first enqueue error (items
+    /// before it were re-enqueued and removed; it and those after it stay).
+    pub fn redrive_dead_letters(&self) -> Result<u64, Error> {
+        let (_, dead) = self.dead_letter_log()?;
+        let mut moved = 0;
+        loop {
+            let letters = self.dead_letters(256)?;
+            if letters.is_empty() {
+                return Ok(moved);
+            }
+            for letter in letters {
+                self.enqueue(letter.item)?;
+                dead.ack(letter.dead_letter_seq)?;
+                moved += 1;
+            }
+            dead.sync()?;
+        }
+    }
+
+    fn dead_letter_log(&self) -> Result<(&Durable<T>, &Arc<dyn Storage>), Error> {
+        let d = self.shared.durable.as_ref().ok_or_else(|| {
+            Error::Unsupported("dead letters are kept in a log only in durable mode".into())
+        })?;
+        let dead = d.dead_letters.as_ref().ok_or_else(|| {
+            Error::Unsupported("this queue was created without a dead-letter log".into())
+        })?;
+        Ok((d, dead))
     }
 
     /// The configuration this queue runs with.
@@ -442,4 +669,16 @@ impl<T: Send + 'static> std::fmt::Debug for Queue<T> {
             .field("queue_size", &self.queue_size())
             .finish()
     }
+}
+
+fn decode_dead<T>(d: &Durable<T>, dead_letter_seq: u64, bytes: &[u8]) -> Result<StoredDeadLetter<T>, Error> {
+    let record: StoredRecord =
+        postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))?;
+    Ok(StoredDeadLetter {
+        dead_letter_seq,
+        seq: record.seq,
+        reason: record.reason,
+        error: record.error,
+        item: (d.codec.decode)(&record.payload)?,
+    })
 }

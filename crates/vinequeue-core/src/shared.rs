@@ -3,15 +3,59 @@
 //! delivery algorithm in `batcher.rs`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::metrics::Counters;
 use crate::ring::Ring;
+use crate::storage::Storage;
+
+/// Encoding of items for the log, captured where the serde bounds are known so that the
+/// rest of the queue (and `Drop`) does not need them.
+pub(crate) struct Codec<T> {
+    pub(crate) encode: fn(&T) -> Result<Vec<u8>, Error>,
+    pub(crate) decode: fn(&[u8]) -> Result<T, Error>,
+}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> {
+    pub(crate) fn postcard() -> Self {
+        Codec {
+            encode: |item| postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string())),
+            decode: |bytes| postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string())),
+        }
+    }
+}
+
+/// The write-ahead log side of a durable queue.
+pub(crate) struct Durable<T> {
+    pub(crate) storage: Arc<dyn Storage>,
+    /// Where dead-lettered items are kept, if anywhere.
+    pub(crate) dead_letters: Option<Arc<dyn Storage>>,
+    pub(crate) codec: Codec<T>,
+    /// Held by a producer from its append to its ring push (or spill), so that the ring
+    /// holds items in sequence order and every gap in it is a spilled item.
+    pub(crate) append_lock: Mutex<()>,
+    /// Every item up to this sequence number is in the log and was pushed into the ring
+    /// or spilled.
+    pub(crate) published: AtomicU64,
+    /// Items appended by `enqueue` since open.
+    pub(crate) enqueued: AtomicU64,
+    /// Items that went to the log only because the ring was full.
+    pub(crate) spilled: AtomicU64,
+    /// Records found by recovery.
+    pub(crate) recovered: u64,
+    /// Records lost to corruption (recovery) or that could not be decoded.
+    pub(crate) corrupt: AtomicU64,
+    /// When the batcher first saw the current oldest pending record waiting (nanoseconds
+    /// since `epoch`), 0 when nothing is pending.
+    pub(crate) oldest_pending_since: AtomicU64,
+    pub(crate) epoch: Instant,
+}
 
 /// "No wake-up wanted" value of `Shared::wake_at`.
 pub(crate) const NO_WAKE: u64 = u64::MAX;
@@ -72,9 +116,15 @@ impl Waiters {
     }
 }
 
+/// A ring entry: the item and its sequence number (0 in memory mode, where the sequence
+/// number is the ring ordinal + 1).
+pub(crate) type Entry<T> = (u64, T);
+
 pub(crate) struct Shared<T> {
     pub(crate) config: Config,
-    pub(crate) ring: Ring<T>,
+    pub(crate) ring: Ring<Entry<T>>,
+    /// Present in durable mode.
+    pub(crate) durable: Option<Durable<T>>,
     pub(crate) counters: Counters,
 
     /// The batcher thread, set by the batcher itself before it first asks for a wake-up.
@@ -92,11 +142,11 @@ pub(crate) struct Shared<T> {
     pub(crate) space: Waiters,
     /// Callers of `flush`, waiting for `resolved` to pass their target.
     pub(crate) progress: Waiters,
-    /// Every item whose ordinal is below this has been resolved: delivered,
+    /// Every item with a sequence number up to this has been resolved: delivered,
     /// dead-lettered, dropped or abandoned. Written only by the batcher, never decreases.
     pub(crate) resolved: AtomicU64,
-    /// Largest ordinal target of a pending `flush`: while `resolved` is below it, the
-    /// batcher sends partial batches at once instead of waiting for `flush_timeout`.
+    /// Largest sequence-number target of a pending `flush`: while `resolved` is below it,
+    /// the batcher sends partial batches at once instead of waiting for `flush_timeout`.
     pub(crate) flush_target: AtomicU64,
     /// Items taken out of the ring by the batcher and not yet resolved.
     pub(crate) in_flight: AtomicU64,
@@ -105,16 +155,20 @@ pub(crate) struct Shared<T> {
 }
 
 impl<T> Shared<T> {
-    pub(crate) fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config, durable: Option<Durable<T>>) -> Self {
+        let resolved = durable
+            .as_ref()
+            .map_or(0, |d| d.storage.acked_through());
         Shared {
             ring: Ring::new(config.memory_size),
+            durable,
             counters: Counters::new(config.enable_metrics),
             config,
             batcher: OnceLock::new(),
             wake_at: AtomicU64::new(NO_WAKE),
             space: Waiters::new(),
             progress: Waiters::new(),
-            resolved: AtomicU64::new(0),
+            resolved: AtomicU64::new(resolved),
             flush_target: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             shutdown_deadline: Mutex::new(None),
@@ -144,9 +198,22 @@ impl<T> Shared<T> {
         }
     }
 
+    /// The sequence number of the last accepted item.
+    pub(crate) fn last_seq(&self) -> u64 {
+        match &self.durable {
+            Some(d) => d.published.load(SeqCst),
+            None => self.ring.pushed(),
+        }
+    }
+
     /// Items accepted and not yet resolved.
     pub(crate) fn pending(&self) -> u64 {
-        self.ring.len() as u64 + self.in_flight.load(SeqCst)
+        match &self.durable {
+            Some(_) => self
+                .last_seq()
+                .saturating_sub(self.resolved.load(SeqCst)),
+            None => self.ring.len() as u64 + self.in_flight.load(SeqCst),
+        }
     }
 
     pub(crate) fn shutdown_deadline(&self) -> Option<Instant> {

@@ -716,9 +716,11 @@ impl<F: Fs> Recovery<F> {
                 CHECKPOINT_TMP => {
                     let _ = fs.remove(&dir.join(CHECKPOINT_TMP));
                 }
+                // Directories (such as the queue's `dead-letters` log) are not ours.
+                _ if !entry.is_file => {}
                 name => match parse_segment_name(name) {
-                    Some(seq) if entry.is_file => names.push((seq, name.to_owned())),
-                    _ => report.unknown_files += 1,
+                    Some(seq) => names.push((seq, name.to_owned())),
+                    None => report.unknown_files += 1,
                 },
             }
         }

@@ -2,6 +2,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+use std::fmt;
+use std::ops::Deref;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 pub use vinequeue_core::*;
 
 /// The write-ahead log: segment files of CRC32C-framed records behind [`Storage`]
@@ -13,3 +19,81 @@ pub mod wal {
 
 #[cfg(feature = "wal")]
 pub use vinequeue_wal::{Wal, WalOptions};
+
+/// Name of the dead-letter log's directory inside `wal_path`.
+pub const DEAD_LETTER_DIR: &str = "dead-letters";
+
+/// A batching queue; see [`vinequeue_core::Queue`] for every method (this type derefs to
+/// it). The difference is [`Queue::new`]: with `wal_path` set it opens the write-ahead
+/// log (and a dead-letter log beside it) and recovers what is there.
+pub struct Queue<T: Send + 'static>(vinequeue_core::Queue<T>);
+
+impl<T> Queue<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// Creates a queue delivering to `sink`: memory only, or durable when
+    /// [`Config::wal_path`] is set (feature `wal`). A durable queue recovers the log in
+    /// `wal_path` and delivers its unacknowledged records first on `start()`, with their
+    /// original sequence numbers; dead-lettered items are kept in `wal_path/dead-letters`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration; with a log, [`Error::Locked`] if
+    /// another queue holds the directory, [`Error::Corrupt`] under
+    /// [`RecoveryMode::Strict`], [`Error::Io`].
+    pub fn new<S: Sink<T>>(config: Config, sink: S) -> Result<Self, Error> {
+        #[cfg(feature = "wal")]
+        if let Some(path) = config.get_wal_path() {
+            use std::sync::Arc;
+            config.validate()?;
+            let max = config.get_wal_max_size();
+            let opts = WalOptions::default()
+                .max_size(max)
+                .sync_mode(config.get_sync_mode())
+                .recovery_mode(config.get_recovery_mode());
+            let dead_opts = WalOptions::default()
+                .segment_size(256 * 1024)
+                .max_size((max / 4).max(1024 * 1024))
+                .sync_mode(SyncMode::Immediate)
+                .recovery_mode(config.get_recovery_mode());
+            let wal = Wal::open(path, opts)?;
+            let dead = Wal::open(path.join(DEAD_LETTER_DIR), dead_opts)?;
+            return vinequeue_core::Queue::with_storage(
+                config,
+                Arc::new(wal),
+                Some(Arc::new(dead)),
+                sink,
+            )
+            .map(Queue);
+        }
+        vinequeue_core::Queue::new(config, sink).map(Queue)
+    }
+}
+
+impl<T: Send + 'static> Queue<T> {
+    /// Wraps a queue built with [`vinequeue_core::Queue::with_storage`] (a custom
+    /// [`Storage`]).
+    pub fn from_core(queue: vinequeue_core::Queue<T>) -> Self {
+        Queue(queue)
+    }
+
+    /// The core queue.
+    pub fn into_core(self) -> vinequeue_core::Queue<T> {
+        self.0
+    }
+}
+
+impl<T: Send + 'static> Deref for Queue<T> {
+    type Target = vinequeue_core::Queue<T>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

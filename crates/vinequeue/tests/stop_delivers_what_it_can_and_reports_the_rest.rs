@@ -238,13 +238,3 @@ fn latency_histograms_can_be_switched_off() {
     assert!(m.avg_send_latency >= Duration::from_millis(2));
     assert_eq!(m.send_latency_p99, Duration::ZERO);
 }
-
-#[test]
-fn a_wal_path_is_refused_clearly_until_the_log_is_available() {
-    let (sink, _) = ok_recorder::<u8>();
-    let dir = std::env::temp_dir().join(format!("vq-wal-refused-{}", std::process::id()));
-    match Queue::new(Config::default().wal_path(&dir), sink) {
-        Err(Error::Unsupported(msg)) => assert!(msg.contains("wal_path")),
-        other => panic!("{other:?}"),
-    }
-}
