@@ -136,51 +136,50 @@ impl<T: Send + 'static> Batcher<T> {
         let shared = Arc::clone(&self.shared);
         let d = shared.durable.as_ref().expect("durable mode");
         while batch.len() < max {
-            let entry = self.held.take().or_else(|| self.shared.ring.pop().map(|e| e.1));
-            match entry {
-                Some((seq, _)) if seq < self.next_deliver => {} // already read back
+            let entry = self
+                .held
+                .take()
+                .or_else(|| self.shared.ring.pop().map(|e| e.1));
+            let upto = match entry {
+                Some((seq, _)) if seq < self.next_deliver => continue, // already read back
                 Some((seq, item)) if seq == self.next_deliver => {
                     batch.push(seq, item);
                     self.next_deliver += 1;
+                    continue;
                 }
                 Some((seq, item)) => {
                     self.held = Some((seq, item));
-                    if !self.read_back(batch, max, seq - 1) {
-                        return;
-                    }
-                    if self.next_deliver < seq {
-                        // The log has nothing more below `seq`: those records were lost
-                        // to corruption (and counted at recovery).
-                        self.next_deliver = seq;
-                    }
+                    seq - 1
                 }
                 None => {
                     let published = d.published.load(SeqCst);
-                    if published >= self.next_deliver {
-                        let before = self.next_deliver;
-                        if !self.read_back(batch, max, published) || self.next_deliver == before {
-                            if self.next_deliver == before {
-                                self.next_deliver = published + 1;
-                            }
-                            return;
-                        }
-                    } else {
+                    if published < self.next_deliver {
                         break;
                     }
+                    published
                 }
+            };
+            let Some(found) = self.read_back(batch, max, upto) else {
+                break; // the log could not be read: go with what we have, retry later
+            };
+            if batch.len() < max && self.next_deliver <= upto {
+                // The log holds nothing more up to `upto`: those records were lost to
+                // corruption (counted at recovery). Move past them.
+                let _ = found;
+                self.next_deliver = upto + 1;
             }
         }
         self.note_oldest_pending();
     }
 
-    /// Reads records `next_deliver..=upto` back from the log into `batch`. Returns `false`
-    /// if the log could not be read (the batch goes out with what it has; the read is
-    /// retried for the next batch).
-    fn read_back(&mut self, batch: &mut Batch<T>, max: usize, upto: u64) -> bool {
+    /// Reads records `next_deliver..=upto` back from the log into `batch`, up to its
+    /// room. Returns how many were read, or `None` if the log could not be read.
+    fn read_back(&mut self, batch: &mut Batch<T>, max: usize, upto: u64) -> Option<usize> {
         let d = self.shared.durable.as_ref().expect("durable mode");
         let room = max - batch.len();
         let mut undecodable = Vec::new();
         let mut next = self.next_deliver;
+        let mut found = 0;
         let decode = d.codec.decode;
         let result = d.storage.read(next, room, &mut |seq, bytes| {
             if seq > upto {
@@ -190,6 +189,7 @@ impl<T: Send + 'static> Batcher<T> {
                 Ok(item) => batch.push(seq, item),
                 Err(_) => undecodable.push(seq),
             }
+            found += 1;
             next = seq + 1;
             true
         });
@@ -198,7 +198,7 @@ impl<T: Send + 'static> Batcher<T> {
             d.corrupt.fetch_add(undecodable.len() as u64, Relaxed);
             let _ = d.storage.ack_all(&undecodable);
         }
-        result.is_ok()
+        result.ok().map(|_| found)
     }
 
     fn note_oldest_pending(&self) {
@@ -401,7 +401,10 @@ impl<T: Send + 'static> Batcher<T> {
     /// go to the dead-letter hook.
     fn abandon(&mut self, batch: Batch<T>) -> Vec<u64> {
         if let Some(d) = &self.shared.durable {
-            let left = d.published.load(SeqCst).saturating_sub(self.next_deliver - 1);
+            let left = d
+                .published
+                .load(SeqCst)
+                .saturating_sub(self.next_deliver - 1);
             self.abandoned += batch.len() as u64 + left;
             self.give_up = true;
             return batch.seqs.clone();

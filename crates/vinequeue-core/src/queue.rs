@@ -11,11 +11,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::batcher::Batcher;
+use crate::config::SyncMode;
 use crate::config::{Config, OverflowPolicy};
+use crate::dead::{StoredDeadLetter, StoredRecord};
 use crate::error::{EnqueueError, Error};
 use crate::metrics::Metrics;
-use crate::config::SyncMode;
-use crate::dead::{StoredDeadLetter, StoredRecord};
 use crate::ring::PushError;
 use crate::shared::{Codec, Durable, Shared};
 use crate::sink::Sink;
@@ -136,7 +136,11 @@ where
         Self::build(config, Some(durable), sink)
     }
 
-    fn build<S: Sink<T>>(config: Config, durable: Option<Durable<T>>, sink: S) -> Result<Self, Error> {
+    fn build<S: Sink<T>>(
+        config: Config,
+        durable: Option<Durable<T>>,
+        sink: S,
+    ) -> Result<Self, Error> {
         Ok(Queue {
             shared: Arc::new(Shared::new(config, durable)),
             control: Arc::new(Control {
@@ -671,7 +675,11 @@ impl<T: Send + 'static> std::fmt::Debug for Queue<T> {
     }
 }
 
-fn decode_dead<T>(d: &Durable<T>, dead_letter_seq: u64, bytes: &[u8]) -> Result<StoredDeadLetter<T>, Error> {
+fn decode_dead<T>(
+    d: &Durable<T>,
+    dead_letter_seq: u64,
+    bytes: &[u8],
+) -> Result<StoredDeadLetter<T>, Error> {
     let record: StoredRecord =
         postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))?;
     Ok(StoredDeadLetter {

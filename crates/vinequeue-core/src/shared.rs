@@ -156,9 +156,7 @@ pub(crate) struct Shared<T> {
 
 impl<T> Shared<T> {
     pub(crate) fn new(config: Config, durable: Option<Durable<T>>) -> Self {
-        let resolved = durable
-            .as_ref()
-            .map_or(0, |d| d.storage.acked_through());
+        let resolved = durable.as_ref().map_or(0, |d| d.storage.acked_through());
         Shared {
             ring: Ring::new(config.memory_size),
             durable,
@@ -209,9 +207,7 @@ impl<T> Shared<T> {
     /// Items accepted and not yet resolved.
     pub(crate) fn pending(&self) -> u64 {
         match &self.durable {
-            Some(_) => self
-                .last_seq()
-                .saturating_sub(self.resolved.load(SeqCst)),
+            Some(_) => self.last_seq().saturating_sub(self.resolved.load(SeqCst)),
             None => self.ring.len() as u64 + self.in_flight.load(SeqCst),
         }
     }

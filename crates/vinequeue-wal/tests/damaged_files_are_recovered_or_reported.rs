@@ -227,7 +227,11 @@ fn stray_files_and_directories_are_left_alone() {
     fs.create_dir_all(&Path::new(DIR).join("backup")).unwrap();
     let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
     assert_eq!(read_all(&wal).len(), 3);
-    assert_eq!(wal.recovery().unknown_files, 3, "files only: directories are not ours to count");
+    assert_eq!(
+        wal.recovery().unknown_files,
+        3,
+        "files only: directories are not ours to count"
+    );
     drop(wal);
     assert!(fs
         .files()
