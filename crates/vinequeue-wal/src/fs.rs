@@ -203,14 +203,24 @@ impl Fs for RealFs {
             .truncate(false)
             .mode(0o600)
             .open(&path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(RealLock {
-                _file: file,
-                _path: path,
-            })),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e),
+        // A process forked elsewhere in this program holds a copy of a just-closed lock
+        // descriptor until it execs; give such a window a moment before saying "locked".
+        for attempt in 0..5 {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Ok(Some(RealLock {
+                        _file: file,
+                        _path: path,
+                    }))
+                }
+                Err(TryLockError::WouldBlock) if attempt < 4 => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(e),
+            }
         }
+        Ok(None)
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
