@@ -69,6 +69,22 @@ where
         }
         vinequeue_core::Queue::new(config, sink).map(Queue)
     }
+
+    /// A durable queue over a storage of your own (any [`Storage`]: the log on another
+    /// file system, an embedded database, the in-memory [`MemStorage`]); see
+    /// [`vinequeue_core::Queue::with_storage`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration.
+    pub fn with_storage<S: Sink<T>>(
+        config: Config,
+        storage: std::sync::Arc<dyn Storage>,
+        dead_letters: Option<std::sync::Arc<dyn Storage>>,
+        sink: S,
+    ) -> Result<Self, Error> {
+        vinequeue_core::Queue::with_storage(config, storage, dead_letters, sink).map(Queue)
+    }
 }
 
 impl<T: Send + 'static> Queue<T> {

@@ -27,7 +27,9 @@ struct Event {
 }
 
 fn body(id: u64) -> Vec<u8> {
-    (0..(id % 40)).map(|i| (id.wrapping_mul(7) + i) as u8).collect()
+    (0..(id % 40))
+        .map(|i| (id.wrapping_mul(7) + i) as u8)
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -49,8 +51,13 @@ fn crash_child() {
         return; // an ordinary test run: nothing to do
     };
     let parts: Vec<&str> = spec.split('|').collect();
-    let (dir, received, sync, start, drain) =
-        (parts[0], parts[1], parts[2], parts[3].parse::<u64>().unwrap(), parts[4] == "drain");
+    let (dir, received, sync, start, drain) = (
+        parts[0],
+        parts[1],
+        parts[2],
+        parts[3].parse::<u64>().unwrap(),
+        parts[4] == "drain",
+    );
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -105,7 +112,13 @@ fn crash_child() {
     }
 }
 
-fn spawn_child(dir: &Path, received: &Path, sync: &str, start: u64, drain: bool) -> std::process::Child {
+fn spawn_child(
+    dir: &Path,
+    received: &Path,
+    sync: &str,
+    start: u64,
+    drain: bool,
+) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(
@@ -143,7 +156,10 @@ fn kill_and_restart(sync: &str, cycles: u64, seed: u64) {
             let mut ids = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(id) = line.strip_prefix("ACK ").and_then(|s| s.parse::<u64>().ok()) {
+                if let Some(id) = line
+                    .strip_prefix("ACK ")
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
                     ids.push(id);
                 }
             }
@@ -157,7 +173,9 @@ fn kill_and_restart(sync: &str, cycles: u64, seed: u64) {
         child.wait().unwrap();
         acked.extend(reader.join().unwrap());
     }
-    let status = spawn_child(&dir, &received, sync, u64::MAX / 2, true).wait().unwrap();
+    let status = spawn_child(&dir, &received, sync, u64::MAX / 2, true)
+        .wait()
+        .unwrap();
     assert!(status.success(), "the draining run failed: {status}");
 
     let text = std::fs::read_to_string(&received).unwrap();
@@ -173,14 +191,21 @@ fn kill_and_restart(sync: &str, cycles: u64, seed: u64) {
             got.insert(id);
         }
     }
-    let lost: Vec<_> = acked.iter().filter(|id| !got.contains(id)).take(10).collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|id| !got.contains(id))
+        .take(10)
+        .collect();
     assert!(
         lost.is_empty(),
         "{sync}: {} of {} acknowledged items never reached the sink, e.g. {lost:?}",
         acked.iter().filter(|id| !got.contains(id)).count(),
         acked.len()
     );
-    assert!(acked.len() as u64 > cycles, "the children acknowledged almost nothing");
+    assert!(
+        acked.len() as u64 > cycles,
+        "the children acknowledged almost nothing"
+    );
 }
 
 #[test]
