@@ -23,7 +23,7 @@ pub enum Error {
     NotStarted,
     /// Another queue (in this or another process) holds the log directory.
     #[error(
-        "log directory {0} is locked by another queue; stop that one or use another directory"
+        "{0} is locked by another queue; stop that one or use another path"
     )]
     Locked(PathBuf),
     /// An I/O operation failed.

@@ -38,13 +38,14 @@ pub struct RecoveryReport {
 /// # Contract
 ///
 /// * **Numbering.** `append` gives each record the next sequence number: one more than
-///   the previous record's, starting at 1 for a new storage. Numbers are never reused,
-///   also not across restarts.
+///   the previous record's, starting at 1 for a new storage. The number of a record that
+///   survived (or was acknowledged) is never reused, also not across restarts; a record
+///   lost before it was synced may see its number handed out again.
 /// * **Visibility.** A record is readable by [`read`](Storage::read) as soon as `append`
 ///   returned, from any thread.
 /// * **Durability.** After [`sync`](Storage::sync) returns `Ok`, every record appended
-///   before the call, and every acknowledgement made before it, survives a crash or
-///   power loss. `sync_through(seq)` makes record `seq` durable; concurrent callers
+///   before the call, and the acknowledged low-water mark as it was, survive a crash or
+///   power loss (acknowledgements above a gap may be forgotten: at-least-once). `sync_through(seq)` makes record `seq` durable; concurrent callers
 ///   should share one physical sync (group commit). What is durable without a sync is
 ///   implementation-defined.
 /// * **Acknowledgement.** [`ack`](Storage::ack) may arrive in any order; the storage
@@ -55,7 +56,8 @@ pub struct RecoveryReport {
 /// * **Failure.** After a failed sync the storage must refuse every later append and
 ///   sync with an error (the page cache state is unknown: retrying and reporting success
 ///   would lie). Reaching the size limit is [`Error::LogFull`], with nothing written.
-/// * **Threads.** All methods take `&self` and may be called concurrently.
+/// * **Threads.** All methods take `&self` and may be called concurrently, also from
+///   inside a `read` visitor (which therefore must not run under a lock `ack` needs).
 pub trait Storage: Send + Sync + 'static {
     /// Appends one record and returns its sequence number.
     ///

@@ -69,9 +69,11 @@ pub fn storage_conformance<H: StorageHarness>(harness: &mut H) {
     acks_in_any_order_advance_a_contiguous_low_water_mark(harness);
     sync_and_sync_through_succeed(harness);
     concurrent_appends_get_unique_dense_numbers(harness);
+    a_visitor_may_call_back_into_the_storage(harness);
     if harness.reopen().is_some() {
         synced_records_and_acks_survive_reopen(harness);
         numbering_continues_after_everything_was_acknowledged(harness);
+        acking_the_newest_record_first_does_not_free_its_number(harness);
     }
 }
 
@@ -220,6 +222,38 @@ fn concurrent_appends_get_unique_dense_numbers<H: StorageHarness>(h: &mut H) {
         let want = pairs[(seq - 1) as usize].1;
         assert_eq!(value, want, "record {seq} holds another append's bytes");
     }
+}
+
+fn a_visitor_may_call_back_into_the_storage<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    for i in 0..20u64 {
+        s.append(&payload(i)).unwrap();
+    }
+    let mut seen = 0;
+    s.read(1, 20, &mut |seq, _| {
+        // Acknowledging (and appending) from inside a visitor must not deadlock.
+        s.ack(seq).expect("ack inside a visitor");
+        if seq == 1 {
+            s.append(b"from inside").expect("append inside a visitor");
+        }
+        seen += 1;
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, 20);
+    assert_eq!(s.acked_through(), 20);
+}
+
+fn acking_the_newest_record_first_does_not_free_its_number<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    for i in 0..10u64 {
+        s.append(&payload(i)).unwrap();
+    }
+    s.ack(10).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let s = h.reopen().expect("reopen failed");
+    assert_eq!(s.append(b"x").unwrap(), 11, "record 10 existed: its number is taken");
 }
 
 fn synced_records_and_acks_survive_reopen<H: StorageHarness>(h: &mut H) {

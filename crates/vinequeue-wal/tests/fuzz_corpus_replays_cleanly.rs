@@ -3,8 +3,11 @@
 //! own checks, so that CI covers it where cargo-fuzz is not installed. The checks and the
 //! input formats come from `fuzz/src/harness.rs`, included here as it is.
 
+use std::any::Any;
+use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 #[path = "../../../fuzz/src/harness.rs"]
 mod harness;
@@ -21,6 +24,18 @@ use harness::{
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
+/// Reproducers of library bugs not fixed yet, as `<target>/<file>`: they must still fail.
+const KNOWN_BUGS: &str = include_str!("../../../fuzz/known-bugs.txt");
+
+fn known_bugs() -> Vec<&'static str> {
+    KNOWN_BUGS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect()
+}
+
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/corpus")
@@ -35,18 +50,71 @@ fn corpus(target: &str) -> Vec<PathBuf> {
     files
 }
 
-/// Runs `check` on every file, naming the file that fails.
+thread_local! {
+    /// Set while replaying a known bug: its panic message is expected, not printed.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+fn quiet_panics_of_known_bugs() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                default(info);
+            }
+        }));
+    });
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+/// Runs `check` on every file of `target`'s corpus: the listed known bugs must fail,
+/// everything else must pass. Reports every file that does otherwise.
 fn replay(target: &str, check: fn(&[u8])) {
+    quiet_panics_of_known_bugs();
+    let known = known_bugs();
+    let mut wrong = Vec::new();
+    let mut replayed = 0;
     for path in corpus(target) {
+        let name = path.file_name().expect("a name").to_string_lossy();
+        let is_known = known.contains(&format!("{target}/{name}").as_str());
         let data = fs::read(&path).expect("a corpus file");
-        if let Err(panic) = std::panic::catch_unwind(|| check(&data)) {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!("{target} corpus file {} failed: {msg}", path.display());
+        QUIET.with(|q| q.set(is_known));
+        let result = std::panic::catch_unwind(|| check(&data));
+        QUIET.with(|q| q.set(false));
+        replayed += 1;
+        match (result, is_known) {
+            (Ok(()), false) | (Err(_), true) => {}
+            (Err(panic), false) => wrong.push(format!("{name}: {}", panic_message(&*panic))),
+            (Ok(()), true) => wrong.push(format!(
+                "{name} passes now: the bug is fixed, delete its line from fuzz/known-bugs.txt"
+            )),
         }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{target} corpus ({replayed} files):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn every_known_bug_has_its_reproducer() {
+    for entry in known_bugs() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/corpus")
+            .join(entry);
+        assert!(
+            path.is_file(),
+            "fuzz/known-bugs.txt lists {entry}, which is missing"
+        );
     }
 }
 
