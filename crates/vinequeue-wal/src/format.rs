@@ -36,6 +36,10 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 40;
 /// Length of a frame header.
 pub const FRAME_HEADER_LEN: usize = 16;
+/// Largest sequence number the log hands out or believes (2^62): far beyond any real
+/// log, and low enough that arithmetic on sequence numbers cannot overflow.
+pub const MAX_SEQ: u64 = 1 << 62;
+
 /// Length of one checkpoint slot.
 pub const CHECKPOINT_SLOT_LEN: usize = 64;
 /// Length of the checkpoint file (two slots).
@@ -90,8 +94,8 @@ impl SegmentHeader {
             return Err("unsupported segment format version");
         }
         let first_seq = u64_at(b, 16);
-        if first_seq == 0 {
-            return Err("segment header with sequence number 0");
+        if first_seq == 0 || first_seq > MAX_SEQ {
+            return Err("segment header with a sequence number out of range");
         }
         Ok(SegmentHeader {
             first_seq,
@@ -152,8 +156,8 @@ pub fn decode_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
     if len == 0 && crc == 0 && seq == 0 {
         return Frame::End;
     }
-    if seq == 0 {
-        return Frame::Bad("frame with sequence number 0");
+    if seq == 0 || seq > MAX_SEQ {
+        return Frame::Bad("frame with a sequence number out of range");
     }
     if len > max_record {
         return Frame::Bad("frame length beyond max_record_size");
@@ -242,6 +246,12 @@ impl Checkpoint {
         if c.next_seq <= c.acked_through {
             return Err("checkpoint acknowledges records never appended");
         }
+        if c.next_seq > MAX_SEQ || c.segment == 0 || c.segment > MAX_SEQ {
+            return Err("checkpoint with a sequence number out of range");
+        }
+        if c.offset < SEGMENT_HEADER_LEN as u64 {
+            return Err("checkpoint position inside a segment header");
+        }
         Ok(c)
     }
 
@@ -275,7 +285,7 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok().filter(|&s| s > 0)
+    digits.parse().ok().filter(|&s| s > 0 && s <= MAX_SEQ)
 }
 
 #[cfg(test)]

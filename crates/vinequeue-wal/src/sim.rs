@@ -375,8 +375,9 @@ impl FsFile for SimFile {
             offset + len as u64 <= self.published.load(Ordering::Acquire),
             "read beyond the published range"
         );
-        let d = self.node.data.lock();
-        f(&d.cache[offset as usize..offset as usize + len])
+        // Copy out, then call `f` without the lock: `f` may write to this file.
+        let bytes = self.node.data.lock().cache[offset as usize..offset as usize + len].to_vec();
+        f(&bytes)
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {

@@ -13,7 +13,7 @@ use vinequeue_core::{Error, RecoveryMode, RecoveryReport, Storage, SyncMode};
 
 use crate::format::{
     decode_frame, frame_header, parse_segment_name, segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, CHECKPOINT_SLOT_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
+    CHECKPOINT_LEN, CHECKPOINT_SLOT_LEN, FRAME_HEADER_LEN, MAX_SEQ, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::options::WalOptions;
@@ -394,6 +394,11 @@ impl<F: Fs> Inner<F> {
             self.roll(&mut w)?;
         }
         let seq = w.next_seq;
+        if seq > MAX_SEQ {
+            return Err(Error::LogFailed(format!(
+                "sequence numbers exhausted (next would be {seq}); start a new log directory"
+            )));
+        }
         let seg = w.active.as_ref().expect("roll leaves an active segment");
         let header = frame_header(payload_crc, seg.salt, seq, len);
         seg.file.write_publish(w.pos, &[&header, record]);
@@ -600,19 +605,24 @@ impl<F: Fs> Inner<F> {
                 break;
             }
             let end = seg.file.published();
+            let last = seg.last_seq.load(Ordering::Acquire);
             let mut pos = if i == start {
                 seg.locate(from, self.max_record)
             } else {
                 SEGMENT_HEADER_LEN as u64
             };
+            // Sequence numbers in a segment strictly increase and stay within what
+            // recovery or the appends put there; anything else is damage.
+            let mut floor = seg.first_seq;
             while pos < end && visited < max {
                 let frame = seg.file.read_with(pos, (end - pos) as usize, |b| {
                     decode_frame(b, seg.salt, self.max_record)
                 });
-                match frame {
-                    Frame::Record { seq, len } => {
+                let reason = match frame {
+                    Frame::Record { seq, len } if seq >= floor && seq <= last => {
                         let body = pos + FRAME_HEADER_LEN as u64;
                         pos = body + len as u64;
+                        floor = seq + 1;
                         if seq < from {
                             continue;
                         }
@@ -621,22 +631,23 @@ impl<F: Fs> Inner<F> {
                         if !go_on {
                             return Ok(visited);
                         }
+                        continue;
                     }
                     Frame::End => break,
-                    Frame::Bad(reason) => {
-                        if self.opts.recovery_mode == RecoveryMode::Strict {
-                            return Err(Error::Corrupt {
-                                file: seg.path.clone(),
-                                offset: pos,
-                                reason: reason.into(),
-                            });
-                        }
-                        self.read_corrupt.fetch_add(1, Ordering::Relaxed);
-                        match find_next_valid(&seg.file, pos + 1, seg.salt, from, self.max_record) {
-                            Some((p, _)) => pos = p,
-                            None => break,
-                        }
-                    }
+                    Frame::Record { .. } => "frame out of sequence",
+                    Frame::Bad(reason) => reason,
+                };
+                if self.opts.recovery_mode == RecoveryMode::Strict {
+                    return Err(Error::Corrupt {
+                        file: seg.path.clone(),
+                        offset: pos,
+                        reason: reason.into(),
+                    });
+                }
+                self.read_corrupt.fetch_add(1, Ordering::Relaxed);
+                match find_next_valid(&seg.file, pos + 1, seg.salt, floor, last, self.max_record) {
+                    Some((p, _)) => pos = p,
+                    None => break,
                 }
             }
         }
@@ -662,25 +673,25 @@ impl<F: Fs> Inner<F> {
     }
 }
 
-/// The first offset at or after `from` holding a valid frame with a plausible sequence
-/// number (`>= min_seq`, and not more records ahead than bytes allow).
+/// The first offset at or after `from` holding a valid frame whose sequence number lies in
+/// `min_seq..=max_seq`.
 fn find_next_valid<F: FsFile>(
     file: &F,
     from: u64,
     salt: u64,
     min_seq: u64,
+    max_seq: u64,
     max_record: u32,
 ) -> Option<(u64, u64)> {
     let end = file.published();
-    if from >= end {
+    if from >= end || min_seq > max_seq {
         return None;
     }
     file.read_with(from, (end - from) as usize, |b| {
         for p in 0..b.len().saturating_sub(FRAME_HEADER_LEN - 1) {
             let seq = u64::from_le_bytes(b[p + 8..p + 16].try_into().expect("8 bytes"));
             let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
-            let room = ((b.len() - p) / FRAME_HEADER_LEN) as u64;
-            if seq < min_seq || seq > min_seq + room || len > max_record {
+            if seq < min_seq || seq > max_seq || len > max_record {
                 continue;
             }
             if let Frame::Record { seq, .. } = decode_frame(&b[p..], salt, max_record) {
@@ -689,6 +700,23 @@ fn find_next_valid<F: FsFile>(
         }
         None
     })
+}
+
+/// The highest sequence number of any valid frame at or after `from` (`>= min_seq`).
+fn highest_valid_seq<F: FsFile>(
+    file: &F,
+    from: u64,
+    salt: u64,
+    min_seq: u64,
+    max_record: u32,
+) -> Option<u64> {
+    let mut highest = None;
+    let mut at = from;
+    while let Some((p, seq)) = find_next_valid(file, at, salt, min_seq, MAX_SEQ, max_record) {
+        highest = highest.max(Some(seq));
+        at = p + 1;
+    }
+    highest
 }
 
 /// What opening found in the directory.
@@ -766,6 +794,7 @@ impl<F: Fs> Recovery<F> {
                         SegmentHeader::decode(b)
                     }
                 });
+            let mut damaged = false;
             let header = match header {
                 Ok(h) if h.first_seq == *first_seq => h,
                 Ok(_) | Err(_) => {
@@ -774,9 +803,9 @@ impl<F: Fs> Recovery<F> {
                         Err(r) => r,
                     };
                     let blank = reason == "segment header never written";
-                    drop(file);
                     if newest && blank {
                         // Crashed while creating it: nothing was ever in it.
+                        drop(file);
                         fs.remove(&path).map_err(io_err)?;
                         continue;
                     }
@@ -787,11 +816,63 @@ impl<F: Fs> Recovery<F> {
                             reason: reason.into(),
                         });
                     }
-                    let lost_to = next_first.unwrap_or(*first_seq);
-                    report.corrupt_records += lost_to.saturating_sub((*first_seq).max(acked + 1));
-                    keep_aside(fs, dir, name);
-                    fs.remove(&path).map_err(io_err)?;
-                    continue;
+                    // Often only the magic or the header checksum was hit and the salt is
+                    // intact: if the first frame checks out with it, keep the records.
+                    let salvage =
+                        (file.len() >= SEGMENT_HEADER_LEN as u64).then(|| SegmentHeader {
+                            first_seq: *first_seq,
+                            salt: file.read_with(24, 8, |b| {
+                                u64::from_le_bytes(b.try_into().expect("8 bytes"))
+                            }),
+                        });
+                    let first_ok = |h: &SegmentHeader| {
+                        let at = SEGMENT_HEADER_LEN as u64;
+                        at < file.len()
+                            && matches!(
+                                file.read_with(at, (file.len() - at) as usize, |b| decode_frame(
+                                    b, h.salt, max_record
+                                )),
+                                Frame::Record { seq, .. } if seq == h.first_seq
+                            )
+                    };
+                    match salvage {
+                        Some(h) if first_ok(&h) => {
+                            damaged = true;
+                            h
+                        }
+                        _ => {
+                            // Its records are unknown: count what lies below the next
+                            // segment as lost, and never hand out their numbers again.
+                            let mut upper = match next_first {
+                                Some(n) => n,
+                                None => first_seq.saturating_add(
+                                    file.len().saturating_sub(SEGMENT_HEADER_LEN as u64)
+                                        / FRAME_HEADER_LEN as u64
+                                        + 1,
+                                ),
+                            };
+                            if let Some(h) = salvage {
+                                let held = highest_valid_seq(
+                                    &file,
+                                    SEGMENT_HEADER_LEN as u64,
+                                    h.salt,
+                                    *first_seq,
+                                    max_record,
+                                );
+                                upper = upper.max(held.map_or(0, |s| s + 1));
+                            }
+                            if next_first.is_some() {
+                                report.corrupt_records = report.corrupt_records.saturating_add(
+                                    upper.saturating_sub((*first_seq).max(acked + 1)),
+                                );
+                            }
+                            next_seq = next_seq.max(upper.min(MAX_SEQ));
+                            drop(file);
+                            keep_aside(fs, dir, name);
+                            fs.remove(&path).map_err(io_err)?;
+                            continue;
+                        }
+                    }
                 }
             };
 
@@ -800,7 +881,6 @@ impl<F: Fs> Recovery<F> {
             let mut last_seq = scan.last_seq;
             report.records += scan.records;
             report.bytes += scan.bytes;
-            let mut damaged = false;
             if let Some((offset, reason)) = scan.bad {
                 if newest {
                     // A torn tail: cut it off. If valid frames follow the damage (pages
@@ -810,10 +890,12 @@ impl<F: Fs> Recovery<F> {
                         file.read_with(offset, (file.len() - offset) as usize, |b| {
                             b.iter().rposition(|&x| x != 0).map_or(0, |p| p as u64 + 1)
                         });
-                    if find_next_valid(&file, offset + 1, header.salt, last_seq + 1, max_record)
-                        .is_some()
+                    if let Some(held) =
+                        highest_valid_seq(&file, offset + 1, header.salt, last_seq + 1, max_record)
                     {
+                        // Their numbers must not be handed out again.
                         damaged = true;
+                        next_seq = next_seq.max(held + 1);
                     }
                 } else if strict {
                     return Err(Error::Corrupt {
@@ -826,9 +908,19 @@ impl<F: Fs> Recovery<F> {
                     // Skip over damage until the segment's end, counting the lost numbers.
                     let mut resume = Some((offset, last_seq + 1));
                     while let Some((bad_at, expect)) = resume {
-                        match find_next_valid(&file, bad_at + 1, header.salt, expect, max_record) {
+                        let ceiling = next_first.map_or(MAX_SEQ, |n| n.saturating_sub(1));
+                        match find_next_valid(
+                            &file,
+                            bad_at + 1,
+                            header.salt,
+                            expect,
+                            ceiling,
+                            max_record,
+                        ) {
                             Some((p, seq)) => {
-                                report.corrupt_records += seq.saturating_sub(expect.max(acked + 1));
+                                report.corrupt_records = report
+                                    .corrupt_records
+                                    .saturating_add(seq.saturating_sub(expect.max(acked + 1)));
                                 let more = scan_from(&file, header, max_record, acked, p, seq);
                                 report.records += more.records;
                                 report.bytes += more.bytes;
@@ -838,8 +930,10 @@ impl<F: Fs> Recovery<F> {
                             }
                             None => {
                                 let lost_to = next_first.unwrap_or(expect);
-                                report.corrupt_records +=
-                                    lost_to.saturating_sub(expect.max(acked + 1));
+                                report.corrupt_records = report
+                                    .corrupt_records
+                                    .saturating_add(lost_to.saturating_sub(expect.max(acked + 1)));
+                                next_seq = next_seq.max(lost_to);
                                 resume = None;
                             }
                         }
