@@ -22,9 +22,7 @@ pub enum Error {
     #[error("queue is not started: call start() first")]
     NotStarted,
     /// Another queue (in this or another process) holds the log directory.
-    #[error(
-        "{0} is locked by another queue; stop that one or use another path"
-    )]
+    #[error("{0} is locked by another queue; stop that one or use another path")]
     Locked(PathBuf),
     /// An I/O operation failed.
     #[error("i/o error: {0}")]

@@ -228,6 +228,11 @@ impl<T: Send + 'static> Queue<T> {
         if let Some(d) = &self.shared.durable {
             return self.enqueue_durable(d, item);
         }
+        self.enqueue_memory(item)
+    }
+
+    #[inline(always)]
+    fn enqueue_memory(&self, item: T) -> Result<(), EnqueueError<T>> {
         match self.shared.ring.push((0, item)) {
             Ok(ordinal) => {
                 self.shared.after_push(ordinal);
@@ -241,6 +246,7 @@ impl<T: Send + 'static> Queue<T> {
     /// Durable mode: encode here, append under the append lock, push into the ring if
     /// there is room (else the item lives in the log only: spilled), then wait for the
     /// sync under `Immediate`.
+    #[inline(never)]
     fn enqueue_durable(&self, d: &Durable<T>, item: T) -> Result<(), EnqueueError<T>> {
         let bytes = match (d.codec.encode)(&item) {
             Ok(b) => b,

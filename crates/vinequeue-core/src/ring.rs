@@ -146,7 +146,7 @@ impl<T> Ring<T> {
 
     /// Pushes `value` at the tail. On success returns the value's ordinal: the number of
     /// values pushed before it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push(&self, value: T) -> Result<u64, PushError<T>> {
         let mut step = 0;
         let mut tail = self.tail.0.load(Relaxed);
@@ -203,7 +203,7 @@ impl<T> Ring<T> {
     ///
     /// If a producer has claimed the head position but not yet written it, this waits
     /// (spinning, then yielding) for that write: it never reports an item as missing.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pop(&self) -> Option<(u64, T)> {
         let mut step = 0;
         let mut head = self.head.0.load(Relaxed);

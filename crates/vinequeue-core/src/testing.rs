@@ -253,7 +253,11 @@ fn acking_the_newest_record_first_does_not_free_its_number<H: StorageHarness>(h:
     s.sync().unwrap();
     drop(s);
     let s = h.reopen().expect("reopen failed");
-    assert_eq!(s.append(b"x").unwrap(), 11, "record 10 existed: its number is taken");
+    assert_eq!(
+        s.append(b"x").unwrap(),
+        11,
+        "record 10 existed: its number is taken"
+    );
 }
 
 fn synced_records_and_acks_survive_reopen<H: StorageHarness>(h: &mut H) {
