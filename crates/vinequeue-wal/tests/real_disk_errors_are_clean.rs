@@ -147,7 +147,7 @@ fn fill_and_recover(dir: &Path) {
         match wal.append(&rec) {
             Ok(s) => {
                 last = s;
-                if s % 50 == 0 {
+                if s.is_multiple_of(50) {
                     wal.sync_through(s).unwrap();
                 }
             }

@@ -129,7 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         queue.sync()?;
         std::fs::write(&progress_path, end.to_string())?;
         id = end;
-        if id % 100_000 == 0 {
+        if id.is_multiple_of(100_000) {
             let m = queue.metrics();
             println!(
                 "produced {id:>9}  delivered {:>9}  pending {:>7}  spilled {:>7}  log {:>5} KiB",

@@ -28,7 +28,7 @@ impl Sink<ClickEvent> for AnalyticsApi {
     fn send(&mut self, batch: &Batch<ClickEvent>) -> Result<(), SendError> {
         self.calls += 1;
         // Every 97th call the "API" answers 503: retried with backoff.
-        if self.calls % 97 == 0 {
+        if self.calls.is_multiple_of(97) {
             return Err(SendError::retry("503 service unavailable"));
         }
         // The API validates events; one with an empty page is refused, the rest stored.

@@ -100,7 +100,7 @@ fn crash_child() {
                         o.flush().unwrap();
                     }
                     k += 1;
-                    if k % 20 == 0 {
+                    if k.is_multiple_of(20) {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 }
