@@ -10,7 +10,7 @@
 //! <dir>/damaged/                      copies of segments that recovery found damaged
 //! ```
 //!
-//! The byte layout is in [`format`] and `docs/format.md`.
+//! The byte layout is in [`format`](mod@format) and `docs/format.md`.
 //!
 //! # Guarantees
 //!
