@@ -138,6 +138,12 @@ impl<T: Send + 'static> Batcher<T> {
     fn take_durable(&mut self, batch: &mut Batch<T>, max: usize) {
         let shared = Arc::clone(&self.shared);
         let d = shared.durable.as_ref().expect("durable mode");
+        // Producers shedding the oldest items (DropOldest on a full log) and this take
+        // must agree on who owns which item.
+        let mut cursor = d.cursor.lock();
+        if cursor.1 >= self.next_deliver {
+            self.next_deliver = cursor.1 + 1; // dropped: acknowledged and counted already
+        }
         while batch.len() < max {
             let entry = self
                 .held
@@ -172,6 +178,8 @@ impl<T: Send + 'static> Batcher<T> {
                 self.next_deliver = upto + 1;
             }
         }
+        cursor.0 = self.next_deliver - 1;
+        drop(cursor);
         self.note_oldest_pending();
     }
 

@@ -128,6 +128,7 @@ where
             dead_letters,
             codec: Codec::postcard(),
             append_lock: Mutex::new(()),
+            cursor: Mutex::new((published.min(report.acked_through), 0)),
             enqueued: std::sync::atomic::AtomicU64::new(0),
             spilled: std::sync::atomic::AtomicU64::new(0),
             oldest_pending_since: std::sync::atomic::AtomicU64::new(0),
@@ -260,8 +261,21 @@ impl<T: Send + 'static> Queue<T> {
                 Err((Error::LogFull { .. }, back)) => {
                     item = back;
                     match self.shared.config.overflow {
-                        OverflowPolicy::Reject | OverflowPolicy::DropOldest => {
-                            return Err(EnqueueError::Full(item));
+                        OverflowPolicy::Reject => return Err(EnqueueError::Full(item)),
+                        OverflowPolicy::DropOldest => {
+                            let end = *deadline
+                                .get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
+                            if Instant::now() >= end || !self.shed_oldest(d) {
+                                if Instant::now() >= end {
+                                    return Err(EnqueueError::Full(item));
+                                }
+                                // Room comes once the batch in flight is acknowledged.
+                                let seen = self.shared.resolved.load(SeqCst);
+                                let wake = end.min(Instant::now() + Duration::from_millis(10));
+                                self.shared
+                                    .progress
+                                    .wait_until(wake, || self.shared.resolved.load(SeqCst) != seen);
+                            }
                         }
                         OverflowPolicy::DropNewest => {
                             self.shared.counters.dropped_newest.fetch_add(1, Relaxed);
@@ -298,6 +312,28 @@ impl<T: Send + 'static> Queue<T> {
             }
         }
         Ok(())
+    }
+
+    /// `DropOldest` on a full log: drops (acknowledges and counts) the records of the
+    /// oldest segment that the batcher has not taken yet. Returns whether it dropped any.
+    fn shed_oldest(&self, d: &Durable<T>) -> bool {
+        let Some(through) = d.storage.reclaim_hint() else {
+            return false;
+        };
+        let mut cursor = d.cursor.lock();
+        let from = cursor.0.max(cursor.1) + 1;
+        let through = through.min(d.published.load(SeqCst));
+        if through < from {
+            return false;
+        }
+        cursor.1 = through;
+        drop(cursor);
+        let _ = d.storage.ack_all(&(from..=through).collect::<Vec<_>>());
+        self.shared
+            .counters
+            .dropped_oldest
+            .fetch_add(through - from + 1, Relaxed);
+        true
     }
 
     fn append_and_queue(&self, d: &Durable<T>, bytes: &[u8], item: T) -> Result<u64, (Error, T)> {

@@ -43,6 +43,10 @@ pub(crate) struct Durable<T> {
     /// Every item up to this sequence number is in the log and was pushed into the ring
     /// or spilled.
     pub(crate) published: AtomicU64,
+    /// Taken by the batcher while it takes items and by a producer shedding the oldest
+    /// ones (`DropOldest` on a full log): `(taken_through, shed_through)`. Items up to
+    /// `taken_through` are the batcher's; items up to `shed_through` were dropped.
+    pub(crate) cursor: Mutex<(u64, u64)>,
     /// Items appended by `enqueue` since open.
     pub(crate) enqueued: AtomicU64,
     /// Items that went to the log only because the ring was full.

@@ -127,6 +127,14 @@ pub trait Storage: Send + Sync + 'static {
 
     /// What opening found.
     fn recovery(&self) -> RecoveryReport;
+
+    /// If acknowledging every record up to the returned sequence number would free space
+    /// (for the log: the last record of its oldest segment), that number. The queue's
+    /// `DropOldest` policy uses it to make room when the storage is full. The default,
+    /// `None`, makes `DropOldest` refuse like `Reject` on a full storage.
+    fn reclaim_hint(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An in-memory [`Storage`]: for tests, for the conformance suite, and as a model of the

@@ -1150,6 +1150,14 @@ impl<F: Fs> Storage for Wal<F> {
     fn recovery(&self) -> RecoveryReport {
         self.inner.report.clone()
     }
+
+    fn reclaim_hint(&self) -> Option<u64> {
+        let active = self.inner.writer.lock().active.clone();
+        let segs = self.inner.segments.read();
+        segs.iter()
+            .find(|s| !active.as_ref().is_some_and(|a| Arc::ptr_eq(a, s)))
+            .map(|s| s.last_seq.load(Ordering::Acquire))
+    }
 }
 
 #[cfg(test)]

@@ -290,3 +290,34 @@ fn many_producers_through_the_log_deliver_each_item_once_in_producer_order() {
         .pending
         == 0));
 }
+
+#[test]
+fn drop_oldest_on_a_full_log_sheds_the_oldest_segment_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, record) = ok_recorder::<u64>();
+    let config = durable(dir.path())
+        .wal_max_size(1024 * 1024)
+        .overflow(OverflowPolicy::DropOldest);
+    let queue = Queue::new(config, sink).unwrap(); // not started: the log fills up
+    for i in 0..60_000u64 {
+        queue
+            .enqueue(i)
+            .expect("DropOldest makes room instead of refusing");
+    }
+    let m = queue.metrics();
+    assert!(m.dropped_total > 0, "the log must have overflowed");
+    assert!(queue.wal_size() <= 1024 * 1024);
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(30)).unwrap();
+    let m = queue.metrics();
+    assert_eq!(m.enqueued_total, 60_000);
+    assert_eq!(m.enqueued_total, m.sent_total + m.dropped_total, "{m:?}");
+    let r = record.lock();
+    let values: Vec<u64> = r.delivered.iter().map(|d| d.1).collect();
+    // what survives is the newest items, in order, ending with the last one
+    assert_eq!(values.last(), Some(&59_999));
+    assert!(
+        values.windows(2).all(|w| w[1] == w[0] + 1),
+        "a contiguous, newest run"
+    );
+}
