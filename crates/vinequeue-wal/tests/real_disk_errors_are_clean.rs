@@ -259,10 +259,11 @@ fn an_ext4_whose_backing_store_fills_up_fails_the_log_on_the_first_sync_error() 
             );
             assert!(matches!(wal.sync(), Err(Error::LogFailed(_))));
         }
-        Some(Error::Io(e)) if e.raw_os_error() == Some(libc::ENOSPC) => {
-            eprintln!(
-                "note: ext4 reported ENOSPC at preallocation before the backing store filled"
-            );
+        Some(Error::Io(e)) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EIO)) => {
+            // The failure hit a segment's creation (preallocation or its metadata) before
+            // any sync: a clean error that leaves the log usable, not a failed sync.
+            eprintln!("note: segment creation failed first ({e}); no sync had failed");
+            assert!(!wal.is_failed());
         }
         Some(other) => panic!("unexpected error {other}"),
         None => panic!("80 MB written to a 6 MB backing store without an error"),
