@@ -422,14 +422,7 @@ impl<F: Fs> Inner<F> {
             });
         }
         if let (Some(old), true) = (&w.active, self.opts.sync_mode != SyncMode::Os) {
-            let end = old.file.published();
-            let from = old.synced_end.load(Ordering::Acquire);
-            if from < end {
-                old.file
-                    .sync_range(from, end - from)
-                    .map_err(|e| self.fail("syncing a full segment", &e))?;
-                old.synced_end.store(end, Ordering::Release);
-            }
+            self.sync_segment(old, old.file.published(), "syncing a full segment")?;
         }
         let seg = create_segment(&self.fs, &self.dir, w.next_seq, self.segment_size)?;
         if let Err(e) = self.fs.sync_dir(&self.dir) {
@@ -456,15 +449,21 @@ impl<F: Fs> Inner<F> {
             } else {
                 seg.file.published()
             };
-            let from = seg.synced_end.load(Ordering::Acquire);
-            if from < end {
-                seg.file
-                    .sync_range(from, end - from)
-                    .map_err(|e| self.fail("sync", &e))?;
-                seg.synced_end.fetch_max(end, Ordering::AcqRel);
-            }
+            self.sync_segment(seg, end, "sync")?;
         }
         Ok(upto)
+    }
+
+    /// Makes `seg` durable up to byte `end`; a failure fails the log.
+    fn sync_segment(&self, seg: &Segment<F>, end: u64, what: &str) -> Result<(), Error> {
+        let from = seg.synced_end.load(Ordering::Acquire);
+        if from < end {
+            seg.file
+                .sync_range(from, end - from)
+                .map_err(|e| self.fail(what, &e))?;
+            seg.synced_end.fetch_max(end, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// Returns once record `seq` is durable; concurrent callers share one sync.
