@@ -27,7 +27,7 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(frame_decoder recovery)
 fi
 
-known=" $(grep -v '^[[:space:]]*#' known-bugs.txt | awk 'NF { print $1 }' | tr '\n' ' ') "
+known=" $( { grep -v '^[[:space:]]*#' known-bugs.txt || true; } | awk 'NF { print $1 }' | tr '\n' ' ') "
 
 failed=()
 for target in "${targets[@]}"; do

@@ -840,9 +840,14 @@ impl<F: Fs> Recovery<F> {
                             h
                         }
                         _ => {
-                            // Its records are unknown: count what lies below the next
-                            // segment as lost, and never hand out their numbers again.
-                            let mut upper = match next_first {
+                            // Its records are unknown: count the numbers up to the next
+                            // segment as lost, and never hand out any number an intact
+                            // frame in it holds (or, for the newest, could hold) again.
+                            let lost_to = next_first.unwrap_or(*first_seq);
+                            report.corrupt_records = report.corrupt_records.saturating_add(
+                                lost_to.saturating_sub((*first_seq).max(acked + 1)),
+                            );
+                            let mut reserve = match next_first {
                                 Some(n) => n,
                                 None => first_seq.saturating_add(
                                     file.len().saturating_sub(SEGMENT_HEADER_LEN as u64)
@@ -858,14 +863,9 @@ impl<F: Fs> Recovery<F> {
                                     *first_seq,
                                     max_record,
                                 );
-                                upper = upper.max(held.map_or(0, |s| s + 1));
+                                reserve = reserve.max(held.map_or(0, |s| s + 1));
                             }
-                            if next_first.is_some() {
-                                report.corrupt_records = report.corrupt_records.saturating_add(
-                                    upper.saturating_sub((*first_seq).max(acked + 1)),
-                                );
-                            }
-                            next_seq = next_seq.max(upper.min(MAX_SEQ));
+                            next_seq = next_seq.max(reserve.min(MAX_SEQ));
                             drop(file);
                             keep_aside(fs, dir, name);
                             fs.remove(&path).map_err(io_err)?;
