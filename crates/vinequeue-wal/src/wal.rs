@@ -644,7 +644,8 @@ impl<F: Fs> Inner<F> {
                     });
                 }
                 self.read_corrupt.fetch_add(1, Ordering::Relaxed);
-                match find_next_valid(&seg.file, pos + 1, seg.salt, floor, last, self.max_record) {
+                match find_lowest_valid(&seg.file, pos + 1, seg.salt, floor, last, self.max_record)
+                {
                     Some((p, _)) => pos = p,
                     None => break,
                 }
@@ -699,6 +700,29 @@ fn find_next_valid<F: FsFile>(
         }
         None
     })
+}
+
+/// Of the valid frames at or after `from` with a sequence number in `min_seq..=max_seq`,
+/// the one with the lowest number. Resynchronising on the lowest (not the first in byte
+/// order) makes the choice independent of the bounds, so recovery and every later read
+/// (and every later recovery) pick the same frame.
+fn find_lowest_valid<F: FsFile>(
+    file: &F,
+    from: u64,
+    salt: u64,
+    min_seq: u64,
+    max_seq: u64,
+    max_record: u32,
+) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    let mut at = from;
+    while let Some((p, seq)) = find_next_valid(file, at, salt, min_seq, max_seq, max_record) {
+        if best.is_none_or(|(_, s)| seq < s) {
+            best = Some((p, seq));
+        }
+        at = p + 1;
+    }
+    best
 }
 
 /// The highest sequence number of any valid frame at or after `from` (`>= min_seq`).
@@ -875,7 +899,8 @@ impl<F: Fs> Recovery<F> {
                 }
             };
 
-            let scan = scan_segment(&file, header, max_record, acked);
+            let ceiling = next_first.map_or(MAX_SEQ, |n| n.saturating_sub(1));
+            let scan = scan_segment(&file, header, max_record, acked, ceiling);
             let mut data_end = scan.data_end;
             let mut last_seq = scan.last_seq;
             report.records += scan.records;
@@ -907,8 +932,7 @@ impl<F: Fs> Recovery<F> {
                     // Skip over damage until the segment's end, counting the lost numbers.
                     let mut resume = Some((offset, last_seq + 1));
                     while let Some((bad_at, expect)) = resume {
-                        let ceiling = next_first.map_or(MAX_SEQ, |n| n.saturating_sub(1));
-                        match find_next_valid(
+                        match find_lowest_valid(
                             &file,
                             bad_at + 1,
                             header.salt,
@@ -920,7 +944,8 @@ impl<F: Fs> Recovery<F> {
                                 report.corrupt_records = report
                                     .corrupt_records
                                     .saturating_add(seq.saturating_sub(expect.max(acked + 1)));
-                                let more = scan_from(&file, header, max_record, acked, p, seq);
+                                let more =
+                                    scan_from(&file, header, max_record, acked, p, seq, ceiling);
                                 report.records += more.records;
                                 report.bytes += more.bytes;
                                 data_end = more.data_end;
@@ -1019,19 +1044,20 @@ struct Scan {
     bad: Option<(u64, &'static str)>,
 }
 
-fn scan_segment<F: FsFile>(file: &F, h: SegmentHeader, max_record: u32, acked: u64) -> Scan {
-    scan_from(
-        file,
-        h,
-        max_record,
-        acked,
-        SEGMENT_HEADER_LEN as u64,
-        h.first_seq,
-    )
+fn scan_segment<F: FsFile>(
+    file: &F,
+    h: SegmentHeader,
+    max_record: u32,
+    acked: u64,
+    ceiling: u64,
+) -> Scan {
+    let start = SEGMENT_HEADER_LEN as u64;
+    scan_from(file, h, max_record, acked, start, h.first_seq, ceiling)
 }
 
 /// Scans frames from `pos`, expecting sequence number `expect` there, until the end of
-/// the data or the first bad (or out-of-sequence) frame.
+/// the data or the first bad (or out-of-sequence) frame. Numbers above `ceiling` belong
+/// to the next segment: a frame claiming one is out of sequence.
 fn scan_from<F: FsFile>(
     file: &F,
     h: SegmentHeader,
@@ -1039,6 +1065,7 @@ fn scan_from<F: FsFile>(
     acked: u64,
     mut pos: u64,
     mut expect: u64,
+    ceiling: u64,
 ) -> Scan {
     let end = file.published();
     let mut scan = Scan {
@@ -1054,7 +1081,7 @@ fn scan_from<F: FsFile>(
             decode_frame(b, h.salt, max_record)
         });
         match frame {
-            Frame::Record { seq, len } if seq == expect => {
+            Frame::Record { seq, len } if seq == expect && seq <= ceiling => {
                 if (seq - h.first_seq).is_multiple_of(INDEX_EVERY) || scan.index.is_empty() {
                     scan.index.push((seq, pos));
                 }
