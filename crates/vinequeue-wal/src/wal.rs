@@ -964,6 +964,18 @@ impl<F: Fs> Recovery<F> {
                     }
                 }
             }
+            if damaged || scan.bad.is_some() {
+                // Never hand out again a number that an intact frame here holds, whether
+                // or not recovery could place it.
+                let held = highest_valid_seq(
+                    &file,
+                    SEGMENT_HEADER_LEN as u64,
+                    header.salt,
+                    header.first_seq,
+                    max_record,
+                );
+                next_seq = next_seq.max(held.map_or(0, |h| (h + 1).min(MAX_SEQ)));
+            }
             if damaged {
                 keep_aside(fs, dir, name);
             }
