@@ -40,11 +40,17 @@ struct Segment<F: Fs> {
 impl<F: Fs> Segment<F> {
     /// Offset of the first frame with a sequence number `>= seq` (or of the data end).
     fn locate(&self, seq: u64, max_record: u32) -> u64 {
-        let mut pos = {
+        self.locate_expecting(seq, max_record).0
+    }
+
+    /// Offset of the first frame with a sequence number `>= seq` (or of the data end, or
+    /// of damage met on the way), and the sequence number expected there.
+    fn locate_expecting(&self, seq: u64, max_record: u32) -> (u64, u64) {
+        let (mut pos, mut expect) = {
             let index = self.index.lock();
             match index.partition_point(|&(s, _)| s <= seq) {
-                0 => SEGMENT_HEADER_LEN as u64,
-                i => index[i - 1].1,
+                0 => (SEGMENT_HEADER_LEN as u64, self.first_seq),
+                i => (index[i - 1].1, index[i - 1].0),
             }
         };
         let end = self.file.published();
@@ -53,13 +59,14 @@ impl<F: Fs> Segment<F> {
                 decode_frame(b, self.salt, max_record)
             });
             match frame {
-                Frame::Record { seq: s, len } if s < seq => {
-                    pos += FRAME_HEADER_LEN as u64 + len as u64
+                Frame::Record { seq: s, len } if s == expect && s < seq => {
+                    pos += FRAME_HEADER_LEN as u64 + len as u64;
+                    expect += 1;
                 }
                 _ => break,
             }
         }
-        pos
+        (pos, expect)
     }
 }
 
@@ -605,20 +612,20 @@ impl<F: Fs> Inner<F> {
             }
             let end = seg.file.published();
             let last = seg.last_seq.load(Ordering::Acquire);
-            let mut pos = if i == start {
-                seg.locate(from, self.max_record)
+            // Records in a segment are consecutive except across damage, exactly as
+            // recovery read them: the next frame must hold `floor`, or it is damage and
+            // the read resynchronises as recovery did.
+            let (mut pos, mut floor) = if i == start {
+                seg.locate_expecting(from, self.max_record)
             } else {
-                SEGMENT_HEADER_LEN as u64
+                (SEGMENT_HEADER_LEN as u64, seg.first_seq)
             };
-            // Sequence numbers in a segment strictly increase and stay within what
-            // recovery or the appends put there; anything else is damage.
-            let mut floor = seg.first_seq;
             while pos < end && visited < max {
                 let frame = seg.file.read_with(pos, (end - pos) as usize, |b| {
                     decode_frame(b, seg.salt, self.max_record)
                 });
                 let reason = match frame {
-                    Frame::Record { seq, len } if seq >= floor && seq <= last => {
+                    Frame::Record { seq, len } if seq == floor && seq <= last => {
                         let body = pos + FRAME_HEADER_LEN as u64;
                         pos = body + len as u64;
                         floor = seq + 1;
@@ -646,7 +653,10 @@ impl<F: Fs> Inner<F> {
                 self.read_corrupt.fetch_add(1, Ordering::Relaxed);
                 match find_lowest_valid(&seg.file, pos + 1, seg.salt, floor, last, self.max_record)
                 {
-                    Some((p, _)) => pos = p,
+                    Some((p, found)) => {
+                        pos = p;
+                        floor = found;
+                    }
                     None => break,
                 }
             }
