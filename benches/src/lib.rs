@@ -19,7 +19,12 @@
 //!
 //! Enqueue latency ([`Contender::enqueue_latency`]) times every single `enqueue` / `send`
 //! call with a pair of [`Instant::now`] reads, into a vector preallocated per producer.
+//!
+//! The durable-mode workloads (the write-ahead log and the durable queue against plain
+//! file I/O) are in the [`wal`] module, used by the `wal_compare` binary.
 #![warn(missing_docs)]
+
+pub mod wal;
 
 use std::ops::Range;
 use std::sync::mpsc;
