@@ -384,7 +384,7 @@ impl<T: Send + 'static> Batcher<T> {
                     None => format!("{reason:?}"),
                 };
                 for (seq, item) in batch.iter_with_seq() {
-                    if let Ok(payload) = (d.codec.encode)(item) {
+                    if let Ok(payload) = d.codec.encode(item) {
                         let record = crate::dead::StoredRecord {
                             seq,
                             reason: format!("{reason:?}"),

@@ -249,14 +249,31 @@ impl<T: Send + 'static> Queue<T> {
     /// sync under `Immediate`.
     #[inline(never)]
     fn enqueue_durable(&self, d: &Durable<T>, item: T) -> Result<(), EnqueueError<T>> {
-        let bytes = match (d.codec.encode)(&item) {
-            Ok(b) => b,
-            Err(e) => return Err(EnqueueError::Failed(item, e)),
-        };
+        // Encode into this thread's reusable buffer (a fresh one if it is in use, which
+        // only a re-entrant call from inside a sink could cause).
+        crate::shared::ENCODE_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                self.enqueue_encoded(d, item, &mut buf)
+            }
+            Err(_) => self.enqueue_encoded(d, item, &mut Vec::new()),
+        })
+    }
+
+    fn enqueue_encoded(
+        &self,
+        d: &Durable<T>,
+        item: T,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), EnqueueError<T>> {
+        if let Err(e) = (d.codec.encode_into)(&item, buf) {
+            return Err(EnqueueError::Failed(item, e));
+        }
+        let bytes: &[u8] = buf;
         let mut item = item;
         let mut deadline = None;
         let seq = loop {
-            match self.append_and_queue(d, &bytes, item) {
+            match self.append_and_queue(d, bytes, item) {
                 Ok(seq) => break seq,
                 Err((Error::LogFull { .. }, back)) => {
                     item = back;
@@ -302,13 +319,8 @@ impl<T: Send + 'static> Queue<T> {
         if self.shared.config.sync_mode == SyncMode::Immediate {
             if let Err(e) = d.storage.sync_through(seq) {
                 // The item is queued but not known durable; hand a copy back with the error.
-                return match (d.codec.decode)(&bytes) {
-                    Ok(copy) => Err(EnqueueError::Failed(copy, e)),
-                    Err(_) => Err(EnqueueError::Failed(
-                        (d.codec.decode)(&bytes).expect("an item decodes from its own encoding"),
-                        e,
-                    )),
-                };
+                let copy = (d.codec.decode)(bytes).expect("an item decodes from its own encoding");
+                return Err(EnqueueError::Failed(copy, e));
             }
         }
         Ok(())

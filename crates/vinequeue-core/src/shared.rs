@@ -18,17 +18,37 @@ use crate::storage::Storage;
 /// Encoding of items for the log, captured where the serde bounds are known so that the
 /// rest of the queue (and `Drop`) does not need them.
 pub(crate) struct Codec<T> {
-    pub(crate) encode: fn(&T) -> Result<Vec<u8>, Error>,
+    /// Appends the encoding of an item to the buffer.
+    pub(crate) encode_into: fn(&T, &mut Vec<u8>) -> Result<(), Error>,
     pub(crate) decode: fn(&[u8]) -> Result<T, Error>,
 }
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> {
     pub(crate) fn postcard() -> Self {
         Codec {
-            encode: |item| postcard::to_allocvec(item).map_err(|e| Error::Codec(e.to_string())),
+            encode_into: |item, buf| {
+                let taken = std::mem::take(buf);
+                *buf = postcard::to_extend(item, taken).map_err(|e| Error::Codec(e.to_string()))?;
+                Ok(())
+            },
             decode: |bytes| postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string())),
         }
     }
+}
+
+impl<T> Codec<T> {
+    /// The encoding of an item in a new buffer.
+    pub(crate) fn encode(&self, item: &T) -> Result<Vec<u8>, Error> {
+        let mut buf = Vec::new();
+        (self.encode_into)(item, &mut buf)?;
+        Ok(buf)
+    }
+}
+
+thread_local! {
+    /// Each producer thread's reusable encoding buffer (no allocation per enqueue).
+    pub(crate) static ENCODE_BUF: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The write-ahead log side of a durable queue.

@@ -125,7 +125,13 @@ struct SyncState {
     synced: u64,
     /// A thread is syncing (the others wait for it: group commit).
     running: bool,
+    /// Threads inside `sync_through`.
+    callers: usize,
 }
+
+/// Times a new group-commit leader yields its core before syncing when other threads are
+/// syncing too, so that they can append first and share its sync (a `commit_delay`).
+const GATHER_YIELDS: u32 = 3;
 
 struct Inner<F: Fs> {
     fs: F,
@@ -268,6 +274,7 @@ impl<F: Fs> Wal<F> {
             sync: Mutex::new(SyncState {
                 synced: next_seq - 1,
                 running: false,
+                callers: 0,
             }),
             sync_done: Condvar::new(),
             failed: Mutex::new(None),
@@ -476,19 +483,36 @@ impl<F: Fs> Inner<F> {
     /// Returns once record `seq` is durable; concurrent callers share one sync.
     fn sync_through(&self, seq: u64) -> Result<(), Error> {
         let mut st = self.sync.lock();
+        st.callers += 1;
+        let result = self.sync_through_locked(seq, &mut st);
+        st.callers -= 1;
+        result
+    }
+
+    fn sync_through_locked(
+        &self,
+        seq: u64,
+        st: &mut parking_lot::MutexGuard<'_, SyncState>,
+    ) -> Result<(), Error> {
         loop {
             self.check_failed()?;
             if st.synced >= seq {
                 return Ok(());
             }
             if st.running {
-                self.sync_done.wait(&mut st);
+                self.sync_done.wait(st);
                 continue;
             }
             st.running = true;
-            drop(st);
-            let result = self.sync_all_appended();
-            st = self.sync.lock();
+            let gather = st.callers > 1;
+            let result = parking_lot::MutexGuard::unlocked(st, || {
+                if gather {
+                    for _ in 0..GATHER_YIELDS {
+                        std::thread::yield_now();
+                    }
+                }
+                self.sync_all_appended()
+            });
             st.running = false;
             self.sync_done.notify_all();
             st.synced = st.synced.max(result?);
