@@ -50,6 +50,14 @@ pub trait FsFile: Send + Sync + 'static {
     /// The operating system's error; after it, what reached the disk is unknown.
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
 
+    /// Hint: the published, synced bytes in `offset..offset + len` need not stay in this
+    /// process's memory (their contents do not change; a later read brings them back from
+    /// the page cache or the disk). Whole pages inside the range only. The default does
+    /// nothing.
+    fn release(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// Shrinks the file to `len` bytes and makes that durable, unmapping and remapping it.
     ///
     /// # Errors

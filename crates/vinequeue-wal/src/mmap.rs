@@ -128,6 +128,30 @@ impl FsFile for MappedFile {
         }
     }
 
+    fn release(&self, offset: u64, len: u64) {
+        const PAGE: u64 = 4096;
+        let Some(map) = &self.map else { return };
+        let end = (offset + len).min(self.published.load(Ordering::Acquire)) / PAGE * PAGE;
+        let start = offset.div_ceil(PAGE) * PAGE;
+        if start >= end {
+            return;
+        }
+        // SAFETY: 1. the mapping is `MAP_SHARED` of a regular file, so MADV_DONTNEED only
+        // drops this process's page-table entries: a later access faults the same bytes
+        // back in from the page cache (or the file), it never sees zeros; 2. the range is
+        // below `published`, so its bytes are immutable (module docs) and were synced by
+        // the caller, so a reader holding a slice into it reads identical bytes before
+        // and after; 3. no one else writes the file while it is mapped (module docs).
+        // The advice is only a hint: an error changes nothing and is ignored.
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )
+        };
+    }
+
     fn truncate(self, len: u64) -> io::Result<Self> {
         let MappedFile { file, map, .. } = self;
         drop(map); // unmap before the file shrinks

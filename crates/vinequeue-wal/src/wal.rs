@@ -476,6 +476,9 @@ impl<F: Fs> Inner<F> {
                 .sync_range(from, end - from)
                 .map_err(|e| self.fail(what, &e))?;
             seg.synced_end.fetch_max(end, Ordering::AcqRel);
+            // Synced pages live on in the page cache; keeping them mapped would make the
+            // process's memory grow with the backlog during a long sink outage.
+            seg.file.release(from, end - from);
         }
         Ok(())
     }
