@@ -129,7 +129,7 @@ where
             codec: Codec::postcard(),
             append_lock: Mutex::new(()),
             cursor: Mutex::new((published.min(report.acked_through), 0)),
-            enqueued: std::sync::atomic::AtomicU64::new(0),
+            base_seq: published,
             spilled: std::sync::atomic::AtomicU64::new(0),
             oldest_pending_since: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
@@ -366,8 +366,9 @@ impl<T: Send + 'static> Queue<T> {
                 None
             }
         };
-        d.published.store(seq, SeqCst);
-        d.enqueued.fetch_add(1, Relaxed);
+        // Release is enough: the batcher only reads `published` when the ring is empty,
+        // and an item that spilled found the ring full (and unparks the batcher below).
+        d.published.store(seq, std::sync::atomic::Ordering::Release);
         drop(guard);
         match pushed {
             Some(ordinal) => s.after_push(ordinal),
@@ -594,7 +595,7 @@ impl<T: Send + 'static> Queue<T> {
         s.counters.fill(&mut m);
         m.enqueued_total = s.counters.dropped_newest.load(Relaxed)
             + match &s.durable {
-                Some(d) => d.enqueued.load(Relaxed),
+                Some(d) => d.published.load(SeqCst) - d.base_seq,
                 None => s.ring.pushed(),
             };
         m.memory_queue_size = s.ring.len() as u64;

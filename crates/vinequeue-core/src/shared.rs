@@ -67,8 +67,9 @@ pub(crate) struct Durable<T> {
     /// ones (`DropOldest` on a full log): `(taken_through, shed_through)`. Items up to
     /// `taken_through` are the batcher's; items up to `shed_through` were dropped.
     pub(crate) cursor: Mutex<(u64, u64)>,
-    /// Items appended by `enqueue` since open.
-    pub(crate) enqueued: AtomicU64,
+    /// The last sequence number at open: `published - base_seq` items were appended
+    /// since (the storage numbers appends consecutively).
+    pub(crate) base_seq: u64,
     /// Items that went to the log only because the ring was full.
     pub(crate) spilled: AtomicU64,
     /// Records found by recovery.
