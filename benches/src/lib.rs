@@ -243,46 +243,51 @@ fn vinequeue_throughput(items: u64, producers: usize) -> Duration {
 
 fn crossbeam_throughput(items: u64, producers: usize) -> Duration {
     let (tx, rx) = crossbeam_channel::bounded::<u64>(CAPACITY);
-    let barrier = Barrier::new(producers + 1);
-    thread::scope(|s| {
-        let consumer = s.spawn(|| {
-            barrier.wait();
-            drain_in_batches(
-                items,
-                || rx.recv().expect("senders alive"),
-                || rx.try_recv().ok(),
-            )
-        });
-        let start = run_producers(items, producers, &barrier, |range| {
-            for v in range {
-                tx.send(v).expect("receiver alive");
-            }
-        });
-        let (end, sum) = consumer.join().expect("consumer panicked");
-        check_sum("crossbeam-channel", items, sum);
-        end - start
-    })
+    channel_throughput(
+        "crossbeam-channel",
+        items,
+        producers,
+        |v| tx.send(v).expect("receiver alive"),
+        || rx.recv().expect("senders alive"),
+        || rx.try_recv().ok(),
+    )
 }
 
 fn flume_throughput(items: u64, producers: usize) -> Duration {
     let (tx, rx) = flume::bounded::<u64>(CAPACITY);
+    channel_throughput(
+        "flume",
+        items,
+        producers,
+        |v| tx.send(v).expect("receiver alive"),
+        || rx.recv().expect("senders alive"),
+        || rx.try_recv().ok(),
+    )
+}
+
+/// A channel's end-to-end run: producers `send`, one consumer drains in batches with a
+/// blocking `recv` then `try_recv`.
+fn channel_throughput(
+    name: &str,
+    items: u64,
+    producers: usize,
+    send: impl Fn(u64) + Sync,
+    recv: impl Fn() -> u64 + Send,
+    try_recv: impl Fn() -> Option<u64> + Send,
+) -> Duration {
     let barrier = Barrier::new(producers + 1);
     thread::scope(|s| {
         let consumer = s.spawn(|| {
             barrier.wait();
-            drain_in_batches(
-                items,
-                || rx.recv().expect("senders alive"),
-                || rx.try_recv().ok(),
-            )
+            drain_in_batches(items, recv, try_recv)
         });
         let start = run_producers(items, producers, &barrier, |range| {
             for v in range {
-                tx.send(v).expect("receiver alive");
+                send(v);
             }
         });
         let (end, sum) = consumer.join().expect("consumer panicked");
-        check_sum("flume", items, sum);
+        check_sum(name, items, sum);
         end - start
     })
 }

@@ -238,23 +238,20 @@ impl SyncRun {
     }
 }
 
-/// `threads` threads append to one log under `SyncMode::Immediate`, each doing `append`
-/// then `sync_through(seq)` (concurrent callers share one sync), until `duration` has
-/// passed. Every record's latency is timed.
+/// Runs `op(i)` on `threads` threads (thread `t` takes `i = t, t + threads, ...`) until
+/// `duration` has passed, started together by a barrier; every call is timed.
 ///
 /// # Panics
 ///
-/// On any log error.
-pub fn wal_immediate(dir: &Path, threads: usize, duration: Duration) -> SyncRun {
-    let scratch = Scratch::new(dir, "wal-immediate");
-    let wal = Wal::open(scratch.path(), wal_options(SyncMode::Immediate)).expect("open");
+/// If a thread panics (that is, if `op` does).
+pub fn timed_threads(threads: usize, duration: Duration, op: impl Fn(u64) + Sync) -> SyncRun {
     let barrier = Barrier::new(threads + 1);
-    let run = thread::scope(|s| {
+    thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let (wal, barrier) = (&wal, &barrier);
+                let (op, barrier) = (&op, &barrier);
                 s.spawn(move || {
-                    let mut lat = Vec::with_capacity(1 << 16);
+                    let mut lat = Vec::with_capacity(1 << 14);
                     barrier.wait();
                     let end = Instant::now() + duration;
                     let mut i = t as u64;
@@ -263,8 +260,7 @@ pub fn wal_immediate(dir: &Path, threads: usize, duration: Duration) -> SyncRun 
                         if t0 >= end {
                             break;
                         }
-                        let seq = wal.append(&payload(i)).expect("append");
-                        wal.sync_through(seq).expect("sync_through");
+                        op(i);
                         lat.push(t0.elapsed().as_nanos() as u64);
                         i += threads as u64;
                     }
@@ -276,13 +272,29 @@ pub fn wal_immediate(dir: &Path, threads: usize, duration: Duration) -> SyncRun 
         let start = Instant::now();
         let mut latencies = Vec::new();
         for h in handles {
-            latencies.extend(h.join().expect("appender panicked"));
+            latencies.extend(h.join().expect("a timed thread panicked"));
         }
         SyncRun {
             records: latencies.len() as u64,
             elapsed: start.elapsed(),
             latencies,
         }
+    })
+}
+
+/// `threads` threads append to one log under `SyncMode::Immediate`, each doing `append`
+/// then `sync_through(seq)` (concurrent callers share one sync), until `duration` has
+/// passed. Every record's latency is timed.
+///
+/// # Panics
+///
+/// On any log error.
+pub fn wal_immediate(dir: &Path, threads: usize, duration: Duration) -> SyncRun {
+    let scratch = Scratch::new(dir, "wal-immediate");
+    let wal = Wal::open(scratch.path(), wal_options(SyncMode::Immediate)).expect("open");
+    let run = timed_threads(threads, duration, |i| {
+        let seq = wal.append(&payload(i)).expect("append");
+        wal.sync_through(seq).expect("sync_through");
     });
     drop(wal);
     run
@@ -422,40 +434,8 @@ pub fn queue_immediate(dir: &Path, producers: usize, duration: Duration) -> Sync
     )
     .expect("queue");
     queue.start().expect("start");
-    let barrier = Barrier::new(producers + 1);
-    let run = thread::scope(|s| {
-        let handles: Vec<_> = (0..producers)
-            .map(|t| {
-                let (queue, barrier) = (&queue, &barrier);
-                s.spawn(move || {
-                    let mut lat = Vec::with_capacity(1 << 14);
-                    barrier.wait();
-                    let end = Instant::now() + duration;
-                    let mut i = t as u64;
-                    loop {
-                        let t0 = Instant::now();
-                        if t0 >= end {
-                            break;
-                        }
-                        queue.enqueue(Item100::new(i)).expect("enqueue");
-                        lat.push(t0.elapsed().as_nanos() as u64);
-                        i += producers as u64;
-                    }
-                    lat
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let mut latencies = Vec::new();
-        for h in handles {
-            latencies.extend(h.join().expect("producer panicked"));
-        }
-        SyncRun {
-            records: latencies.len() as u64,
-            elapsed: start.elapsed(),
-            latencies,
-        }
+    let run = timed_threads(producers, duration, |i| {
+        queue.enqueue(Item100::new(i)).expect("enqueue");
     });
     queue.stop().expect("stop");
     run
@@ -656,42 +636,10 @@ pub fn queue_file_read_back(path: &Path) -> (u64, Duration) {
 pub fn okaywal_commits(dir: &Path, threads: usize, duration: Duration) -> SyncRun {
     let scratch = Scratch::new(dir, "okaywal");
     let log = okaywal::WriteAheadLog::recover(scratch.path(), okaywal::LogVoid).expect("open");
-    let barrier = Barrier::new(threads + 1);
-    let run = thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (log, barrier) = (&log, &barrier);
-                s.spawn(move || {
-                    let mut lat = Vec::with_capacity(1 << 14);
-                    barrier.wait();
-                    let end = Instant::now() + duration;
-                    let mut i = t as u64;
-                    loop {
-                        let t0 = Instant::now();
-                        if t0 >= end {
-                            break;
-                        }
-                        let mut entry = log.begin_entry().expect("begin_entry");
-                        entry.write_chunk(&payload(i)).expect("write_chunk");
-                        entry.commit().expect("commit");
-                        lat.push(t0.elapsed().as_nanos() as u64);
-                        i += threads as u64;
-                    }
-                    lat
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let mut latencies = Vec::new();
-        for h in handles {
-            latencies.extend(h.join().expect("committer panicked"));
-        }
-        SyncRun {
-            records: latencies.len() as u64,
-            elapsed: start.elapsed(),
-            latencies,
-        }
+    let run = timed_threads(threads, duration, |i| {
+        let mut entry = log.begin_entry().expect("begin_entry");
+        entry.write_chunk(&payload(i)).expect("write_chunk");
+        entry.commit().expect("commit");
     });
     log.shutdown().expect("okaywal shutdown");
     run
