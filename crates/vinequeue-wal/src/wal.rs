@@ -710,19 +710,20 @@ impl<F: Fs> Inner<F> {
     }
 }
 
-/// The first offset at or after `from` holding a valid frame whose sequence number lies in
-/// `min_seq..=max_seq`.
-fn find_next_valid<F: FsFile>(
+/// Visits, in byte order, every offset at or after `from` holding a valid frame whose
+/// sequence number lies in `min_seq..=max_seq`, with that number, in one pass over the
+/// published bytes, until `visit` returns `false`.
+fn scan_valid<F: FsFile>(
     file: &F,
     from: u64,
     salt: u64,
-    min_seq: u64,
-    max_seq: u64,
+    (min_seq, max_seq): (u64, u64),
     max_record: u32,
-) -> Option<(u64, u64)> {
+    mut visit: impl FnMut(u64, u64) -> bool,
+) {
     let end = file.published();
     if from >= end || min_seq > max_seq {
-        return None;
+        return;
     }
     file.read_with(from, (end - from) as usize, |b| {
         for p in 0..b.len().saturating_sub(FRAME_HEADER_LEN - 1) {
@@ -732,10 +733,11 @@ fn find_next_valid<F: FsFile>(
                 continue;
             }
             if let Frame::Record { seq, .. } = decode_frame(&b[p..], salt, max_record) {
-                return Some((from + p as u64, seq));
+                if !visit(from + p as u64, seq) {
+                    return;
+                }
             }
         }
-        None
     })
 }
 
@@ -752,13 +754,19 @@ fn find_lowest_valid<F: FsFile>(
     max_record: u32,
 ) -> Option<(u64, u64)> {
     let mut best: Option<(u64, u64)> = None;
-    let mut at = from;
-    while let Some((p, seq)) = find_next_valid(file, at, salt, min_seq, max_seq, max_record) {
-        if best.is_none_or(|(_, s)| seq < s) {
-            best = Some((p, seq));
-        }
-        at = p + 1;
-    }
+    scan_valid(
+        file,
+        from,
+        salt,
+        (min_seq, max_seq),
+        max_record,
+        |p, seq| {
+            if best.is_none_or(|(_, s)| seq < s) {
+                best = Some((p, seq));
+            }
+            true
+        },
+    );
     best
 }
 
@@ -771,11 +779,17 @@ fn highest_valid_seq<F: FsFile>(
     max_record: u32,
 ) -> Option<u64> {
     let mut highest = None;
-    let mut at = from;
-    while let Some((p, seq)) = find_next_valid(file, at, salt, min_seq, MAX_SEQ, max_record) {
-        highest = highest.max(Some(seq));
-        at = p + 1;
-    }
+    scan_valid(
+        file,
+        from,
+        salt,
+        (min_seq, MAX_SEQ),
+        max_record,
+        |_, seq| {
+            highest = highest.max(Some(seq));
+            true
+        },
+    );
     highest
 }
 
