@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::retry::Backoff;
 use crate::shared::{Shared, NO_WAKE};
 use crate::sink::{
-    Batch, DeadLetter, DeadLetterReason, SendError, SendErrorKind, Sink, SinkPanicked,
+    Batch, DeadLetter, DeadLetterReason, SendError, SendErrorKind, Sink,
 };
 
 /// Longest the batcher parks without re-checking its state; a backstop only, every
@@ -127,6 +127,7 @@ impl<T: Send + 'static> Batcher<T> {
                     batch.push(ordinal + 1, item);
                 }
                 self.shared.space.notify();
+                self.shared.wakers.wake();
             }
         }
         self.shared.in_flight.store(batch.len() as u64, SeqCst);
@@ -278,6 +279,7 @@ impl<T: Send + 'static> Batcher<T> {
     fn publish_resolved(&self, upto: u64) {
         self.shared.resolved.store(upto, SeqCst);
         self.shared.progress.notify();
+        self.shared.wakers.wake();
     }
 
     fn shutdown_passed(&self) -> bool {
@@ -317,14 +319,14 @@ impl<T: Send + 'static> Batcher<T> {
             batch.attempt = retry;
             batch.deadline = started + send_timeout;
             let sink = &mut self.sink;
-            let outcome = catch_unwind(AssertUnwindSafe(|| sink.send(&batch)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| sink.send_mut(&mut batch)));
             let error = match outcome {
                 Ok(Ok(())) => {
                     counters.record_success(batch.len() as u64, started.elapsed());
                     break;
                 }
                 Ok(Err(e)) => e,
-                Err(panic) => SendError::retry(SinkPanicked(panic_message(panic))),
+                Err(panic) => SendError::from_panic(panic),
             };
             counters.errors.fetch_add(1, Relaxed);
             match &error.kind {
@@ -441,15 +443,5 @@ impl<T: Send + 'static> Batcher<T> {
             self.dead_letter(rest, None, DeadLetterReason::Shutdown);
         }
         Vec::new()
-    }
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> std::borrow::Cow<'static, str> {
-    if let Some(s) = panic.downcast_ref::<&'static str>() {
-        (*s).into()
-    } else if let Ok(s) = panic.downcast::<String>() {
-        (*s).into()
-    } else {
-        "non-string panic payload".into()
     }
 }

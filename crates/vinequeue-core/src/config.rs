@@ -231,6 +231,16 @@ impl Config {
         self.batch_size
     }
 
+    /// The configured overflow policy.
+    pub fn get_overflow(&self) -> OverflowPolicy {
+        self.overflow
+    }
+
+    /// The configured deadline of each send attempt.
+    pub fn get_send_timeout(&self) -> Duration {
+        self.send_timeout
+    }
+
     /// Checks every field; this is what [`Queue::new`](crate::Queue::new) runs.
     ///
     /// # Errors

@@ -249,81 +249,160 @@ impl<T: Send + 'static> Queue<T> {
     /// sync under `Immediate`.
     #[inline(never)]
     fn enqueue_durable(&self, d: &Durable<T>, item: T) -> Result<(), EnqueueError<T>> {
-        // Encode into this thread's reusable buffer (a fresh one if it is in use, which
-        // only a re-entrant call from inside a sink could cause).
-        crate::shared::ENCODE_BUF.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                buf.clear();
-                self.enqueue_encoded(d, item, &mut buf)
+        self.with_encoded(d, item, |buf, item| {
+            let seq = self.append_or_overflow(d, buf, item, true)?;
+            if self.shared.config.sync_mode == SyncMode::Immediate && seq > 0 {
+                if let Err(e) = d.storage.sync_through(seq) {
+                    // The item is queued but not known durable; hand a copy back with the error.
+                    let copy =
+                        (d.codec.decode)(buf).expect("an item decodes from its own encoding");
+                    return Err(EnqueueError::Failed(copy, e));
+                }
             }
-            Err(_) => self.enqueue_encoded(d, item, &mut Vec::new()),
+            Ok(seq)
         })
+        .map(|_| ())
     }
 
-    fn enqueue_encoded(
+    /// Encodes `item` into this thread's reusable buffer (a fresh one if it is in use,
+    /// which only a re-entrant call from inside a sink could cause) and runs `then`.
+    fn with_encoded(
         &self,
         d: &Durable<T>,
         item: T,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), EnqueueError<T>> {
-        if let Err(e) = (d.codec.encode_into)(&item, buf) {
-            return Err(EnqueueError::Failed(item, e));
-        }
-        let bytes: &[u8] = buf;
+        then: impl FnOnce(&[u8], T) -> Result<u64, EnqueueError<T>>,
+    ) -> Result<u64, EnqueueError<T>> {
+        let run = |buf: &mut Vec<u8>| match (d.codec.encode_into)(&item, buf) {
+            Ok(()) => then(buf, item),
+            Err(e) => Err(EnqueueError::Failed(item, e)),
+        };
+        crate::shared::ENCODE_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                run(&mut buf)
+            }
+            Err(_) => run(&mut Vec::new()),
+        })
+    }
+
+    /// Appends the encoded item and queues it; on a full log applies the overflow policy,
+    /// waiting (for `Block` and `DropOldest`) only if `wait`. Returns the item's sequence
+    /// number, 0 if `DropNewest` dropped it.
+    fn append_or_overflow(
+        &self,
+        d: &Durable<T>,
+        bytes: &[u8],
+        item: T,
+        wait: bool,
+    ) -> Result<u64, EnqueueError<T>> {
         let mut item = item;
         let mut deadline = None;
-        let seq = loop {
+        loop {
             match self.append_and_queue(d, bytes, item) {
-                Ok(seq) => break seq,
+                Ok(seq) => return Ok(seq),
                 Err((Error::LogFull { .. }, back)) => {
                     item = back;
                     match self.shared.config.overflow {
                         OverflowPolicy::Reject => return Err(EnqueueError::Full(item)),
                         OverflowPolicy::DropOldest => {
+                            if self.shed_oldest(d) {
+                                continue;
+                            }
+                            if !wait {
+                                return Err(EnqueueError::Full(item));
+                            }
                             let end = *deadline
                                 .get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
-                            if Instant::now() >= end || !self.shed_oldest(d) {
-                                if Instant::now() >= end {
-                                    return Err(EnqueueError::Full(item));
-                                }
-                                // Room comes once the batch in flight is acknowledged.
-                                let seen = self.shared.resolved.load(SeqCst);
-                                let wake = end.min(Instant::now() + Duration::from_millis(10));
-                                self.shared
-                                    .progress
-                                    .wait_until(wake, || self.shared.resolved.load(SeqCst) != seen);
+                            if Instant::now() >= end {
+                                return Err(EnqueueError::Full(item));
                             }
+                            // Room comes once the batch in flight is acknowledged.
+                            self.wait_for_progress(end.min(Instant::now() + Duration::from_millis(10)));
                         }
                         OverflowPolicy::DropNewest => {
                             self.shared.counters.dropped_newest.fetch_add(1, Relaxed);
-                            return Ok(());
+                            return Ok(0);
                         }
                         OverflowPolicy::Block(timeout) => {
+                            if !wait {
+                                return Err(EnqueueError::Full(item));
+                            }
                             let end = *deadline.get_or_insert_with(|| Instant::now() + timeout);
                             if Instant::now() >= end {
                                 return Err(EnqueueError::Full(item));
                             }
                             // Acknowledgements free space; wait for progress, then retry.
-                            let seen = self.shared.resolved.load(SeqCst);
-                            let wake = end.min(Instant::now() + Duration::from_millis(50));
-                            self.shared
-                                .progress
-                                .wait_until(wake, || self.shared.resolved.load(SeqCst) != seen);
+                            self.wait_for_progress(end.min(Instant::now() + Duration::from_millis(50)));
                         }
                     }
                 }
                 Err((Error::Closed, back)) => return Err(EnqueueError::Closed(back)),
                 Err((e, back)) => return Err(EnqueueError::Failed(back, e)),
             }
-        };
-        if self.shared.config.sync_mode == SyncMode::Immediate {
-            if let Err(e) = d.storage.sync_through(seq) {
-                // The item is queued but not known durable; hand a copy back with the error.
-                let copy = (d.codec.decode)(bytes).expect("an item decodes from its own encoding");
-                return Err(EnqueueError::Failed(copy, e));
-            }
         }
-        Ok(())
+    }
+
+    /// Waits until the batcher resolves something, or `until`.
+    fn wait_for_progress(&self, until: Instant) {
+        let seen = self.shared.resolved.load(SeqCst);
+        self.shared
+            .progress
+            .wait_until(until, || self.shared.resolved.load(SeqCst) != seen);
+    }
+
+    /// Hands `item` to the queue without ever blocking: for adapters (the async one) and
+    /// for producers that must not wait.
+    ///
+    /// Where [`enqueue`](Queue::enqueue) would wait for room (`OverflowPolicy::Block`, or
+    /// `DropOldest` on a full log while the oldest records are in flight), this returns
+    /// [`EnqueueError::Full`] at once; call [`register_waker`](Queue::register_waker) and
+    /// try again when woken. Under `SyncMode::Immediate` it does not wait for the sync
+    /// either: the item is in the log but not yet known durable; [`sync`](Queue::sync)
+    /// makes it so.
+    ///
+    /// Returns the item's sequence number (0 if `DropNewest` dropped it).
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Queue::enqueue), with `Full` for "no room now".
+    ///
+    /// ```
+    /// use vinequeue_core::{Config, EnqueueError, NullSink, Queue};
+    ///
+    /// let queue = Queue::new(Config::default().memory_size(1).batch_size(1), NullSink)?;
+    /// assert_eq!(queue.try_enqueue(7u32)?, 1);
+    /// assert!(matches!(queue.try_enqueue(8), Err(EnqueueError::Full(8))));
+    /// # Ok::<(), vinequeue_core::Error>(())
+    /// ```
+    pub fn try_enqueue(&self, item: T) -> Result<u64, EnqueueError<T>> {
+        let s = &self.shared;
+        if let Some(d) = &s.durable {
+            return self.with_encoded(d, item, |buf, item| {
+                self.append_or_overflow(d, buf, item, false)
+            });
+        }
+        match s.ring.push((0, item)) {
+            Ok(ordinal) => {
+                s.after_push(ordinal);
+                Ok(ordinal + 1)
+            }
+            Err(PushError::Full((_, item))) => match s.config.overflow {
+                OverflowPolicy::Block(_) => Err(EnqueueError::Full(item)),
+                _ => self.overflow(item).map(|()| 0),
+            },
+            Err(PushError::Closed((_, item))) => Err(EnqueueError::Closed(item)),
+        }
+    }
+
+    /// Registers `waker` to be woken once, the next time the batcher makes room (takes
+    /// items out of the ring) or progress (resolves a batch), or the queue closes: for
+    /// async adapters waiting after [`try_enqueue`](Queue::try_enqueue) returned `Full`,
+    /// or for [`delivered_through`](Queue::delivered_through) to pass a flush target.
+    ///
+    /// Register first, then check the condition again: a change that happens in between
+    /// wakes the waker.
+    pub fn register_waker(&self, waker: &std::task::Waker) {
+        self.shared.wakers.register(waker);
     }
 
     /// `DropOldest` on a full log: drops (acknowledges and counts) the records of the
@@ -485,25 +564,74 @@ impl<T: Send + 'static> Queue<T> {
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         let s = &self.shared;
         let deadline = Instant::now() + timeout;
+        let target = self.request_flush()?;
+        if s
+            .progress
+            .wait_until(deadline, || !matches!(self.flushed(target), Ok(false)))
+        {
+            self.flushed(target).map(|_| ())
+        } else {
+            Err(Error::FlushTimeout {
+                pending: target.saturating_sub(self.delivered_through()),
+            })
+        }
+    }
+
+    /// Starts a flush without waiting for it (for async adapters): the batcher sends
+    /// partial batches at once until everything enqueued before this call is resolved.
+    /// Returns the target to pass to [`flushed`](Queue::flushed).
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Queue::flush): `NotStarted` before `start()` and `Closed` after
+    /// `stop()`, if there is anything left to deliver.
+    pub fn request_flush(&self) -> Result<u64, Error> {
+        let s = &self.shared;
         let target = s.last_seq();
-        let done = || s.resolved.load(SeqCst) >= target;
-        if done() {
-            return Ok(());
+        if self.delivered_through() >= target {
+            return Ok(target);
         }
         match self.control.life.lock().stage {
             Stage::Created(_) => return Err(Error::NotStarted),
-            Stage::Stopped if !done() => return Err(Error::Closed),
+            Stage::Stopped if self.delivered_through() < target => return Err(Error::Closed),
             _ => {}
         }
         s.flush_target.fetch_max(target, SeqCst);
         s.unpark_batcher();
-        if s.progress.wait_until(deadline, done) {
-            Ok(())
+        Ok(target)
+    }
+
+    /// Whether a flush to `target` (from [`request_flush`](Queue::request_flush)) is
+    /// complete: `Ok(true)` when done, `Ok(false)` while in progress.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the queue stopped before it was done.
+    pub fn flushed(&self, target: u64) -> Result<bool, Error> {
+        if self.delivered_through() >= target {
+            Ok(true)
+        } else if matches!(self.control.life.lock().stage, Stage::Stopped) {
+            Err(Error::Closed)
         } else {
-            Err(Error::FlushTimeout {
-                pending: target.saturating_sub(s.resolved.load(SeqCst)),
-            })
+            Ok(false)
         }
+    }
+
+    /// Every item with a sequence number up to this one has been resolved: delivered,
+    /// dead-lettered, dropped or abandoned.
+    pub fn delivered_through(&self) -> u64 {
+        self.shared.resolved.load(SeqCst)
+    }
+
+    /// The sequence number of the last item accepted so far (0 if none): what
+    /// [`sync`](Queue::sync) makes durable and [`flush`](Queue::flush) delivers.
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_seq()
+    }
+
+    /// Whether this queue keeps its items in a [`Storage`] (a write-ahead log).
+    pub fn is_durable(&self) -> bool {
+        self.shared.durable.is_some()
     }
 
     /// Stops the queue: refuses new items, delivers what is buffered within
@@ -532,6 +660,7 @@ impl<T: Send + 'static> Queue<T> {
                     life.stage = Stage::Stopped;
                     s.ring.close();
                     s.space.notify_always();
+                    s.wakers.wake();
                     return Ok(());
                 }
                 Stage::Created(_) => {
@@ -554,6 +683,7 @@ impl<T: Send + 'static> Queue<T> {
             }
         }
         s.space.notify_always();
+        s.wakers.wake();
         s.unpark_batcher();
 
         let give_up = deadline + EXIT_GRACE;
@@ -585,6 +715,7 @@ impl<T: Send + 'static> Queue<T> {
         drop(life);
         // Wake flushers so they see the final state.
         s.progress.notify_always();
+        s.wakers.wake();
         result
     }
 

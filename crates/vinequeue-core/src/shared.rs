@@ -141,6 +141,56 @@ impl Waiters {
     }
 }
 
+/// Tasks of async producers and flushers waiting for the batcher (room in the ring,
+/// delivery progress, or the close), woken once and then forgotten.
+///
+/// Protocol (no lost wake-ups), as for [`Waiters`]: a task pushes its waker and bumps
+/// `count` under `list`'s lock, then re-checks its condition. The batcher changes the
+/// condition with a SeqCst operation, then reads `count` (SeqCst); if non-zero it takes
+/// the wakers under the lock and wakes them.
+pub(crate) struct AsyncWakers {
+    count: AtomicUsize,
+    list: Mutex<Vec<std::task::Waker>>,
+}
+
+impl AsyncWakers {
+    fn new() -> Self {
+        AsyncWakers {
+            count: AtomicUsize::new(0),
+            list: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Registers `waker` for the next [`wake`](AsyncWakers::wake).
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        let mut list = self.list.lock();
+        if !list.iter().any(|w| w.will_wake(waker)) {
+            list.push(waker.clone());
+            self.count.store(list.len(), SeqCst);
+        }
+    }
+
+    /// Wakes every registered task, if there is any.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        if self.count.load(SeqCst) > 0 {
+            self.wake_all();
+        }
+    }
+
+    #[cold]
+    fn wake_all(&self) {
+        let taken = {
+            let mut list = self.list.lock();
+            self.count.store(0, SeqCst);
+            std::mem::take(&mut *list)
+        };
+        for waker in taken {
+            waker.wake();
+        }
+    }
+}
+
 /// A ring entry: the item and its sequence number (0 in memory mode, where the sequence
 /// number is the ring ordinal + 1).
 pub(crate) type Entry<T> = (u64, T);
@@ -167,6 +217,8 @@ pub(crate) struct Shared<T> {
     pub(crate) space: Waiters,
     /// Callers of `flush`, waiting for `resolved` to pass their target.
     pub(crate) progress: Waiters,
+    /// Async tasks waiting for room, progress or the close (woken with both of the above).
+    pub(crate) wakers: AsyncWakers,
     /// Every item with a sequence number up to this has been resolved: delivered,
     /// dead-lettered, dropped or abandoned. Written only by the batcher, never decreases.
     pub(crate) resolved: AtomicU64,
@@ -191,6 +243,7 @@ impl<T> Shared<T> {
             wake_at: AtomicU64::new(NO_WAKE),
             space: Waiters::new(),
             progress: Waiters::new(),
+            wakers: AsyncWakers::new(),
             resolved: AtomicU64::new(resolved),
             flush_target: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),

@@ -42,6 +42,20 @@ pub trait Sink<T>: Send + 'static {
     /// or [`SendError::partial`].
     fn send(&mut self, batch: &Batch<T>) -> Result<(), SendError>;
 
+    /// What the batcher calls: [`send`](Sink::send), with the batch lent mutably so that
+    /// an adapter can move its items elsewhere (another thread, an async task) with
+    /// `std::mem::take` and put them back before it returns. The default calls `send`.
+    ///
+    /// An implementation must hand the batch back as it found it: the same items in the
+    /// same order, since retries, partial failures and dead letters refer to them.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Sink::send).
+    fn send_mut(&mut self, batch: &mut Batch<T>) -> Result<(), SendError> {
+        self.send(batch)
+    }
+
     /// Receives a batch that will not be delivered: refused permanently, out of retries,
     /// or left over when `stop()` ran out of `shutdown_timeout`. The default does nothing
     /// (the items are still counted in `Metrics::dead_lettered_total` or `abandoned_total`).
@@ -113,6 +127,10 @@ where
 {
     fn send(&mut self, batch: &Batch<T>) -> Result<(), SendError> {
         self.sink.send(batch)
+    }
+
+    fn send_mut(&mut self, batch: &mut Batch<T>) -> Result<(), SendError> {
+        self.sink.send_mut(batch)
     }
 
     fn on_dead_letter(&mut self, letter: DeadLetter<T>) {
@@ -225,6 +243,13 @@ impl<T> Batch<T> {
     }
 }
 
+/// An empty batch (what `std::mem::take` leaves behind in [`Sink::send_mut`]).
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Batch::with_capacity(0)
+    }
+}
+
 impl<T> Deref for Batch<T> {
     type Target = [T];
 
@@ -262,6 +287,19 @@ pub struct SendError {
 }
 
 impl SendError {
+    /// What a panicking sink's attempt counts as: a retryable failure whose message
+    /// carries the panic's message. `payload` is what `catch_unwind` returned.
+    pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message: Cow<'static, str> = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).into()
+        } else if let Ok(s) = payload.downcast::<String>() {
+            (*s).into()
+        } else {
+            "non-string panic payload".into()
+        };
+        SendError::retry(SinkPanicked(message))
+    }
+
     /// A transient failure: retry the whole batch after a backoff.
     pub fn retry(error: impl Into<BoxError>) -> Self {
         SendError {

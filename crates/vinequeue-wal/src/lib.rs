@@ -31,6 +31,7 @@ pub mod format;
 mod fs;
 mod mmap;
 mod options;
+mod queue_logs;
 #[cfg(any(test, feature = "testing"))]
 pub mod sim;
 mod wal;
@@ -38,5 +39,6 @@ mod wal;
 pub use crate::fs::{DirEntry, Fs, FsFile, RealFs, RealLock};
 pub use crate::mmap::MappedFile;
 pub use crate::options::{WalOptions, MIN_SEGMENT_SIZE};
+pub use crate::queue_logs::{QueueLogs, DEAD_LETTER_DIR};
 pub use crate::wal::Wal;
 pub use vinequeue_core::{RecoveryMode, SyncMode};

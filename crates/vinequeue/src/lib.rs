@@ -20,8 +20,8 @@ pub mod wal {
 #[cfg(feature = "wal")]
 pub use vinequeue_wal::{Wal, WalOptions};
 
-/// Name of the dead-letter log's directory inside `wal_path`.
-pub const DEAD_LETTER_DIR: &str = "dead-letters";
+#[cfg(feature = "wal")]
+pub use vinequeue_wal::{QueueLogs, DEAD_LETTER_DIR};
 
 /// A batching queue; see [`vinequeue_core::Queue`] for every method (this type derefs to
 /// it). The difference is [`Queue::new`]: with `wal_path` set it opens the write-ahead
@@ -44,25 +44,11 @@ where
     /// [`RecoveryMode::Strict`], [`Error::Io`].
     pub fn new<S: Sink<T>>(config: Config, sink: S) -> Result<Self, Error> {
         #[cfg(feature = "wal")]
-        if let Some(path) = config.get_wal_path() {
-            use std::sync::Arc;
-            config.validate()?;
-            let max = config.get_wal_max_size();
-            let opts = WalOptions::default()
-                .max_size(max)
-                .sync_mode(config.get_sync_mode())
-                .recovery_mode(config.get_recovery_mode());
-            let dead_opts = WalOptions::default()
-                .segment_size(256 * 1024)
-                .max_size((max / 4).max(1024 * 1024))
-                .sync_mode(SyncMode::Immediate)
-                .recovery_mode(config.get_recovery_mode());
-            let wal = Wal::open(path, opts)?;
-            let dead = Wal::open(path.join(DEAD_LETTER_DIR), dead_opts)?;
+        if let Some(logs) = QueueLogs::open(&config)? {
             return vinequeue_core::Queue::with_storage(
                 config,
-                Arc::new(wal),
-                Some(Arc::new(dead)),
+                logs.log,
+                Some(logs.dead_letters),
                 sink,
             )
             .map(Queue);

@@ -1,0 +1,137 @@
+//! [`AsyncSink`] and the [`Delivery`] future that drives one on the user's executor.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::future::{select, Either, FutureExt};
+use vinequeue_core::{Batch, DeadLetter, SendError};
+
+use crate::bridge::{Batches, Event};
+use crate::timer::Sleep;
+
+/// Where batches go, asynchronously: an HTTP API, a database client, a Kafka producer.
+///
+/// A [`Delivery`] future (from [`Batches::deliver_to`]) calls [`send`](AsyncSink::send)
+/// with one batch at a time, in sequence order, and awaits it before the next. The
+/// batcher's semantics are the same as for a blocking [`Sink`](vinequeue_core::Sink):
+/// a `send` that does not complete within `send_timeout` is dropped and counts as a
+/// retryable failure; [`SendError`] says whether to retry, give up, or retry only some
+/// items; a panic in `send` counts as a retryable failure.
+///
+/// ```
+/// use vinequeue_async::AsyncSink;
+/// use vinequeue_core::{Batch, SendError};
+///
+/// struct Printer;
+///
+/// impl AsyncSink<String> for Printer {
+///     async fn send(&mut self, batch: &Batch<String>) -> Result<(), SendError> {
+///         for line in batch.iter() {
+///             println!("{line}");
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+///
+/// Closures returning a `'static` future are sinks too (they cannot borrow the batch
+/// across the `.await`: take what the request needs first).
+pub trait AsyncSink<T>: Send + 'static {
+    /// Delivers `batch`, or says what went wrong and what to do next.
+    fn send(&mut self, batch: &Batch<T>) -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// Receives a batch that will not be delivered (refused permanently, out of retries,
+    /// or left over when `stop()` ran out of time). The default does nothing.
+    fn on_dead_letter(&mut self, letter: DeadLetter<T>) -> impl Future<Output = ()> + Send {
+        drop(letter);
+        std::future::ready(())
+    }
+}
+
+impl<T, F, Fut> AsyncSink<T> for F
+where
+    F: FnMut(&Batch<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), SendError>> + Send + 'static,
+{
+    fn send(&mut self, batch: &Batch<T>) -> impl Future<Output = Result<(), SendError>> + Send {
+        self(batch)
+    }
+}
+
+/// `send` did not complete within `send_timeout`.
+#[derive(Debug)]
+struct SendTimedOut;
+
+impl fmt::Display for SendTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the sink's send did not complete within send_timeout")
+    }
+}
+
+impl std::error::Error for SendTimedOut {}
+
+impl<T: Send + Sync + 'static> Batches<T> {
+    /// A future that delivers every batch to `sink`: spawn it on any executor. It ends
+    /// once the queue has stopped and its batcher has finished with the last batch.
+    ///
+    /// If it is dropped before that, the batch it was sending counts as a retryable
+    /// failure and later batches wait for a consumer until their `send_timeout` (then
+    /// count as failures too, and are dead-lettered once out of retries).
+    ///
+    /// `T: Sync` because the batch is lent to `send` across `.await`s of a future that
+    /// may move between threads.
+    pub fn deliver_to<S: AsyncSink<T>>(self, sink: S) -> Delivery {
+        Delivery {
+            inner: Box::pin(run(self, sink)),
+        }
+    }
+}
+
+async fn run<T: Send + Sync + 'static, S: AsyncSink<T>>(mut batches: Batches<T>, mut sink: S) {
+    loop {
+        let event = std::future::poll_fn(|cx| batches.poll_event(cx)).await;
+        match event {
+            None => return,
+            Some(Event::DeadLetter(letter)) => {
+                // A panic in the handler is ignored, as with a blocking sink.
+                let _ = AssertUnwindSafe(sink.on_dead_letter(letter))
+                    .catch_unwind()
+                    .await;
+            }
+            Some(Event::Batch(ready)) => {
+                let deadline = ready.deadline();
+                let sending = AssertUnwindSafe(sink.send(&ready)).catch_unwind();
+                let result = match select(Box::pin(sending), Sleep::until(deadline)).await {
+                    Either::Left((Ok(result), _)) => result,
+                    Either::Left((Err(panic), _)) => Err(SendError::from_panic(panic)),
+                    Either::Right(((), _)) => Err(SendError::retry(SendTimedOut)),
+                };
+                ready.finish(result);
+            }
+        }
+    }
+}
+
+/// The future that drives an [`AsyncSink`]; see [`Batches::deliver_to`]. `Send`, so it
+/// can be spawned on a multi-threaded executor; it completes when the queue has stopped.
+#[must_use = "a Delivery does nothing unless spawned or awaited"]
+pub struct Delivery {
+    inner: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Future for Delivery {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery").finish_non_exhaustive()
+    }
+}
