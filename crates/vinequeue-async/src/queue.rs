@@ -195,7 +195,7 @@ impl<T: Send + 'static> AsyncQueue<T> {
         let queue = Arc::new(queue);
         let durable = queue.is_durable();
         let syncer = if durable {
-            Some(Syncer::start(Arc::clone(&queue))?)
+            Some(Syncer::start(&queue)?)
         } else {
             None
         };

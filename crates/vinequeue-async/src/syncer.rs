@@ -2,7 +2,7 @@
 //! log's syncs (`Queue::sync`, one group commit covering every item accepted so far) and
 //! wakes the tasks whose items they covered.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::{Condvar, Mutex};
@@ -25,9 +25,10 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    /// Starts the sync thread for `queue`. The thread keeps the queue alive until
-    /// [`shutdown`](Syncer::shutdown).
-    pub(crate) fn start<T: Send + 'static>(queue: Arc<Queue<T>>) -> Result<Arc<Self>, Error> {
+    /// Starts the sync thread for `queue`. The thread holds the queue only while it
+    /// syncs, so dropping the last handle closes the log at once.
+    pub(crate) fn start<T: Send + 'static>(queue: &Arc<Queue<T>>) -> Result<Arc<Self>, Error> {
+        let queue = Arc::downgrade(queue);
         let syncer = Arc::new(Syncer {
             state: Mutex::new(State {
                 wanted: 0,
@@ -45,7 +46,7 @@ impl Syncer {
         Ok(syncer)
     }
 
-    fn run<T: Send + 'static>(&self, queue: &Queue<T>) {
+    fn run<T: Send + 'static>(&self, queue: &Weak<Queue<T>>) {
         let mut state = self.state.lock();
         loop {
             if state.shutdown {
@@ -58,8 +59,12 @@ impl Syncer {
             }
             let target = state.wanted;
             drop(state);
+            let Some(queue) = queue.upgrade() else {
+                return; // every handle is gone
+            };
             // Syncs everything accepted so far, which includes `target`.
             let result = queue.sync();
+            drop(queue);
             state = self.state.lock();
             match result {
                 Ok(()) => state.synced = state.synced.max(target),

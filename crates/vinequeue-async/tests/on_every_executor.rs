@@ -156,7 +156,7 @@ impl AsyncSink<String> for Recorder {
     }
 
     async fn on_dead_letter(&mut self, letter: DeadLetter<String>) {
-        let error = letter.error().map(|e| e.to_string()).unwrap_or_default();
+        let error = letter.error().to_string();
         self.dead.lock().push((letter.reason(), error, letter.len()));
     }
 }

@@ -23,6 +23,16 @@ pub use vinequeue_wal::{Wal, WalOptions};
 #[cfg(feature = "wal")]
 pub use vinequeue_wal::{QueueLogs, DEAD_LETTER_DIR};
 
+/// The runtime-agnostic async adapter (feature `async`): [`AsyncQueue`], [`AsyncSink`],
+/// the [`Batches`](r#async::Batches) stream. See the `vinequeue-async` crate.
+#[cfg(feature = "async")]
+pub mod r#async {
+    pub use vinequeue_async::*;
+}
+
+#[cfg(feature = "async")]
+pub use vinequeue_async::{AsyncQueue, AsyncSink};
+
 /// A batching queue; see [`vinequeue_core::Queue`] for every method (this type derefs to
 /// it). The difference is [`Queue::new`]: with `wal_path` set it opens the write-ahead
 /// log (and a dead-letter log beside it) and recovers what is there.
