@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use vinequeue_core::{
-    Config, EnqueueError, Error, Metrics, OverflowPolicy, Queue, RecoveryReport, Storage,
-    SyncMode,
+    Config, EnqueueError, Error, Metrics, OverflowPolicy, Queue, RecoveryReport, Storage, SyncMode,
 };
 
 use crate::bridge::{self, Batches};
@@ -318,7 +317,9 @@ impl<T: Send + 'static> AsyncQueue<T> {
 
 impl<T: Send + 'static> fmt::Debug for AsyncQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("AsyncQueue").field(&self.inner.queue).finish()
+        f.debug_tuple("AsyncQueue")
+            .field(&self.inner.queue)
+            .finish()
     }
 }
 

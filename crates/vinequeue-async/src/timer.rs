@@ -11,9 +11,11 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
+/// Pending deadlines, earliest first (the id breaks ties), and the last id handed out.
+type Entries = (BTreeMap<(Instant, u64), Waker>, u64);
+
 struct Timers {
-    /// Pending deadlines, earliest first; the id breaks ties.
-    entries: Mutex<(BTreeMap<(Instant, u64), Waker>, u64)>,
+    entries: Mutex<Entries>,
     /// Notified when an earlier deadline than the one waited for is added.
     changed: Condvar,
 }

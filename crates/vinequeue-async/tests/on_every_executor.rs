@@ -15,8 +15,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use vinequeue_async::{AsyncQueue, AsyncSink};
 use vinequeue_core::{
-    Batch, Config, DeadLetter, DeadLetterReason, EnqueueError, OverflowPolicy, SendError,
-    SyncMode,
+    Batch, Config, DeadLetter, DeadLetterReason, EnqueueError, OverflowPolicy, SendError, SyncMode,
 };
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -157,7 +156,9 @@ impl AsyncSink<String> for Recorder {
 
     async fn on_dead_letter(&mut self, letter: DeadLetter<String>) {
         let error = letter.error().to_string();
-        self.dead.lock().push((letter.reason(), error, letter.len()));
+        self.dead
+            .lock()
+            .push((letter.reason(), error, letter.len()));
     }
 }
 
@@ -265,7 +266,11 @@ async fn stop_resolves_pending_enqueues_without_losing_items(sp: Spawner) {
     let mut all: Vec<String> = sink.items().into_iter().map(|(_, s)| s).collect();
     all.extend(returned);
     all.sort();
-    assert_eq!(all, ["a", "b", "c", "d", "e"], "every item delivered or handed back");
+    assert_eq!(
+        all,
+        ["a", "b", "c", "d", "e"],
+        "every item delivered or handed back"
+    );
 }
 
 #[derive(Clone, Default)]
@@ -297,7 +302,10 @@ async fn a_send_that_never_completes_times_out_and_is_dead_lettered(sp: Spawner)
     }
     let started = Instant::now();
     queue.flush(Duration::from_secs(20)).await.unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(100), "two attempts timed out");
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "two attempts timed out"
+    );
     let m = queue.metrics();
     assert_eq!(m.dead_lettered_total, 3);
     assert_eq!(m.errors_total, 2);

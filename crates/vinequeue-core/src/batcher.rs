@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::retry::Backoff;
 use crate::shared::{Shared, NO_WAKE};
-use crate::sink::{
-    Batch, DeadLetter, DeadLetterReason, SendError, SendErrorKind, Sink,
-};
+use crate::sink::{Batch, DeadLetter, DeadLetterReason, SendError, SendErrorKind, Sink};
 
 /// Longest the batcher parks without re-checking its state; a backstop only, every
 /// event that matters also unparks it.

@@ -317,7 +317,9 @@ impl<T: Send + 'static> Queue<T> {
                                 return Err(EnqueueError::Full(item));
                             }
                             // Room comes once the batch in flight is acknowledged.
-                            self.wait_for_progress(end.min(Instant::now() + Duration::from_millis(10)));
+                            self.wait_for_progress(
+                                end.min(Instant::now() + Duration::from_millis(10)),
+                            );
                         }
                         OverflowPolicy::DropNewest => {
                             self.shared.counters.dropped_newest.fetch_add(1, Relaxed);
@@ -332,7 +334,9 @@ impl<T: Send + 'static> Queue<T> {
                                 return Err(EnqueueError::Full(item));
                             }
                             // Acknowledgements free space; wait for progress, then retry.
-                            self.wait_for_progress(end.min(Instant::now() + Duration::from_millis(50)));
+                            self.wait_for_progress(
+                                end.min(Instant::now() + Duration::from_millis(50)),
+                            );
                         }
                     }
                 }
@@ -565,8 +569,7 @@ impl<T: Send + 'static> Queue<T> {
         let s = &self.shared;
         let deadline = Instant::now() + timeout;
         let target = self.request_flush()?;
-        if s
-            .progress
+        if s.progress
             .wait_until(deadline, || !matches!(self.flushed(target), Ok(false)))
         {
             self.flushed(target).map(|_| ())
