@@ -53,21 +53,20 @@ fn futures_pool<F: Future<Output = ()>>(body: impl FnOnce(Spawner) -> F) {
 }
 
 fn tokio_current<F: Future<Output = ()>>(body: impl FnOnce(Spawner) -> F) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let handle = rt.handle().clone();
-    let sp = Spawner(Rc::new(move |f| drop(handle.spawn(f))));
-    rt.block_on(body(sp));
+    tokio_on(tokio::runtime::Builder::new_current_thread(), body);
 }
 
 fn tokio_multi<F: Future<Output = ()>>(body: impl FnOnce(Spawner) -> F) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    tokio_on(builder, body);
+}
+
+fn tokio_on<F: Future<Output = ()>>(
+    mut builder: tokio::runtime::Builder,
+    body: impl FnOnce(Spawner) -> F,
+) {
+    let rt = builder.enable_all().build().expect("runtime");
     let handle = rt.handle().clone();
     let sp = Spawner(Rc::new(move |f| drop(handle.spawn(f))));
     rt.block_on(body(sp));

@@ -8,9 +8,56 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use futures::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use serde::{Deserialize, Serialize};
-use vinequeue::{AsyncSink, Batch, SendError};
+use vinequeue::{AsyncQueue, AsyncSink, Batch, Config, SendError};
+
+/// Producer tasks, and events each of them enqueues.
+pub const PRODUCERS: u64 = 4;
+pub const EVENTS_EACH: u64 = 5_000;
+
+/// The queue's configuration: batches of 250 POSTed within 50 ms, quick retries;
+/// durable if a directory is given on the command line.
+pub fn config() -> Config {
+    let config = Config::default()
+        .batch_size(250)
+        .flush_timeout(Duration::from_millis(50))
+        .send_timeout(Duration::from_secs(2))
+        .retry_backoff(Duration::from_millis(5), Duration::from_millis(100));
+    match std::env::args().nth(1) {
+        Some(dir) => config.wal_path(dir),
+        None => config,
+    }
+}
+
+/// One producer task's work.
+pub async fn produce(queue: AsyncQueue<Event>, producer: u64) -> Result<(), vinequeue::Error> {
+    for n in 0..EVENTS_EACH {
+        queue.enqueue(Event::new(producer, n)).await?;
+    }
+    Ok(())
+}
+
+/// Prints what happened and checks that the service got every event.
+pub fn report(runtime: &str, started: Instant, queue: &AsyncQueue<Event>, stats: &ServiceStats) {
+    let m = queue.metrics();
+    let events = stats.events.load(Relaxed);
+    println!(
+        "{runtime}: {} events in {:?}: the service received {} in {} requests ({} refused \
+         with 503 and retried); sent_total {}, retries_total {}, dead_lettered_total {}",
+        PRODUCERS * EVENTS_EACH,
+        started.elapsed(),
+        events,
+        stats.requests.load(Relaxed),
+        stats.refused.load(Relaxed),
+        m.sent_total,
+        m.retries_total,
+        m.dead_lettered_total,
+    );
+    assert!(events >= m.sent_total && m.sent_total >= PRODUCERS * EVENTS_EACH);
+}
 
 /// One event of the pipeline.
 #[derive(Debug, Clone, Serialize, Deserialize)]
