@@ -16,8 +16,8 @@
 //! goes to stderr, the report to stdout.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Instant;
+use vinequeue_benches::report;
 
 use vinequeue_benches::{
     is_whole_batches, median, timer_overhead, Contender, Percentiles, BATCH_SIZE, BLOCK_TIMEOUT,
@@ -64,21 +64,8 @@ fn parse_args() -> Args {
         let value = it
             .next()
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        let number = || -> u64 {
-            value
-                .replace('_', "")
-                .parse()
-                .unwrap_or_else(|_| usage(&format!("{flag}: not a number: {value}")))
-        };
-        let list = || -> Vec<usize> {
-            value
-                .split(',')
-                .map(|p| match p.trim().parse() {
-                    Ok(n) if n > 0 => n,
-                    _ => usage(&format!("{flag}: not a list of positive numbers: {value}")),
-                })
-                .collect()
-        };
+        let number = || report::number(&flag, &value).unwrap_or_else(|e| usage(&e));
+        let list = || report::positive_list(&flag, &value).unwrap_or_else(|e| usage(&e));
         match flag.as_str() {
             "--items" => args.items = number(),
             "--rounds" => args.rounds = number() as usize,
@@ -100,75 +87,8 @@ fn parse_args() -> Args {
     args
 }
 
-/// First line of a command's stdout, if it ran and succeeded.
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().next().map(|l| l.trim().to_owned())
-}
-
 fn print_machine_facts(args: &Args) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let rustc = command_line("rustc", &["--version"]).unwrap_or_else(|| "unknown".into());
-    let commit = match command_line("git", &["rev-parse", "--short", "HEAD"]) {
-        Some(c) => {
-            let dirty = Command::new("git")
-                .args(["status", "--porcelain", "--untracked-files=no"])
-                .output()
-                .map(|o| !o.stdout.is_empty())
-                .unwrap_or(false);
-            if dirty {
-                format!("{c} (with uncommitted changes)")
-            } else {
-                c
-            }
-        }
-        None => "unknown".into(),
-    };
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into());
-    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
-    // The binary cannot tell `--release` from `--profile bench` (thin LTO): say which in
-    // the report's text.
-    let build = if cfg!(debug_assertions) {
-        "debug assertions ON: numbers are meaningless, build with --release"
-    } else {
-        "optimized (debug assertions off)"
-    };
-    let cmdline: Vec<String> = std::env::args().skip(1).collect();
-
-    println!("## Machine and run\n");
-    println!("| fact | value |");
-    println!("|---|---|");
-    println!("| CPU | {cpu} |");
-    println!("| cores available | {cores} |");
-    println!("| rustc | {rustc} |");
-    println!("| git commit | {commit} |");
-    println!("| build | {build} |");
-    println!("| load average at start | {load} |");
-    if !date.is_empty() {
-        println!("| date | {date} |");
-    }
-    println!(
-        "| arguments | {} |",
-        if cmdline.is_empty() {
-            "(defaults)".to_owned()
-        } else {
-            format!("`{}`", cmdline.join(" "))
-        }
-    );
+    report::print_machine_facts(&[]);
     println!(
         "| workload | u64 items; capacity {CAPACITY}; batches of {BATCH_SIZE}; \
          vinequeue `OverflowPolicy::Block({BLOCK_TIMEOUT:?})` |"

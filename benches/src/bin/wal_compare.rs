@@ -66,12 +66,7 @@ fn parse_args() -> Args {
         let value = it
             .next()
             .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        let num = || -> u64 {
-            value
-                .replace('_', "")
-                .parse()
-                .unwrap_or_else(|_| usage(&format!("{flag}: not a number: {value}")))
-        };
+        let num = || vinequeue_benches::report::number(&flag, &value).unwrap_or_else(|e| usage(&e));
         match flag.as_str() {
             "--dir" => a.dir = PathBuf::from(&value),
             "--rounds" => a.rounds = num().max(1) as usize,
@@ -96,22 +91,9 @@ fn parse_args() -> Args {
     a
 }
 
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
+use vinequeue_benches::report::{command_line, print_machine_facts as print_machine_facts_table};
 
 fn print_machine_facts(args: &Args) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "unknown".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let dir = args.dir.display().to_string();
     let fs = command_line("df", &["--output=fstype", &dir])
         .and_then(|s| s.lines().nth(1).map(|l| l.trim().to_owned()))
@@ -123,51 +105,14 @@ fn print_machine_facts(args: &Args) {
                 .map(|l| l.split_whitespace().collect::<Vec<_>>().join(", "))
         })
         .unwrap_or_else(|| "?".into());
-    let kernel = command_line("uname", &["-r"]).unwrap_or_else(|| "?".into());
-    let rustc = command_line("rustc", &["--version"]).unwrap_or_else(|| "?".into());
-    let commit = command_line("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default();
-    let dirty = command_line("git", &["status", "--porcelain", "--untracked-files=no"])
-        .is_some_and(|s| !s.is_empty());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
-    let cmdline: Vec<String> = std::env::args().skip(1).collect();
-    println!("## Machine and run\n");
-    println!("| fact | value |\n|---|---|");
-    println!("| CPU | {cpu} |\n| cores available | {cores} |\n| kernel | {kernel} |");
-    println!("| temp dir | `{dir}`: {fs} on {dev} free |");
+    let mut extra = vec![("temp dir", format!("`{dir}`: {fs} on {dev} free"))];
     if fs == "tmpfs" || fs == "ramfs" {
-        println!(
-            "| WARNING | the temp dir is in memory: syncs cost nothing; use --dir on a disk |"
-        );
+        extra.push((
+            "WARNING",
+            "the temp dir is in memory: syncs cost nothing; use --dir on a disk".into(),
+        ));
     }
-    println!("| rustc | {rustc} |");
-    println!(
-        "| git commit | {commit}{} |",
-        if dirty {
-            " (with uncommitted changes)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "| build | {} |",
-        if cfg!(debug_assertions) {
-            "debug assertions ON: numbers are meaningless"
-        } else {
-            "optimized"
-        }
-    );
-    println!("| load average at start | {load} |\n| date | {date} |");
-    println!(
-        "| arguments | {} |",
-        if cmdline.is_empty() {
-            "(defaults)".to_owned()
-        } else {
-            format!("`{}`", cmdline.join(" "))
-        }
-    );
+    print_machine_facts_table(&extra);
     println!(
         "| records | {RECORD_LEN}-byte payloads, {FRAME_LEN} bytes framed; {} rounds |\n",
         args.rounds

@@ -85,6 +85,20 @@ pub(crate) struct BridgeSink<T> {
     chan: Arc<Channel<T>>,
 }
 
+/// Rounds of spinning, then yielding, before the batcher thread sleeps waiting for a
+/// verdict: a consumer that answers within microseconds then costs no thread wake-up.
+const SPIN_BEFORE_WAIT: u32 = 40;
+
+fn spin(step: u32) {
+    if step < 8 {
+        for _ in 0..(1u32 << step) {
+            std::hint::spin_loop();
+        }
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 /// Nobody took a batch within its `send_timeout`.
 #[derive(Debug)]
 struct NoConsumer;
@@ -130,6 +144,7 @@ impl<T> BridgeSink<T> {
     /// consumer holds is waited for (the consumer applies `send_timeout`).
     fn wait_verdict(&self, batch: &mut Batch<T>, deadline: Instant) -> Result<(), SendError> {
         let mut slot = self.chan.slot.lock();
+        let mut step = 0;
         loop {
             match std::mem::replace(&mut slot.state, State::Idle) {
                 State::Done(back, result) => {
@@ -140,15 +155,18 @@ impl<T> BridgeSink<T> {
                     *batch = back;
                     return Err(SendError::retry(NoConsumer));
                 }
-                State::Offered(back) => {
-                    slot.state = State::Offered(back);
-                    self.chan.verdict.wait_until(&mut slot, deadline);
+                state => {
+                    let taken = matches!(state, State::Taken);
+                    slot.state = state;
+                    if step < SPIN_BEFORE_WAIT {
+                        step += 1;
+                        parking_lot::MutexGuard::unlocked(&mut slot, || spin(step));
+                    } else if taken {
+                        self.chan.verdict.wait(&mut slot);
+                    } else {
+                        self.chan.verdict.wait_until(&mut slot, deadline);
+                    }
                 }
-                State::Taken => {
-                    slot.state = State::Taken;
-                    self.chan.verdict.wait(&mut slot);
-                }
-                State::Idle => unreachable!("the batcher offers one batch at a time"),
             }
         }
     }
@@ -276,7 +294,15 @@ impl<T> ReadyBatch<T> {
     /// [`ack`](ReadyBatch::ack) or [`fail`](ReadyBatch::fail) from a result.
     pub fn finish(mut self, result: Result<(), SendError>) {
         if let Some(batch) = self.batch.take() {
-            self.chan.finish(batch, result);
+            if result.is_ok() {
+                // The batcher needs the items back only to retry them: delivered ones
+                // are freed here, on the consumer's thread, after the batcher has its
+                // answer.
+                self.chan.finish(Batch::default(), result);
+                drop(batch);
+            } else {
+                self.chan.finish(batch, result);
+            }
         }
     }
 }

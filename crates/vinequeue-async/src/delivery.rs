@@ -61,6 +61,9 @@ where
     }
 }
 
+/// Times the delivery task yields and looks for the next batch again before it sleeps.
+const LOOKS_BEFORE_SLEEP: u32 = 64;
+
 /// `send` did not complete within `send_timeout`.
 #[derive(Debug)]
 struct SendTimedOut;
@@ -92,7 +95,19 @@ impl<T: Send + Sync + 'static> Batches<T> {
 
 async fn run<T: Send + Sync + 'static, S: AsyncSink<T>>(mut batches: Batches<T>, mut sink: S) {
     loop {
-        let event = std::future::poll_fn(|cx| batches.poll_event(cx)).await;
+        // Under load the next batch is microseconds away: look again a few times (giving
+        // the executor back in between) before sleeping, so that the batcher thread
+        // rarely has to wake this task from another thread.
+        let mut looks = 0;
+        let event = std::future::poll_fn(|cx| match batches.poll_event(cx) {
+            Poll::Pending if looks < LOOKS_BEFORE_SLEEP => {
+                looks += 1;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            ready => ready,
+        })
+        .await;
         match event {
             None => return,
             Some(Event::DeadLetter(letter)) => {

@@ -7,16 +7,25 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-/// Pending deadlines, earliest first (the id breaks ties), and the last id handed out.
-type Entries = (BTreeMap<(Instant, u64), Waker>, u64);
+/// Longest the timer thread sleeps without looking at its entries again.
+const IDLE_BACKSTOP: Duration = Duration::from_secs(1);
+
+struct Entries {
+    /// Pending deadlines, earliest first (the id breaks ties).
+    pending: BTreeMap<(Instant, u64), Waker>,
+    last_id: u64,
+    /// When the timer thread will next look, while it sleeps; `None` while it runs (it
+    /// looks at the entries again before it sleeps).
+    sleeping_until: Option<Instant>,
+}
 
 struct Timers {
     entries: Mutex<Entries>,
-    /// Notified when an earlier deadline than the one waited for is added.
+    /// Notified when a deadline earlier than the thread's next look is added.
     changed: Condvar,
 }
 
@@ -24,7 +33,11 @@ fn timers() -> &'static Timers {
     static TIMERS: OnceLock<&'static Timers> = OnceLock::new();
     TIMERS.get_or_init(|| {
         let timers: &'static Timers = Box::leak(Box::new(Timers {
-            entries: Mutex::new((BTreeMap::new(), 0)),
+            entries: Mutex::new(Entries {
+                pending: BTreeMap::new(),
+                last_id: 0,
+                sleeping_until: None,
+            }),
             changed: Condvar::new(),
         }));
         std::thread::Builder::new()
@@ -41,7 +54,7 @@ impl Timers {
         loop {
             let now = Instant::now();
             let mut due = Vec::new();
-            while let Some(entry) = entries.0.first_entry() {
+            while let Some(entry) = entries.pending.first_entry() {
                 if entry.key().0 > now {
                     break;
                 }
@@ -53,12 +66,14 @@ impl Timers {
                 entries = self.entries.lock();
                 continue;
             }
-            match entries.0.first_key_value().map(|(k, _)| k.0) {
-                Some(next) => {
-                    self.changed.wait_until(&mut entries, next);
-                }
-                None => self.changed.wait(&mut entries),
-            }
+            let backstop = now + IDLE_BACKSTOP;
+            let next = entries
+                .pending
+                .first_key_value()
+                .map_or(backstop, |(k, _)| k.0.min(backstop));
+            entries.sleeping_until = Some(next);
+            self.changed.wait_until(&mut entries, next);
+            entries.sleeping_until = None;
         }
     }
 }
@@ -81,7 +96,7 @@ impl Sleep {
 
     fn unregister(&mut self) {
         if let Some(key) = self.key.take() {
-            timers().entries.lock().0.remove(&key);
+            timers().entries.lock().pending.remove(&key);
         }
     }
 }
@@ -99,12 +114,14 @@ impl Future for Sleep {
         let key = match self.key {
             Some(key) => key,
             None => {
-                entries.1 += 1;
-                (self.deadline, entries.1)
+                entries.last_id += 1;
+                (self.deadline, entries.last_id)
             }
         };
-        let earliest = entries.0.first_key_value().is_none_or(|(k, _)| key < *k);
-        match entries.0.get_mut(&key) {
+        // Wake the thread only if it sleeps past this deadline (most waits end long
+        // before their timeout: re-arming a far deadline costs no thread wake-up).
+        let earlier = entries.sleeping_until.is_some_and(|w| key.0 < w);
+        match entries.pending.get_mut(&key) {
             Some(waker) => waker.clone_from(cx.waker()),
             None => {
                 // Not registered yet, or fired between the check above and this lock
@@ -114,12 +131,12 @@ impl Future for Sleep {
                     self.key = None;
                     return Poll::Ready(());
                 }
-                entries.0.insert(key, cx.waker().clone());
+                entries.pending.insert(key, cx.waker().clone());
             }
         }
         drop(entries);
         self.key = Some(key);
-        if earliest {
+        if earlier {
             t.changed.notify_one();
         }
         Poll::Pending
@@ -135,7 +152,6 @@ impl Drop for Sleep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn sleeps_end_in_deadline_order_and_not_before() {
@@ -157,8 +173,8 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut sleep).poll(&mut cx).is_pending());
         let key = sleep.key.expect("registered");
-        assert!(timers().entries.lock().0.contains_key(&key));
+        assert!(timers().entries.lock().pending.contains_key(&key));
         drop(sleep);
-        assert!(!timers().entries.lock().0.contains_key(&key));
+        assert!(!timers().entries.lock().pending.contains_key(&key));
     }
 }

@@ -125,7 +125,12 @@ impl<T: Send + 'static> Batcher<T> {
                     batch.push(ordinal + 1, item);
                 }
                 self.shared.space.notify();
-                self.shared.wakers.wake();
+                // Async producers waiting for room are woken once the ring is half
+                // empty, not after every batch: a wake-up from this thread is costly
+                // for an executor, and half a ring is plenty of room to go on with.
+                if self.shared.ring.len() <= self.shared.config.memory_size / 2 {
+                    self.shared.wakers.wake();
+                }
             }
         }
         self.shared.in_flight.store(batch.len() as u64, SeqCst);
@@ -316,11 +321,13 @@ impl<T: Send + 'static> Batcher<T> {
             let started = Instant::now();
             batch.attempt = retry;
             batch.deadline = started + send_timeout;
+            let sent = batch.len() as u64;
             let sink = &mut self.sink;
             let outcome = catch_unwind(AssertUnwindSafe(|| sink.send_mut(&mut batch)));
             let error = match outcome {
                 Ok(Ok(())) => {
-                    counters.record_success(batch.len() as u64, started.elapsed());
+                    // (`send_mut` may have consumed a delivered batch.)
+                    counters.record_success(sent, started.elapsed());
                     break;
                 }
                 Ok(Err(e)) => e,

@@ -46,8 +46,10 @@ pub trait Sink<T>: Send + 'static {
     /// an adapter can move its items elsewhere (another thread, an async task) with
     /// `std::mem::take` and put them back before it returns. The default calls `send`.
     ///
-    /// An implementation must hand the batch back as it found it: the same items in the
-    /// same order, since retries, partial failures and dead letters refer to them.
+    /// After a failure, an implementation must hand the batch back as it found it: the
+    /// same items in the same order, since retries, partial failures and dead letters
+    /// refer to them. After a success the batcher no longer needs the items, and the
+    /// implementation may leave the batch empty (to free the items where it likes).
     ///
     /// # Errors
     ///
