@@ -149,6 +149,7 @@ where
             queue: self,
             stage: Stage::Item(item, None),
             sleep: None,
+            polled: false,
         }
     }
 
@@ -339,6 +340,31 @@ pub struct Enqueue<'a, T: Send + 'static> {
     stage: Stage<T>,
     /// Ends the wait for room (`Block` timeout), from the first time there was none.
     sleep: Option<Sleep>,
+    /// Polled before (the cooperative yield happens on a first poll only).
+    polled: bool,
+}
+
+/// Enqueues a task may complete in a row before it yields to its executor once, so that
+/// a producer that always finds room does not starve the tasks beside it (the delivery
+/// task, on a single-threaded executor).
+const ENQUEUE_BUDGET: u32 = 128;
+
+thread_local! {
+    static BUDGET: std::cell::Cell<u32> = const { std::cell::Cell::new(ENQUEUE_BUDGET) };
+}
+
+/// Spends one unit of this thread's enqueue budget; false (and a refill) when it is out.
+fn spend_budget() -> bool {
+    BUDGET.with(|b| match b.get() {
+        0 => {
+            b.set(ENQUEUE_BUDGET);
+            false
+        }
+        n => {
+            b.set(n - 1);
+            true
+        }
+    })
 }
 
 // The item is never pinned: it is moved in and out of `stage` freely.
@@ -363,6 +389,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if !std::mem::replace(&mut this.polled, true) && !spend_budget() {
+            // Nothing enqueued yet: yielding here keeps the future cancel-safe.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let inner = &this.queue.inner;
         let queue = &inner.queue;
         let mut registered = false;

@@ -125,12 +125,7 @@ impl<T: Send + 'static> Batcher<T> {
                     batch.push(ordinal + 1, item);
                 }
                 self.shared.space.notify();
-                // Async producers waiting for room are woken once the ring is half
-                // empty, not after every batch: a wake-up from this thread is costly
-                // for an executor, and half a ring is plenty of room to go on with.
-                if self.shared.ring.len() <= self.shared.config.memory_size / 2 {
-                    self.shared.wakers.wake();
-                }
+                self.shared.wakers.wake();
             }
         }
         self.shared.in_flight.store(batch.len() as u64, SeqCst);
