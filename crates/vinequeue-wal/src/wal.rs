@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,6 +33,8 @@ struct Segment<F: Fs> {
     last_seq: AtomicU64,
     /// Bytes below this offset are durable.
     synced_end: AtomicU64,
+    /// Synced bytes below this offset were released from the mapping.
+    released_end: AtomicU64,
     /// `(seq, offset)` of every `INDEX_EVERY`-th record, ascending.
     index: Mutex<Vec<(u64, u64)>>,
 }
@@ -119,15 +121,25 @@ impl Acks {
     }
 }
 
-#[derive(Default)]
-struct SyncState {
+/// Group commit: one thread (the leader) syncs for everyone waiting; the others sleep on
+/// `round` until it completes, then return without taking any lock, so that waking N
+/// waiters costs one system call rather than a chain of N lock hand-offs.
+struct GroupCommit {
     /// Every record up to here is durable.
-    synced: u64,
-    /// A thread is syncing (the others wait for it: group commit).
-    running: bool,
+    synced: AtomicU64,
+    /// A leader is syncing.
+    leading: AtomicBool,
+    /// Bumped when a leader finishes a round; followers sleep on it (a futex word).
+    round: AtomicU32,
     /// Threads inside `sync_through`.
-    callers: usize,
+    callers: AtomicUsize,
 }
+
+/// Synced bytes of a segment released from the mapping at once.
+const RELEASE_CHUNK: u64 = 1 << 20;
+
+/// Rounds of polling `GroupCommit::round` before a follower sleeps on it.
+const FOLLOWER_SPINS: u32 = 16;
 
 /// Times a new group-commit leader yields its core before syncing when other threads are
 /// syncing too, so that they can append first and share its sync (a `commit_delay`).
@@ -147,8 +159,7 @@ struct Inner<F: Fs> {
     /// Generation of the checkpoint file's current slot; `None` while there is no file.
     /// Held while writing the checkpoint.
     checkpoint_gen: Mutex<Option<u64>>,
-    sync: Mutex<SyncState>,
-    sync_done: Condvar,
+    sync: GroupCommit,
     failed: Mutex<Option<String>>,
     has_failed: AtomicBool,
     /// Bytes of segment files plus the checkpoint.
@@ -271,12 +282,12 @@ impl<F: Fs> Wal<F> {
                 checkpointed: checkpoint.acked_through,
             }),
             checkpoint_gen: Mutex::new(has_checkpoint.then_some(checkpoint.generation)),
-            sync: Mutex::new(SyncState {
-                synced: next_seq - 1,
-                running: false,
-                callers: 0,
-            }),
-            sync_done: Condvar::new(),
+            sync: GroupCommit {
+                synced: AtomicU64::new(next_seq - 1),
+                leading: AtomicBool::new(false),
+                round: AtomicU32::new(0),
+                callers: AtomicUsize::new(0),
+            },
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             size: AtomicU64::new(size),
@@ -365,6 +376,7 @@ fn create_segment<F: Fs>(
         file,
         last_seq: AtomicU64::new(first_seq - 1),
         synced_end: AtomicU64::new(0),
+        released_end: AtomicU64::new(0),
         index: Mutex::new(Vec::new()),
     }))
 }
@@ -477,48 +489,64 @@ impl<F: Fs> Inner<F> {
                 .map_err(|e| self.fail(what, &e))?;
             seg.synced_end.fetch_max(end, Ordering::AcqRel);
             // Synced pages live on in the page cache; keeping them mapped would make the
-            // process's memory grow with the backlog during a long sink outage.
-            seg.file.release(from, end - from);
+            // process's memory grow with the backlog during a long sink outage. They
+            // are released a chunk at a time: each release interrupts the other cores
+            // (a TLB shootdown), too costly for every small group commit.
+            let released = seg.released_end.load(Ordering::Acquire);
+            if end - released >= RELEASE_CHUNK {
+                seg.released_end.fetch_max(end, Ordering::AcqRel);
+                seg.file.release(released, end - released);
+            }
         }
         Ok(())
     }
 
     /// Returns once record `seq` is durable; concurrent callers share one sync.
     fn sync_through(&self, seq: u64) -> Result<(), Error> {
-        let mut st = self.sync.lock();
-        st.callers += 1;
-        let result = self.sync_through_locked(seq, &mut st);
-        st.callers -= 1;
+        let g = &self.sync;
+        g.callers.fetch_add(1, Ordering::SeqCst);
+        let result = self.sync_through_counted(seq);
+        g.callers.fetch_sub(1, Ordering::SeqCst);
         result
     }
 
-    fn sync_through_locked(
-        &self,
-        seq: u64,
-        st: &mut parking_lot::MutexGuard<'_, SyncState>,
-    ) -> Result<(), Error> {
+    fn sync_through_counted(&self, seq: u64) -> Result<(), Error> {
+        let g = &self.sync;
         loop {
             self.check_failed()?;
-            if st.synced >= seq {
+            let round = g.round.load(Ordering::Acquire);
+            if g.synced.load(Ordering::Acquire) >= seq {
                 return Ok(());
             }
-            if st.running {
-                self.sync_done.wait(st);
-                continue;
-            }
-            st.running = true;
-            let gather = st.callers > 1;
-            let result = parking_lot::MutexGuard::unlocked(st, || {
-                if gather {
+            if g.leading
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // Other threads syncing too: let them append first and share this sync
+                // (a `commit_delay`).
+                if g.callers.load(Ordering::SeqCst) > 1 {
                     for _ in 0..GATHER_YIELDS {
                         std::thread::yield_now();
                     }
                 }
-                self.sync_all_appended()
-            });
-            st.running = false;
-            self.sync_done.notify_all();
-            st.synced = st.synced.max(result?);
+                let result = self.sync_all_appended();
+                if let Ok(upto) = result {
+                    g.synced.fetch_max(upto, Ordering::AcqRel);
+                }
+                g.leading.store(false, Ordering::Release);
+                g.round.fetch_add(1, Ordering::Release);
+                atomic_wait::wake_all(&g.round);
+                result?;
+                continue;
+            }
+            // Follow: wait for the leader's round to end (`wait` returns at once if it
+            // already has), then look again.
+            let mut spins = 0;
+            while g.round.load(Ordering::Acquire) == round && spins < FOLLOWER_SPINS {
+                std::hint::spin_loop();
+                spins += 1;
+            }
+            atomic_wait::wait(&g.round, round);
         }
     }
 
@@ -1052,6 +1080,7 @@ impl<F: Fs> Recovery<F> {
                 path,
                 salt: header.salt,
                 synced_end: AtomicU64::new(file.len()),
+                released_end: AtomicU64::new(0),
                 file,
                 last_seq: AtomicU64::new(last_seq),
                 index: Mutex::new(index),
