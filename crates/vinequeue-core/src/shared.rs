@@ -27,12 +27,34 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> {
     pub(crate) fn postcard() -> Self {
         Codec {
             encode_into: |item, buf| {
-                let taken = std::mem::take(buf);
-                *buf = postcard::to_extend(item, taken).map_err(|e| Error::Codec(e.to_string()))?;
-                Ok(())
+                postcard::serialize_with_flavor(item, AppendTo(buf))
+                    .map_err(|e| Error::Codec(e.to_string()))
             },
             decode: |bytes| postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string())),
         }
+    }
+}
+
+/// A postcard output that appends to a reused buffer, one plain `push` per byte.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

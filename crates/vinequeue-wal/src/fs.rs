@@ -50,6 +50,13 @@ pub trait FsFile: Send + Sync + 'static {
     /// The operating system's error; after it, what reached the disk is unknown.
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
 
+    /// Hint: `offset..offset + len` will be written soon; make it ready for writing now
+    /// (map its pages in), so that the writes do not fault page by page. The default
+    /// does nothing.
+    fn prepare(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// Hint: the published, synced bytes in `offset..offset + len` need not stay in this
     /// process's memory (their contents do not change; a later read brings them back from
     /// the page cache or the disk). Whole pages inside the range only. The default does

@@ -128,6 +128,22 @@ impl FsFile for MappedFile {
         }
     }
 
+    fn prepare(&self, offset: u64, len: u64) {
+        #[cfg(target_os = "linux")]
+        if let Some(map) = &self.map {
+            // Only a hint: the file is preallocated, so populating cannot run out of
+            // space; an error (an older kernel without MADV_POPULATE_WRITE) changes
+            // nothing, the writes then fault the pages in themselves.
+            let _ = map.advise_range(
+                memmap2::Advice::PopulateWrite,
+                offset as usize,
+                len as usize,
+            );
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+    }
+
     fn release(&self, offset: u64, len: u64) {
         const PAGE: u64 = 4096;
         let Some(map) = &self.map else { return };

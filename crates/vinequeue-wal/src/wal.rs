@@ -135,6 +135,9 @@ struct GroupCommit {
     callers: AtomicUsize,
 }
 
+/// Bytes of a segment mapped in ahead of the writer at once.
+const PREPARE_CHUNK: u64 = 1 << 20;
+
 /// Synced bytes of a segment released from the mapping at once.
 const RELEASE_CHUNK: u64 = 1 << 20;
 
@@ -432,9 +435,21 @@ impl<F: Fs> Inner<F> {
             seg.index.lock().push((seq, w.pos));
         }
         seg.last_seq.store(seq, Ordering::Release);
+        let before = w.pos;
         w.pos += frame_len;
         w.next_seq += 1;
         self.next_seq.store(w.next_seq, Ordering::Release);
+        if before / PREPARE_CHUNK != w.pos / PREPARE_CHUNK {
+            // Entered a new chunk: map in the one after it now, in one call, rather than
+            // page by page as records reach it (a page fault per 4 KiB otherwise).
+            let seg = Arc::clone(w.active.as_ref().expect("still active"));
+            let start = (w.pos / PREPARE_CHUNK + 1) * PREPARE_CHUNK;
+            drop(w);
+            if start < seg.file.len() {
+                seg.file
+                    .prepare(start, PREPARE_CHUNK.min(seg.file.len() - start));
+            }
+        }
         Ok(seq)
     }
 
