@@ -115,6 +115,40 @@ where
         Ok((Self::from_queue(Queue::new(config, sink)?)?, batches))
     }
 
+    /// [`new`](AsyncQueue::new) with the batches handed to `sink`: returns the queue and
+    /// the [`Delivery`](crate::Delivery) future to spawn on any executor.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](AsyncQueue::new).
+    ///
+    /// ```
+    /// use vinequeue_async::AsyncQueue;
+    /// use vinequeue_core::{Batch, Config, SendError};
+    ///
+    /// let sink = |batch: &Batch<u32>| {
+    ///     let n = batch.len();
+    ///     async move { if n > 0 { Ok(()) } else { Err(SendError::permanent("empty")) } }
+    /// };
+    /// let (queue, delivery) = AsyncQueue::with_sink(Config::default(), sink)?;
+    /// futures::executor::ThreadPool::new().unwrap().spawn_ok(delivery);
+    /// queue.start()?;
+    /// futures::executor::block_on(queue.enqueue(7))?;
+    /// futures::executor::block_on(queue.stop())?;
+    /// assert_eq!(queue.metrics().sent_total, 1);
+    /// # Ok::<(), vinequeue_core::Error>(())
+    /// ```
+    pub fn with_sink<S: crate::AsyncSink<T>>(
+        config: Config,
+        sink: S,
+    ) -> Result<(Self, crate::Delivery), Error>
+    where
+        T: Sync,
+    {
+        let (queue, batches) = Self::new(config)?;
+        Ok((queue, batches.deliver_to(sink)))
+    }
+
     /// As [`new`](AsyncQueue::new), over a [`Storage`] of your own; see
     /// [`Queue::with_storage`].
     ///
