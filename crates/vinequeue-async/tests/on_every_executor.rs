@@ -133,9 +133,12 @@ impl Future for YieldOnce {
     }
 }
 
+/// The batches a sink received: (sequence number, item) per item.
+type Received = Arc<Mutex<Vec<Vec<(u64, String)>>>>;
+
 #[derive(Clone, Default)]
 struct Recorder {
-    batches: Arc<Mutex<Vec<Vec<(u64, String)>>>>,
+    batches: Received,
     dead: Arc<Mutex<Vec<(DeadLetterReason, String, usize)>>>,
 }
 

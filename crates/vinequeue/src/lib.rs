@@ -24,7 +24,7 @@ pub use vinequeue_wal::{Wal, WalOptions};
 pub use vinequeue_wal::{QueueLogs, DEAD_LETTER_DIR};
 
 /// The runtime-agnostic async adapter (feature `async`): [`AsyncQueue`], [`AsyncSink`],
-/// the [`Batches`](r#async::Batches) stream. See the `vinequeue-async` crate.
+/// the [`Batches`](vinequeue_async::Batches) stream. See the `vinequeue-async` crate.
 #[cfg(feature = "async")]
 pub mod r#async {
     pub use vinequeue_async::*;
