@@ -115,6 +115,7 @@ on_every_executor!(
     stream_consumers_ack_fail_or_drop_batches,
     a_panicking_send_is_retried,
     immediate_enqueues_are_durable_and_replayed,
+    a_full_log_makes_producers_wait_until_acks_free_space,
 );
 
 /// Returns `Pending` once, so sends really suspend.
@@ -466,4 +467,46 @@ async fn immediate_enqueues_are_durable_and_replayed(sp: Spawner) {
         .collect();
     expected.sort();
     assert_eq!(items, expected);
+}
+
+async fn a_full_log_makes_producers_wait_until_acks_free_space(sp: Spawner) {
+    let dir = tempfile::tempdir().unwrap();
+    let wait = Duration::from_millis(300);
+    let config = fast_config()
+        .wal_path(dir.path())
+        .wal_max_size(1 << 20)
+        .overflow(OverflowPolicy::Block(wait));
+    let (queue, mut batches) = AsyncQueue::<Vec<u8>>::new(config).unwrap();
+    // Not started: nothing is acknowledged, so the log fills up.
+    let mut accepted = 0u64;
+    let (refused, since) = loop {
+        let asked = Instant::now();
+        match queue.enqueue(vec![7u8; 2000]).await {
+            Ok(()) => accepted += 1,
+            Err(e) => break (e, asked),
+        }
+    };
+    assert!(refused.is_full(), "{refused}");
+    assert!(since.elapsed() >= wait, "Block waited for its timeout");
+    assert_eq!(refused.into_inner().len(), 2000, "the item comes back");
+    assert!(accepted > 100);
+
+    // A consumer acknowledges everything: the space it frees lets a waiting producer in.
+    let consumer = sp.spawn(async move {
+        let mut received = 0u64;
+        while let Some(batch) = batches.next().await {
+            received += batch.len() as u64;
+            batch.ack();
+        }
+        received
+    });
+    let producer = {
+        let queue = queue.clone();
+        sp.spawn(async move { queue.enqueue(vec![8u8; 2000]).await.is_ok() })
+    };
+    queue.start().unwrap();
+    assert!(producer.await, "acknowledgements woke the waiting producer");
+    queue.flush(Duration::from_secs(20)).await.unwrap();
+    queue.stop().await.unwrap();
+    assert_eq!(consumer.await, accepted + 1);
 }
