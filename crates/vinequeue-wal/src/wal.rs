@@ -141,8 +141,12 @@ const PREPARE_CHUNK: u64 = 1 << 20;
 /// Synced bytes of a segment released from the mapping at once.
 const RELEASE_CHUNK: u64 = 1 << 20;
 
-/// Rounds of polling `GroupCommit::round` before a follower sleeps on it.
-const FOLLOWER_SPINS: u32 = 16;
+/// Rounds of polling `GroupCommit::round` (16 spins, then yields of the core) before a
+/// follower sleeps on it. A sync takes a few hundred microseconds: a follower that sees
+/// the round end without having slept needs no wake-up call and appends again at once,
+/// in time to join the next group (8 appenders went from 0.74x to 1.0x of the ideal
+/// group commit with this).
+const FOLLOWER_SPINS: u32 = 200;
 
 /// Times a new group-commit leader yields its core before syncing when other threads are
 /// syncing too, so that they can append first and share its sync (a `commit_delay`).
@@ -558,10 +562,16 @@ impl<F: Fs> Inner<F> {
             // already has), then look again.
             let mut spins = 0;
             while g.round.load(Ordering::Acquire) == round && spins < FOLLOWER_SPINS {
-                std::hint::spin_loop();
+                if spins < 16 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 spins += 1;
             }
-            atomic_wait::wait(&g.round, round);
+            if g.round.load(Ordering::Acquire) == round {
+                atomic_wait::wait(&g.round, round);
+            }
         }
     }
 
