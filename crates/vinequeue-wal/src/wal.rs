@@ -150,7 +150,9 @@ const FOLLOWER_SPINS: u32 = 200;
 
 /// Times a new group-commit leader yields its core before syncing when other threads are
 /// syncing too, so that they can append first and share its sync (a `commit_delay`).
-const GATHER_YIELDS: u32 = 3;
+/// With followers polling the round (above), one yield is enough: longer gathers made
+/// 64 appenders slower (3 yields: 0.42x of the ideal; 1 yield: 0.59x).
+const GATHER_YIELDS: u32 = 1;
 
 struct Inner<F: Fs> {
     fs: F,
