@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vinequeue::{Batch, Config, Queue, SendError, SyncMode};
+use vinequeue::{AsyncQueue, Batch, Config, Queue, SendError, SyncMode};
 
 const CHILD: &str = "VQ_CRASH_CHILD";
 
@@ -72,12 +72,10 @@ fn crash_child() {
         out.sync_data()?;
         Ok(())
     };
-    let config = Config::default()
-        .wal_path(dir)
-        .sync_mode(mode(sync))
-        .memory_size(200)
-        .batch_size(50)
-        .flush_timeout(Duration::from_millis(2));
+    if let Some(sync) = sync.strip_prefix("async-") {
+        return async_child(child_config(dir, sync), sink, start, drain);
+    }
+    let config = child_config(dir, sync);
     let queue = Arc::new(Queue::new(config, sink).unwrap());
     queue.start().unwrap();
     if drain {
@@ -110,6 +108,62 @@ fn crash_child() {
     for p in producers {
         p.join().unwrap();
     }
+}
+
+fn child_config(dir: &str, sync: &str) -> Config {
+    Config::default()
+        .wal_path(dir)
+        .sync_mode(mode(sync))
+        .memory_size(200)
+        .batch_size(50)
+        .flush_timeout(Duration::from_millis(2))
+}
+
+/// The child with async producers (two tasks on a thread pool) and an async sink
+/// (`sink`, called from the delivery future).
+fn async_child(
+    config: Config,
+    mut sink: impl FnMut(&Batch<Event>) -> Result<(), SendError> + Send + 'static,
+    start: u64,
+    drain: bool,
+) {
+    use futures::future::{join_all, FutureExt};
+    let async_sink = move |batch: &Batch<Event>| std::future::ready(sink(batch));
+    let (queue, delivery) = AsyncQueue::with_sink(config, async_sink).unwrap();
+    let pool = futures::executor::ThreadPool::builder()
+        .pool_size(2)
+        .create()
+        .unwrap();
+    pool.spawn_ok(delivery);
+    queue.start().unwrap();
+    if drain {
+        futures::executor::block_on(async {
+            queue.flush(Duration::from_secs(60)).await.unwrap();
+            queue.stop().await.unwrap();
+        });
+        return;
+    }
+    let producers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let queue = queue.clone();
+            let (task, done) = async move {
+                let mut k = 0u64;
+                loop {
+                    let id = start + 2 * k + t;
+                    if queue.enqueue(Event { id, body: body(id) }).await.is_ok() {
+                        let mut o = std::io::stdout().lock();
+                        writeln!(o, "ACK {id}").unwrap();
+                        o.flush().unwrap();
+                    }
+                    k += 1;
+                }
+            }
+            .remote_handle();
+            pool.spawn_ok(task);
+            done
+        })
+        .collect::<Vec<_>>();
+    futures::executor::block_on(join_all(producers));
 }
 
 fn spawn_child(
@@ -216,6 +270,11 @@ fn sigkill_at_random_moments_loses_no_acknowledged_item_immediate() {
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_item_periodic() {
     kill_and_restart("periodic", cycles(50), 0x9abc_def0);
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_item_async_immediate() {
+    kill_and_restart("async-immediate", cycles(50), 0x5a5a_a5a5);
 }
 
 #[test]
