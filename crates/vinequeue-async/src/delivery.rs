@@ -112,13 +112,15 @@ async fn run<T: Send + Sync + 'static, S: AsyncSink<T>>(mut batches: Batches<T>,
             None => return,
             Some(Event::DeadLetter(letter)) => {
                 // A panic in the handler is ignored, as with a blocking sink.
-                let _ = AssertUnwindSafe(sink.on_dead_letter(letter))
+                // (Inside `async`, so that a panic while creating the future is caught too.)
+                let _ = AssertUnwindSafe(async { sink.on_dead_letter(letter).await })
                     .catch_unwind()
                     .await;
             }
             Some(Event::Batch(ready)) => {
                 let deadline = ready.deadline();
-                let sending = AssertUnwindSafe(sink.send(&ready)).catch_unwind();
+                // A panic while `send` builds its future counts like one while it runs.
+                let sending = AssertUnwindSafe(async { sink.send(&ready).await }).catch_unwind();
                 let result = match select(Box::pin(sending), Sleep::until(deadline)).await {
                     Either::Left((Ok(result), _)) => result,
                     Either::Left((Err(panic), _)) => Err(SendError::from_panic(panic)),

@@ -405,6 +405,32 @@ async fn a_panicking_send_is_retried(sp: Spawner) {
     delivery.await;
     assert_eq!(sink.0.items().len(), 1);
     assert_eq!(queue.metrics().errors_total, 1);
+
+    // A closure sink that panics before it returns its future (while preparing the
+    // request) is retried the same way, and the delivery future lives on.
+    let (queue, batches) = AsyncQueue::<String>::new(fast_config()).unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&calls);
+    let sink = move |batch: &Batch<String>| {
+        assert!(seen.fetch_add(1, SeqCst) > 0, "the first call panics");
+        let n = batch.len();
+        async move {
+            assert!(n > 0);
+            Ok::<(), SendError>(())
+        }
+    };
+    let delivery = sp.spawn(batches.deliver_to(sink));
+    queue.start().unwrap();
+    queue
+        .enqueue_batch(vec!["a".into(), "b".into()])
+        .await
+        .unwrap();
+    queue.flush(Duration::from_secs(20)).await.unwrap();
+    queue.stop().await.unwrap();
+    delivery.await;
+    assert!(calls.load(SeqCst) >= 2);
+    let m = queue.metrics();
+    assert_eq!((m.sent_total, m.errors_total), (2, 1));
 }
 
 struct AlwaysFails;
