@@ -184,6 +184,7 @@ where
             stage: Stage::Item(item, None),
             sleep: None,
             polled: false,
+            registration: Registration::new(&self.inner.queue),
         }
     }
 
@@ -262,12 +263,13 @@ impl<T: Send + 'static> AsyncQueue<T> {
     pub async fn flush(&self, timeout: Duration) -> Result<(), Error> {
         let queue = &self.inner.queue;
         let target = queue.request_flush()?;
-        let mut sleep = Sleep::until(Instant::now() + timeout);
+        let mut sleep = Sleep::until(deadline_after(timeout));
+        let mut registration = Registration::new(queue);
         std::future::poll_fn(|cx| {
             if queue.flushed(target)? {
                 return Poll::Ready(Ok(()));
             }
-            queue.register_waker(cx.waker());
+            registration.register(cx.waker());
             if queue.flushed(target)? {
                 return Poll::Ready(Ok(()));
             }
@@ -358,6 +360,39 @@ impl<T: Send + 'static> fmt::Debug for AsyncQueue<T> {
     }
 }
 
+/// `timeout` from now, or a century from now for timeouts beyond what an `Instant` holds
+/// (`Duration::MAX` meaning "no limit").
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// A waker registered with the queue ([`Queue::register_waker`]), removed when dropped:
+/// a future dropped while it waits leaves nothing behind.
+struct Registration<'a, T: Send + 'static> {
+    queue: &'a Queue<T>,
+    key: Option<u64>,
+}
+
+impl<'a, T: Send + 'static> Registration<'a, T> {
+    fn new(queue: &'a Queue<T>) -> Self {
+        Registration { queue, key: None }
+    }
+
+    fn register(&mut self, waker: &std::task::Waker) {
+        self.queue.register_waker(waker, &mut self.key);
+    }
+}
+
+impl<T: Send + 'static> Drop for Registration<'_, T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.queue.unregister_waker(key);
+        }
+    }
+}
+
 enum Stage<T> {
     /// Not enqueued yet; with its encoding once one is needed (durability waits).
     Item(T, Option<Vec<u8>>),
@@ -376,6 +411,8 @@ pub struct Enqueue<'a, T: Send + 'static> {
     sleep: Option<Sleep>,
     /// Polled before (the cooperative yield happens on a first poll only).
     polled: bool,
+    /// The wait for room.
+    registration: Registration<'a, T>,
 }
 
 /// Enqueues a task may complete in a row before it yields to its executor once, so that
@@ -460,13 +497,13 @@ where
                             if !registered {
                                 // Register, then try once more: room made in between
                                 // wakes this task.
-                                queue.register_waker(cx.waker());
+                                this.registration.register(cx.waker());
                                 registered = true;
                                 continue;
                             }
                             let sleep = this
                                 .sleep
-                                .get_or_insert_with(|| Sleep::until(Instant::now() + wait));
+                                .get_or_insert_with(|| Sleep::until(deadline_after(wait)));
                             if Pin::new(sleep).poll(cx).is_ready() {
                                 let Stage::Item(item, _) =
                                     std::mem::replace(&mut this.stage, Stage::Done)

@@ -85,7 +85,7 @@ impl<T: Send + 'static> Batcher<T> {
             }
             // The oldest item arrived after the previous look (or waited out the last
             // delivery); either way its flush deadline counts from there.
-            let deadline = looked_before + self.shared.config.flush_timeout;
+            let deadline = crate::config::after(looked_before, self.shared.config.flush_timeout);
             self.fill(&mut batch, deadline);
             let resolved_upto = self.taken_through();
             self.deliver(batch);
@@ -315,7 +315,7 @@ impl<T: Send + 'static> Batcher<T> {
             }
             let started = Instant::now();
             batch.attempt = retry;
-            batch.deadline = started + send_timeout;
+            batch.deadline = crate::config::after(started, send_timeout);
             let sent = batch.len() as u64;
             let sink = &mut self.sink;
             let outcome = catch_unwind(AssertUnwindSafe(|| sink.send_mut(&mut batch)));
@@ -363,7 +363,7 @@ impl<T: Send + 'static> Batcher<T> {
 
     /// Sleeps for `pause`, cut short by the shutdown deadline.
     fn sleep(&self, pause: Duration) {
-        let until = Instant::now() + pause;
+        let until = crate::config::after(Instant::now(), pause);
         loop {
             let limit = match self.shared.shutdown_deadline() {
                 Some(d) => d.min(until),

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::batcher::Batcher;
-use crate::config::SyncMode;
+use crate::config::{after, SyncMode};
 use crate::config::{Config, OverflowPolicy};
 use crate::dead::{StoredDeadLetter, StoredRecord};
 use crate::error::{EnqueueError, Error};
@@ -177,12 +177,15 @@ impl<T: Send + 'static> Queue<T> {
         };
         let batcher = Batcher::new(Arc::clone(&self.shared), sink);
         let control = Arc::clone(&self.control);
+        let shared = Arc::clone(&self.shared);
         let spawned = thread::Builder::new()
             .name("vinequeue-batcher".into())
             .spawn(move || {
                 // The batcher catches sink panics itself; this is a last line of defence so
                 // that `stop()` learns of the exit even if the batcher has a bug.
-                let abandoned = catch_unwind(AssertUnwindSafe(|| batcher.run())).unwrap_or(0);
+                // A batcher that died leaves everything still pending undelivered.
+                let abandoned = catch_unwind(AssertUnwindSafe(|| batcher.run()))
+                    .unwrap_or_else(|_| shared.pending().max(1));
                 let mut life = control.life.lock();
                 life.exited = Some(abandoned);
                 control.changed.notify_all();
@@ -329,7 +332,8 @@ impl<T: Send + 'static> Queue<T> {
                             if !wait {
                                 return Err(EnqueueError::Full(item));
                             }
-                            let end = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                            let end =
+                                *deadline.get_or_insert_with(|| after(Instant::now(), timeout));
                             if Instant::now() >= end {
                                 return Err(EnqueueError::Full(item));
                             }
@@ -403,10 +407,19 @@ impl<T: Send + 'static> Queue<T> {
     /// async adapters waiting after [`try_enqueue`](Queue::try_enqueue) returned `Full`,
     /// or for [`delivered_through`](Queue::delivered_through) to pass a flush target.
     ///
-    /// Register first, then check the condition again: a change that happens in between
-    /// wakes the waker.
-    pub fn register_waker(&self, waker: &std::task::Waker) {
-        self.shared.wakers.register(waker);
+    /// `key` identifies the registration: pass the same `Option` on every poll (it
+    /// starts as `None`) so that a pending registration has its waker replaced rather
+    /// than a second one added, and call [`unregister_waker`](Queue::unregister_waker)
+    /// with it when the waiting future is dropped. Register first, then check the
+    /// condition again: a change that happens in between wakes the waker.
+    pub fn register_waker(&self, waker: &std::task::Waker, key: &mut Option<u64>) {
+        self.shared.wakers.register(waker, key);
+    }
+
+    /// Removes a registration made by [`register_waker`](Queue::register_waker) that has
+    /// not fired yet (nothing happens if it has).
+    pub fn unregister_waker(&self, key: u64) {
+        self.shared.wakers.unregister(key);
     }
 
     /// `DropOldest` on a full log: drops (acknowledges and counts) the records of the
@@ -487,7 +500,7 @@ impl<T: Send + 'static> Queue<T> {
                     }
                 }
             }
-            OverflowPolicy::Block(timeout) => self.block(item, Instant::now() + timeout),
+            OverflowPolicy::Block(timeout) => self.block(item, after(Instant::now(), timeout)),
         }
     }
 
@@ -567,7 +580,7 @@ impl<T: Send + 'static> Queue<T> {
     /// [`Error::Closed`] if the queue was stopped with items left undelivered.
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         let s = &self.shared;
-        let deadline = Instant::now() + timeout;
+        let deadline = after(Instant::now(), timeout);
         let target = self.request_flush()?;
         if s.progress
             .wait_until(deadline, || !matches!(self.flushed(target), Ok(false)))
@@ -673,7 +686,7 @@ impl<T: Send + 'static> Queue<T> {
             }
         }
         life.stage = Stage::Stopping;
-        let deadline = Instant::now() + s.config.shutdown_timeout;
+        let deadline = after(Instant::now(), s.config.shutdown_timeout);
         *s.shutdown_deadline.lock() = Some(deadline);
         match &s.durable {
             // Under the append lock: no append can slip in after the close.
@@ -689,7 +702,7 @@ impl<T: Send + 'static> Queue<T> {
         s.wakers.wake();
         s.unpark_batcher();
 
-        let give_up = deadline + EXIT_GRACE;
+        let give_up = after(deadline, EXIT_GRACE);
         while life.exited.is_none() {
             if self
                 .control

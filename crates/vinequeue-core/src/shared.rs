@@ -164,31 +164,54 @@ impl Waiters {
 }
 
 /// Tasks of async producers and flushers waiting for the batcher (room in the ring,
-/// delivery progress, or the close), woken once and then forgotten.
+/// delivery progress, or the close), woken once and then forgotten. Each registration has
+/// a key, so that a future dropped while waiting removes its waker (and a future polled
+/// again replaces it) instead of leaving it behind.
 ///
-/// Protocol (no lost wake-ups), as for [`Waiters`]: a task pushes its waker and bumps
+/// Protocol (no lost wake-ups), as for [`Waiters`]: a task stores its waker and bumps
 /// `count` under `list`'s lock, then re-checks its condition. The batcher changes the
 /// condition with a SeqCst operation, then reads `count` (SeqCst); if non-zero it takes
 /// the wakers under the lock and wakes them.
 pub(crate) struct AsyncWakers {
     count: AtomicUsize,
-    list: Mutex<Vec<std::task::Waker>>,
+    list: Mutex<WakerList>,
+}
+
+#[derive(Default)]
+struct WakerList {
+    wakers: std::collections::HashMap<u64, std::task::Waker>,
+    last_key: u64,
 }
 
 impl AsyncWakers {
     fn new() -> Self {
         AsyncWakers {
             count: AtomicUsize::new(0),
-            list: Mutex::new(Vec::new()),
+            list: Mutex::new(WakerList::default()),
         }
     }
 
-    /// Registers `waker` for the next [`wake`](AsyncWakers::wake).
-    pub(crate) fn register(&self, waker: &std::task::Waker) {
+    /// Registers `waker` for the next [`wake`](AsyncWakers::wake), under `key` if that
+    /// registration is still pending (replacing its waker), else under a new key stored
+    /// in `key`.
+    pub(crate) fn register(&self, waker: &std::task::Waker, key: &mut Option<u64>) {
         let mut list = self.list.lock();
-        if !list.iter().any(|w| w.will_wake(waker)) {
-            list.push(waker.clone());
-            self.count.store(list.len(), SeqCst);
+        if let Some(existing) = key.and_then(|k| list.wakers.get_mut(&k)) {
+            existing.clone_from(waker);
+            return;
+        }
+        list.last_key += 1;
+        let new = list.last_key;
+        list.wakers.insert(new, waker.clone());
+        *key = Some(new);
+        self.count.store(list.wakers.len(), SeqCst);
+    }
+
+    /// Removes the registration under `key`, if it is still pending.
+    pub(crate) fn unregister(&self, key: u64) {
+        let mut list = self.list.lock();
+        if list.wakers.remove(&key).is_some() {
+            self.count.store(list.wakers.len(), SeqCst);
         }
     }
 
@@ -205,9 +228,9 @@ impl AsyncWakers {
         let taken = {
             let mut list = self.list.lock();
             self.count.store(0, SeqCst);
-            std::mem::take(&mut *list)
+            std::mem::take(&mut list.wakers)
         };
-        for waker in taken {
+        for (_, waker) in taken {
             waker.wake();
         }
     }

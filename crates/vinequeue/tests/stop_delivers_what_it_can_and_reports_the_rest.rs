@@ -238,3 +238,25 @@ fn latency_histograms_can_be_switched_off() {
     assert!(m.avg_send_latency >= Duration::from_millis(2));
     assert_eq!(m.send_latency_p99, Duration::ZERO);
 }
+
+#[test]
+fn timeouts_of_duration_max_mean_no_limit_not_a_panic() {
+    let forever = Duration::MAX;
+    let config = Config::default()
+        .memory_size(1)
+        .batch_size(1)
+        .flush_timeout(forever)
+        .send_timeout(forever)
+        .shutdown_timeout(forever)
+        .retry_backoff(Duration::from_millis(1), forever)
+        .overflow(OverflowPolicy::Block(forever));
+    let (sink, record) = ok_recorder::<u32>();
+    let queue = Queue::new(config, sink).unwrap();
+    queue.start().unwrap();
+    for i in 0..100 {
+        queue.enqueue(i).unwrap(); // waits for room under Block(forever)
+    }
+    queue.flush(forever).unwrap();
+    queue.stop().unwrap();
+    assert_eq!(record.lock().delivered.len(), 100);
+}
