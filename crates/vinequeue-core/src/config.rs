@@ -331,6 +331,14 @@ impl Config {
     }
 }
 
+/// `d` after `start`, or a century after it when that is beyond what an `Instant` holds
+/// (timeouts of `Duration::MAX` mean "no limit" rather than a panic).
+pub(crate) fn after(start: std::time::Instant, d: Duration) -> std::time::Instant {
+    start
+        .checked_add(d)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,12 +446,4 @@ mod tests {
     fn retry_limit_zero_is_valid() {
         Config::default().retry_limit(0).validate().unwrap();
     }
-}
-
-/// `d` after `start`, or a century after it when that is beyond what an `Instant` holds
-/// (timeouts of `Duration::MAX` mean "no limit" rather than a panic).
-pub(crate) fn after(start: std::time::Instant, d: Duration) -> std::time::Instant {
-    start
-        .checked_add(d)
-        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
 }
