@@ -15,9 +15,14 @@ use futures::Stream;
 use parking_lot::{Condvar, Mutex};
 use vinequeue_core::{Batch, DeadLetter, SendError, Sink};
 
-/// Most dead letters kept for [`Batches::take_dead_letters`]; older ones are discarded
-/// (they stay counted in the metrics, and in the dead-letter log of a durable queue).
+/// Most dead letters waiting for the consumer. When it is reached the batcher waits (up
+/// to `DEAD_LETTER_WAIT`) for the consumer to take some; only then, or with no consumer
+/// left, is the oldest discarded (still counted in the metrics, and kept in the
+/// dead-letter log of a durable queue).
 const DEAD_LETTER_BACKLOG: usize = 1024;
+
+/// Longest the batcher waits for room in the dead-letter backlog.
+const DEAD_LETTER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 enum State<T> {
     /// No batch in hand.
@@ -35,12 +40,14 @@ struct Slot<T> {
     dead_letters: VecDeque<DeadLetter<T>>,
     /// The batcher is gone (the queue stopped, or was dropped): no more batches.
     closed: bool,
+    /// The `Batches` end was dropped: nobody will take anything any more.
+    consumer_gone: bool,
     consumer: Option<Waker>,
 }
 
 pub(crate) struct Channel<T> {
     slot: Mutex<Slot<T>>,
-    /// The batcher waits here for a verdict.
+    /// The batcher waits here for a verdict, or for room in the dead-letter backlog.
     verdict: Condvar,
 }
 
@@ -68,6 +75,7 @@ pub(crate) fn channel<T>() -> (BridgeSink<T>, Batches<T>) {
             state: State::Idle,
             dead_letters: VecDeque::new(),
             closed: false,
+            consumer_gone: false,
             consumer: None,
         }),
         verdict: Condvar::new(),
@@ -130,7 +138,13 @@ impl<T: Send + 'static> Sink<T> for BridgeSink<T> {
 
     fn on_dead_letter(&mut self, letter: DeadLetter<T>) {
         let mut slot = self.chan.slot.lock();
-        if slot.dead_letters.len() == DEAD_LETTER_BACKLOG {
+        let give_up = Instant::now() + DEAD_LETTER_WAIT;
+        while slot.dead_letters.len() >= DEAD_LETTER_BACKLOG && !slot.consumer_gone {
+            if self.chan.verdict.wait_until(&mut slot, give_up).timed_out() {
+                break;
+            }
+        }
+        if slot.dead_letters.len() >= DEAD_LETTER_BACKLOG {
             slot.dead_letters.pop_front();
         }
         slot.dead_letters.push_back(letter);
@@ -207,6 +221,8 @@ impl<T> Batches<T> {
         let mut slot = self.chan.slot.lock();
         if letters {
             if let Some(letter) = slot.dead_letters.pop_front() {
+                drop(slot);
+                self.chan.verdict.notify_all(); // room in the backlog
                 return Poll::Ready(Some(Event::DeadLetter(letter)));
             }
         }
@@ -229,12 +245,22 @@ impl<T> Batches<T> {
         Poll::Pending
     }
 
-    /// Dead letters handed over by the batcher since the last call (at most the latest
-    /// 1024): batches refused permanently, out of retries, or (memory mode) left over
-    /// when `stop()` ran out of time. A [`Delivery`](crate::Delivery) passes them to
+    /// Dead letters handed over by the batcher since the last call: batches refused
+    /// permanently, out of retries, or (memory mode) left over when `stop()` ran out of
+    /// time. At most 1024 wait here; beyond that the batcher waits up to 5 s for them to
+    /// be taken, then discards the oldest (still counted in the metrics). A [`Delivery`](crate::Delivery) passes them to
     /// [`AsyncSink::on_dead_letter`](crate::AsyncSink::on_dead_letter) instead.
     pub fn take_dead_letters(&mut self) -> Vec<DeadLetter<T>> {
-        self.chan.slot.lock().dead_letters.drain(..).collect()
+        let letters = self.chan.slot.lock().dead_letters.drain(..).collect();
+        self.chan.verdict.notify_all(); // room in the backlog
+        letters
+    }
+}
+
+impl<T> Drop for Batches<T> {
+    fn drop(&mut self) {
+        self.chan.slot.lock().consumer_gone = true;
+        self.chan.verdict.notify_all();
     }
 }
 

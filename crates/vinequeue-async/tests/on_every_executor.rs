@@ -116,6 +116,7 @@ on_every_executor!(
     a_panicking_send_is_retried,
     immediate_enqueues_are_durable_and_replayed,
     a_full_log_makes_producers_wait_until_acks_free_space,
+    every_item_given_up_at_stop_reaches_on_dead_letter,
 );
 
 /// Returns `Pending` once, so sends really suspend.
@@ -535,4 +536,61 @@ async fn a_full_log_makes_producers_wait_until_acks_free_space(sp: Spawner) {
     queue.flush(Duration::from_secs(20)).await.unwrap();
     queue.stop().await.unwrap();
     assert_eq!(consumer.await, accepted + 1);
+}
+
+/// Fails its first send after `delay` (a thread-timed wait), refuses nothing else, and
+/// counts the items of the dead letters it receives.
+#[derive(Clone)]
+struct SlowFirstSend {
+    delay: Duration,
+    sends: Arc<AtomicU32>,
+    dead_items: Arc<AtomicU32>,
+}
+
+impl AsyncSink<String> for SlowFirstSend {
+    async fn send(&mut self, _batch: &Batch<String>) -> Result<(), SendError> {
+        if self.sends.fetch_add(1, SeqCst) == 0 {
+            let (tx, rx) = futures::channel::oneshot::channel();
+            let delay = self.delay;
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let _ = tx.send(());
+            });
+            let _ = rx.await;
+            return Err(SendError::retry("slow and failing"));
+        }
+        Ok(())
+    }
+
+    async fn on_dead_letter(&mut self, letter: DeadLetter<String>) {
+        self.dead_items.fetch_add(letter.len() as u32, SeqCst);
+    }
+}
+
+async fn every_item_given_up_at_stop_reaches_on_dead_letter(sp: Spawner) {
+    const ITEMS: u32 = 3_000;
+    let config = fast_config()
+        .memory_size(4_096)
+        .batch_size(1)
+        .shutdown_timeout(Duration::from_millis(100));
+    let (queue, batches) = AsyncQueue::<String>::new(config).unwrap();
+    let sink = SlowFirstSend {
+        delay: Duration::from_millis(300),
+        sends: Arc::new(AtomicU32::new(0)),
+        dead_items: Arc::new(AtomicU32::new(0)),
+    };
+    for i in 0..ITEMS {
+        queue.enqueue(i.to_string()).await.unwrap();
+    }
+    let delivery = sp.spawn(batches.deliver_to(sink.clone()));
+    queue.start().unwrap();
+    // The first send outlasts the shutdown timeout: everything is given up at once,
+    // far more dead letters than the hand-over holds, and none may be lost.
+    match queue.stop().await {
+        Err(vinequeue_core::Error::ShutdownTimeout { .. }) => {}
+        other => panic!("expected ShutdownTimeout, got {other:?}"),
+    }
+    delivery.await; // ends once the batcher has handed over everything
+    assert_eq!(sink.dead_items.load(SeqCst), ITEMS);
+    assert_eq!(queue.metrics().abandoned_total, u64::from(ITEMS));
 }
