@@ -394,11 +394,11 @@ impl<T: Send + 'static> Drop for Registration<'_, T> {
 }
 
 enum Stage<T> {
-    /// Not enqueued yet; with its encoding once one is needed (durability waits).
-    Item(T, Option<Vec<u8>>),
-    /// Enqueued as `seq`; waiting for the sync. Keeps the encoding to hand a copy back
-    /// if the sync fails.
-    Syncing(u64, Vec<u8>),
+    /// Not enqueued yet; with a copy once one is needed (durability waits).
+    Item(T, Option<T>),
+    /// Enqueued as `seq`; waiting for the sync. Keeps a copy (made through the log's
+    /// encoding) to hand back if the sync fails.
+    Syncing(u64, T),
     Done,
 }
 
@@ -473,12 +473,9 @@ where
                 Stage::Item(item, copy) => {
                     let copy = match copy {
                         Some(copy) => Some(copy),
-                        None if inner.immediate => match postcard::to_allocvec(&item) {
+                        None if inner.immediate => match queue.encoded_copy(&item) {
                             Ok(copy) => Some(copy),
-                            Err(e) => {
-                                let e = Error::Codec(e.to_string());
-                                return Poll::Ready(Err(EnqueueError::Failed(item, e)));
-                            }
+                            Err(e) => return Poll::Ready(Err(EnqueueError::Failed(item, e))),
                         },
                         None => None,
                     };
@@ -524,9 +521,7 @@ where
                         Poll::Ready(Err(e)) => {
                             // Enqueued but not known durable: a copy goes back with the
                             // error, as from the blocking `enqueue`.
-                            let item: T = postcard::from_bytes(&copy)
-                                .expect("an item decodes from its own encoding");
-                            Poll::Ready(Err(EnqueueError::Failed(item, e)))
+                            Poll::Ready(Err(EnqueueError::Failed(copy, e)))
                         }
                         Poll::Pending => {
                             this.stage = Stage::Syncing(seq, copy);

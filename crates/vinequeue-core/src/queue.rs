@@ -253,12 +253,20 @@ impl<T: Send + 'static> Queue<T> {
     #[inline(never)]
     fn enqueue_durable(&self, d: &Durable<T>, item: T) -> Result<(), EnqueueError<T>> {
         self.with_encoded(d, item, |buf, item| {
+            if self.shared.config.sync_mode != SyncMode::Immediate {
+                return self.append_or_overflow(d, buf, item, true);
+            }
+            // Under `Immediate` a failed sync hands back a copy of an item that is queued
+            // but not known durable; decoding it now (cheap next to the sync) also refuses
+            // an item whose type does not come back from its encoding, which could never
+            // be replayed.
+            let copy = match (d.codec.decode)(buf) {
+                Ok(copy) => copy,
+                Err(e) => return Err(EnqueueError::Failed(item, undecodable(e))),
+            };
             let seq = self.append_or_overflow(d, buf, item, true)?;
-            if self.shared.config.sync_mode == SyncMode::Immediate && seq > 0 {
+            if seq > 0 {
                 if let Err(e) = d.storage.sync_through(seq) {
-                    // The item is queued but not known durable; hand a copy back with the error.
-                    let copy =
-                        (d.codec.decode)(buf).expect("an item decodes from its own encoding");
                     return Err(EnqueueError::Failed(copy, e));
                 }
             }
@@ -400,6 +408,23 @@ impl<T: Send + 'static> Queue<T> {
             },
             Err(PushError::Closed((_, item))) => Err(EnqueueError::Closed(item)),
         }
+    }
+
+    /// Encodes `item` as the log does and decodes it again: the copy an adapter hands back
+    /// when an `Immediate` sync fails after the item was queued (what the blocking
+    /// `enqueue` does itself).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`] if the item does not encode, or does not decode from its own
+    /// encoding (then it could never be replayed from the log); [`Error::Unsupported`] in
+    /// memory mode.
+    pub fn encoded_copy(&self, item: &T) -> Result<T, Error> {
+        let d = self.shared.durable.as_ref().ok_or_else(|| {
+            Error::Unsupported("a memory-only queue does not encode its items".into())
+        })?;
+        let bytes = d.codec.encode(item)?;
+        (d.codec.decode)(&bytes).map_err(undecodable)
     }
 
     /// Registers `waker` to be woken once, the next time the batcher makes room (takes
@@ -875,6 +900,15 @@ impl<T: Send + 'static> std::fmt::Debug for Queue<T> {
             .field("queue_size", &self.queue_size())
             .finish()
     }
+}
+
+/// The error for an item that does not decode from its own encoding.
+fn undecodable(e: Error) -> Error {
+    Error::Codec(format!(
+        "the item does not decode from its own encoding ({e}): types that need a \
+         self-describing format (deserialize_any: untagged or flattened enums, \
+         serde_json::Value) cannot go through the log"
+    ))
 }
 
 fn decode_dead<T>(

@@ -321,3 +321,27 @@ fn drop_oldest_on_a_full_log_sheds_the_oldest_segment_and_counts_it() {
         "a contiguous, newest run"
     );
 }
+
+/// A type postcard can write but not read back (untagged enums need a self-describing
+/// format).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+#[serde(untagged)]
+enum Untagged {
+    Number(u32),
+}
+
+#[test]
+fn an_item_that_cannot_come_back_from_the_log_is_refused_under_immediate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _) = ok_recorder::<Untagged>();
+    let config = durable(dir.path()).sync_mode(SyncMode::Immediate);
+    let queue = Queue::new(config, sink).unwrap();
+    match queue.enqueue(Untagged::Number(7)) {
+        Err(vinequeue::EnqueueError::Failed(item, Error::Codec(why))) => {
+            assert_eq!(item, Untagged::Number(7), "the item comes back");
+            assert!(why.contains("does not decode"), "{why}");
+        }
+        other => panic!("expected a codec failure, got {other:?}"),
+    }
+    assert_eq!(queue.metrics().enqueued_total, 0, "nothing reached the log");
+}
