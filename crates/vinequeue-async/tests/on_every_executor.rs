@@ -117,6 +117,7 @@ on_every_executor!(
     immediate_enqueues_are_durable_and_replayed,
     a_full_log_makes_producers_wait_until_acks_free_space,
     every_item_given_up_at_stop_reaches_on_dead_letter,
+    stop_without_a_consumer_gives_up_at_the_shutdown_timeout,
 );
 
 /// Returns `Pending` once, so sends really suspend.
@@ -593,4 +594,28 @@ async fn every_item_given_up_at_stop_reaches_on_dead_letter(sp: Spawner) {
     delivery.await; // ends once the batcher has handed over everything
     assert_eq!(sink.dead_items.load(SeqCst), ITEMS);
     assert_eq!(queue.metrics().abandoned_total, u64::from(ITEMS));
+}
+
+async fn stop_without_a_consumer_gives_up_at_the_shutdown_timeout(_sp: Spawner) {
+    let config = fast_config()
+        .send_timeout(Duration::from_secs(60))
+        .shutdown_timeout(Duration::from_millis(200));
+    let (queue, mut batches) = AsyncQueue::<String>::new(config).unwrap();
+    queue.start().unwrap();
+    queue.enqueue("x".into()).await.unwrap();
+    // Nobody takes the batch. `stop()` must not wait for the 60 s send timeout.
+    let started = Instant::now();
+    match queue.stop().await {
+        Err(vinequeue_core::Error::ShutdownTimeout { undelivered }) => assert_eq!(undelivered, 1),
+        other => panic!("expected ShutdownTimeout, got {other:?}"),
+    }
+    assert!(batches.next().await.is_none(), "the batcher has finished");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let letters = batches.take_dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason(), DeadLetterReason::Shutdown);
 }

@@ -316,6 +316,10 @@ impl<T: Send + 'static> Batcher<T> {
             let started = Instant::now();
             batch.attempt = retry;
             batch.deadline = crate::config::after(started, send_timeout);
+            if let Some(shutdown) = self.shared.shutdown_deadline() {
+                // `stop()` is running: the attempt has until then at most.
+                batch.deadline = batch.deadline.min(shutdown);
+            }
             let sent = batch.len() as u64;
             let sink = &mut self.sink;
             let outcome = catch_unwind(AssertUnwindSafe(|| sink.send_mut(&mut batch)));

@@ -234,7 +234,8 @@ impl<T> Batch<T> {
         self.attempt
     }
 
-    /// When this attempt should give up (`send_timeout` after it began).
+    /// When this attempt should give up: `send_timeout` after it began, or the end of
+    /// `shutdown_timeout` if `stop()` is running and that comes first.
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
