@@ -79,3 +79,10 @@ pub fn positive_list(flag: &str, value: &str) -> Result<Vec<usize>, String> {
         })
         .collect()
 }
+
+/// Prints `problem` and the usage line of binary `bin` to stderr and exits with status 2.
+pub fn exit_with_usage(bin: &str, usage: &str, problem: &str) -> ! {
+    eprintln!("{bin}: {problem}");
+    eprintln!("{usage}");
+    std::process::exit(2)
+}

@@ -395,9 +395,7 @@ const USAGE: &str = "usage: async_compare [--items N] [--rounds R] [--producers 
                      [--payloads u64,bytes100] [--contenders vinequeue,mpsc]";
 
 fn usage(problem: &str) -> ! {
-    eprintln!("async_compare: {problem}");
-    eprintln!("{USAGE}");
-    std::process::exit(2)
+    report::exit_with_usage("async_compare", USAGE, problem)
 }
 
 fn parse_args() -> Args {

@@ -37,9 +37,7 @@ const USAGE: &str = "usage: compare [--items N] [--rounds R] [--producers 1,2,4]
                      [--latency-items N] [--latency-rounds R] [--latency-producers 1,4]";
 
 fn usage(problem: &str) -> ! {
-    eprintln!("compare: {problem}");
-    eprintln!("{USAGE}");
-    std::process::exit(2)
+    report::exit_with_usage("compare", USAGE, problem)
 }
 
 fn parse_args() -> Args {
