@@ -165,7 +165,9 @@ impl<T> BridgeSink<T> {
                     *batch = back;
                     return result;
                 }
-                State::Offered(back) if Instant::now() >= deadline => {
+                State::Offered(back) if slot.consumer_gone || Instant::now() >= deadline => {
+                    // Out of time, or the `Batches` end is gone and nobody can ever
+                    // take it: a failed attempt.
                     *batch = back;
                     return Err(SendError::retry(NoConsumer));
                 }

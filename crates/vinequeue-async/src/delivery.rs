@@ -84,8 +84,9 @@ impl<T: Send + Sync + 'static> Batches<T> {
     /// once the queue has stopped and its batcher has finished with the last batch.
     ///
     /// If it is dropped before that, the batch it was sending counts as a retryable
-    /// failure and later batches wait for a consumer until their `send_timeout` (then
-    /// count as failures too, and are dead-lettered once out of retries).
+    /// failure, and so does every later attempt, at once (nobody can take a batch any
+    /// more): batches are dead-lettered once out of retries (with a log, into the
+    /// dead-letter log, where `redrive_dead_letters` finds them).
     ///
     /// `T: Sync` because the batch is lent to `send` across `.await`s of a future that
     /// may move between threads.

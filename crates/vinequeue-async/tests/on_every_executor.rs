@@ -118,6 +118,7 @@ on_every_executor!(
     a_full_log_makes_producers_wait_until_acks_free_space,
     every_item_given_up_at_stop_reaches_on_dead_letter,
     stop_without_a_consumer_gives_up_at_the_shutdown_timeout,
+    a_dropped_consumer_fails_attempts_at_once,
 );
 
 /// Returns `Pending` once, so sends really suspend.
@@ -618,4 +619,25 @@ async fn stop_without_a_consumer_gives_up_at_the_shutdown_timeout(_sp: Spawner) 
     let letters = batches.take_dead_letters();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].reason(), DeadLetterReason::Shutdown);
+}
+
+async fn a_dropped_consumer_fails_attempts_at_once(_sp: Spawner) {
+    let config = fast_config()
+        .send_timeout(Duration::from_secs(60))
+        .retry_limit(2);
+    let (queue, batches) = AsyncQueue::<String>::new(config).unwrap();
+    drop(batches); // nobody will ever take a batch
+    queue.start().unwrap();
+    queue.enqueue("x".into()).await.unwrap();
+    let started = Instant::now();
+    // Three failed attempts without waiting for the 60 s send timeout, then a dead letter.
+    queue.flush(Duration::from_secs(20)).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let m = queue.metrics();
+    assert_eq!((m.errors_total, m.dead_lettered_total), (3, 1));
+    queue.stop().await.unwrap();
 }
