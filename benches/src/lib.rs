@@ -352,45 +352,50 @@ fn vinequeue_latency(per_producer: u64, producers: usize) -> Vec<u64> {
 }
 
 fn crossbeam_latency(per_producer: u64, producers: usize) -> Vec<u64> {
-    let items = per_producer * producers as u64;
     let (tx, rx) = crossbeam_channel::bounded::<u64>(CAPACITY);
-    let barrier = Barrier::new(producers + 1);
-    thread::scope(|s| {
-        let consumer = s.spawn(|| {
-            barrier.wait();
-            drain_in_batches(
-                items,
-                || rx.recv().expect("senders alive"),
-                || rx.try_recv().ok(),
-            )
-        });
-        let samples = sample_producers(items, producers, &barrier, |range| {
-            timed_calls(range, |v| tx.send(v).expect("receiver alive"))
-        });
-        let (_, sum) = consumer.join().expect("consumer panicked");
-        check_sum("crossbeam-channel", items, sum);
-        samples
-    })
+    channel_latency(
+        "crossbeam-channel",
+        per_producer * producers as u64,
+        producers,
+        |v| tx.send(v).expect("receiver alive"),
+        || rx.recv().expect("senders alive"),
+        || rx.try_recv().ok(),
+    )
 }
 
 fn flume_latency(per_producer: u64, producers: usize) -> Vec<u64> {
-    let items = per_producer * producers as u64;
     let (tx, rx) = flume::bounded::<u64>(CAPACITY);
+    channel_latency(
+        "flume",
+        per_producer * producers as u64,
+        producers,
+        |v| tx.send(v).expect("receiver alive"),
+        || rx.recv().expect("senders alive"),
+        || rx.try_recv().ok(),
+    )
+}
+
+/// A channel's latency run: producers time every `send`, one consumer drains in batches
+/// as in [`channel_throughput`].
+fn channel_latency(
+    name: &str,
+    items: u64,
+    producers: usize,
+    send: impl Fn(u64) + Sync,
+    recv: impl Fn() -> u64 + Send,
+    try_recv: impl Fn() -> Option<u64> + Send,
+) -> Vec<u64> {
     let barrier = Barrier::new(producers + 1);
     thread::scope(|s| {
         let consumer = s.spawn(|| {
             barrier.wait();
-            drain_in_batches(
-                items,
-                || rx.recv().expect("senders alive"),
-                || rx.try_recv().ok(),
-            )
+            drain_in_batches(items, recv, try_recv)
         });
         let samples = sample_producers(items, producers, &barrier, |range| {
-            timed_calls(range, |v| tx.send(v).expect("receiver alive"))
+            timed_calls(range, &send)
         });
         let (_, sum) = consumer.join().expect("consumer panicked");
-        check_sum("flume", items, sum);
+        check_sum(name, items, sum);
         samples
     })
 }
