@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use vinequeue_fuzz::harness::{
-    encode_genuine_input, encode_image_input, genuine_log, Image, GENUINE_LOGS,
+    crc32c_of, encode_genuine_input, encode_image_input, genuine_log, Image, GENUINE_LOGS,
 };
 use vinequeue_wal::format::{
     decode_frame, frame_header, Checkpoint, Frame, SegmentHeader, FRAME_HEADER_LEN,
@@ -13,24 +13,9 @@ use vinequeue_wal::format::{
 };
 
 fn frame(salt: u64, seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut f = frame_header(crc32c(payload), salt, seq, payload.len() as u32).to_vec();
+    let mut f = frame_header(crc32c_of(payload), salt, seq, payload.len() as u32).to_vec();
     f.extend_from_slice(payload);
     f
-}
-
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// `frame_decoder` input: flags, salt, max_record, buffer.

@@ -214,7 +214,7 @@ fn reseal_frames(buf: &mut [u8], mut pos: usize, salt: u64) {
 }
 
 /// Plain CRC32C (Castagnoli), bit by bit: the harness needs no `crc32c` dependency.
-fn crc32c_of(data: &[u8]) -> u32 {
+pub fn crc32c_of(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
         crc ^= u32::from(b);
