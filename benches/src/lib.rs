@@ -276,20 +276,37 @@ fn channel_throughput(
     recv: impl Fn() -> u64 + Send,
     try_recv: impl Fn() -> Option<u64> + Send,
 ) -> Duration {
+    let (start, end) = with_channel_consumer(name, items, producers, recv, try_recv, |b| {
+        run_producers(items, producers, b, |range| {
+            for v in range {
+                send(v);
+            }
+        })
+    });
+    end - start
+}
+
+/// Runs `produce` (which starts the producers on the barrier) against one consumer that
+/// drains `items` in batches with a blocking `recv` then `try_recv` and checks their sum;
+/// returns what `produce` returned and when the consumer held the last item.
+fn with_channel_consumer<R>(
+    name: &str,
+    items: u64,
+    producers: usize,
+    recv: impl Fn() -> u64 + Send,
+    try_recv: impl Fn() -> Option<u64> + Send,
+    produce: impl FnOnce(&Barrier) -> R,
+) -> (R, Instant) {
     let barrier = Barrier::new(producers + 1);
     thread::scope(|s| {
         let consumer = s.spawn(|| {
             barrier.wait();
             drain_in_batches(items, recv, try_recv)
         });
-        let start = run_producers(items, producers, &barrier, |range| {
-            for v in range {
-                send(v);
-            }
-        });
+        let produced = produce(&barrier);
         let (end, sum) = consumer.join().expect("consumer panicked");
         check_sum(name, items, sum);
-        end - start
+        (produced, end)
     })
 }
 
@@ -385,19 +402,10 @@ fn channel_latency(
     recv: impl Fn() -> u64 + Send,
     try_recv: impl Fn() -> Option<u64> + Send,
 ) -> Vec<u64> {
-    let barrier = Barrier::new(producers + 1);
-    thread::scope(|s| {
-        let consumer = s.spawn(|| {
-            barrier.wait();
-            drain_in_batches(items, recv, try_recv)
-        });
-        let samples = sample_producers(items, producers, &barrier, |range| {
-            timed_calls(range, &send)
-        });
-        let (_, sum) = consumer.join().expect("consumer panicked");
-        check_sum(name, items, sum);
-        samples
+    with_channel_consumer(name, items, producers, recv, try_recv, |b| {
+        sample_producers(items, producers, b, |range| timed_calls(range, &send))
     })
+    .0
 }
 
 /// The cost of the timing itself: `samples` back-to-back pairs of [`Instant::now`] with
