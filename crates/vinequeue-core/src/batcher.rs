@@ -310,13 +310,14 @@ impl<T: Send + 'static> Batcher<T> {
         let counters = &self.shared.counters;
         let mut retry = 0u32;
         loop {
-            if self.shutdown_passed() {
+            let started = Instant::now();
+            let shutdown = self.shared.shutdown_deadline();
+            if shutdown.is_some_and(|d| started >= d) {
                 return self.abandon(batch);
             }
-            let started = Instant::now();
             batch.attempt = retry;
             batch.deadline = crate::config::after(started, send_timeout);
-            if let Some(shutdown) = self.shared.shutdown_deadline() {
+            if let Some(shutdown) = shutdown {
                 // `stop()` is running: the attempt has until then at most.
                 batch.deadline = batch.deadline.min(shutdown);
             }
