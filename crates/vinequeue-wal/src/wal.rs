@@ -154,6 +154,86 @@ const FOLLOWER_SPINS: u32 = 200;
 /// 64 appenders slower (3 yields: 0.42x of the ideal; 1 yield: 0.59x).
 const GATHER_YIELDS: u32 = 1;
 
+/// Maps chunks of the active segment in ahead of the writer, on a thread of its own
+/// (started by the first request): populating a chunk costs as much as writing the
+/// records that fill it, and paid inside `append` it would be paid by a producer, with a
+/// stall of a few hundred microseconds once per chunk.
+struct Prefetch<F: Fs> {
+    state: Mutex<PrefetchState<F>>,
+}
+
+/// A chunk to map in: `(segment, offset, len)`.
+type PrefetchRequest<F> = (Arc<Segment<F>>, u64, u64);
+
+struct PrefetchState<F: Fs> {
+    requests: Option<std::sync::mpsc::SyncSender<PrefetchRequest<F>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The log is closing: no new thread.
+    closed: bool,
+}
+
+impl<F: Fs> Prefetch<F> {
+    fn new() -> Self {
+        Prefetch {
+            state: Mutex::new(PrefetchState {
+                requests: None,
+                thread: None,
+                closed: false,
+            }),
+        }
+    }
+
+    /// Asks for `offset..offset + len` of `seg` to be mapped in soon.
+    fn request(&self, seg: Arc<Segment<F>>, offset: u64, len: u64) {
+        let mut st = self.state.lock();
+        if st.requests.is_none() && !st.closed {
+            // Room for a few requests: a thread that falls further behind than that is
+            // skipped, and the writer faults the pages in itself.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<PrefetchRequest<F>>(4);
+            let spawned = std::thread::Builder::new()
+                .name("vinequeue-wal-prefetch".into())
+                .spawn(move || {
+                    // Behind the batcher and every other thread: a chunk not mapped in
+                    // in time costs only page faults, a delayed batcher a full ring.
+                    crate::mmap::run_only_when_idle();
+                    for (seg, offset, len) in rx {
+                        seg.file.prepare(offset, len);
+                    }
+                });
+            if let Ok(handle) = spawned {
+                st.requests = Some(tx);
+                st.thread = Some(handle);
+            }
+        }
+        match &st.requests {
+            Some(tx) => {
+                // Full: the thread is behind; disconnected: it is gone. Either way the
+                // writes fault the pages in as they reach them.
+                let _ = tx.try_send((seg, offset, len));
+            }
+            None if !st.closed => {
+                // No thread could be started: map in here, as a hint is still worth it.
+                drop(st);
+                seg.file.prepare(offset, len);
+            }
+            None => {}
+        }
+    }
+
+    /// Stops the thread, after the requests it holds.
+    fn close(&self) {
+        let thread = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            st.requests = None;
+            st.thread.take()
+        };
+        if let Some(h) = thread {
+            let _ = h.join();
+        }
+    }
+}
+
 struct Inner<F: Fs> {
     fs: F,
     dir: PathBuf,
@@ -169,6 +249,7 @@ struct Inner<F: Fs> {
     /// Held while writing the checkpoint.
     checkpoint_gen: Mutex<Option<u64>>,
     sync: GroupCommit,
+    prefetch: Prefetch<F>,
     failed: Mutex<Option<String>>,
     has_failed: AtomicBool,
     /// Bytes of segment files plus the checkpoint.
@@ -297,6 +378,7 @@ impl<F: Fs> Wal<F> {
                 round: AtomicU32::new(0),
                 callers: AtomicUsize::new(0),
             },
+            prefetch: Prefetch::new(),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             size: AtomicU64::new(size),
@@ -358,6 +440,7 @@ impl<F: Fs> Drop for Wal<F> {
         if let Some(h) = self.syncer.take() {
             let _ = h.join();
         }
+        self.inner.prefetch.close();
         if !self.inner.has_failed.load(Ordering::Acquire) {
             if self.inner.opts.sync_mode != SyncMode::Os {
                 let _ = self.inner.sync_all_appended();
@@ -446,14 +529,15 @@ impl<F: Fs> Inner<F> {
         w.next_seq += 1;
         self.next_seq.store(w.next_seq, Ordering::Release);
         if before / PREPARE_CHUNK != w.pos / PREPARE_CHUNK {
-            // Entered a new chunk: map in the one after it now, in one call, rather than
-            // page by page as records reach it (a page fault per 4 KiB otherwise).
+            // Entered a new chunk: have the one after it mapped in now, in one call on
+            // the prefetch thread, rather than page by page as records reach it (a page
+            // fault per 4 KiB, on the producer's thread).
             let seg = Arc::clone(w.active.as_ref().expect("still active"));
             let start = (w.pos / PREPARE_CHUNK + 1) * PREPARE_CHUNK;
             drop(w);
             if start < seg.file.len() {
-                seg.file
-                    .prepare(start, PREPARE_CHUNK.min(seg.file.len() - start));
+                let len = PREPARE_CHUNK.min(seg.file.len() - start);
+                self.prefetch.request(seg, start, len);
             }
         }
         Ok(seq)
@@ -477,6 +561,10 @@ impl<F: Fs> Inner<F> {
         }
         self.size.fetch_add(self.segment_size, Ordering::AcqRel);
         self.segments.write().push(Arc::clone(&seg));
+        // The first two chunks; `append` asks for each next one as the writer enters a
+        // chunk.
+        let len = (2 * PREPARE_CHUNK).min(seg.file.len());
+        self.prefetch.request(Arc::clone(&seg), 0, len);
         w.active = Some(seg);
         w.pos = SEGMENT_HEADER_LEN as u64;
         Ok(())
