@@ -191,16 +191,3 @@ pub(crate) fn posix_fallocate(fd: RawFd, len: libc::off_t) -> io::Result<()> {
         Err(io::Error::from_raw_os_error(rc))
     }
 }
-
-/// Puts the calling thread in the idle scheduling class (Linux `SCHED_IDLE`): it runs
-/// only on a core nothing else wants. For helper threads whose work is only a hint.
-/// Best effort: elsewhere, or on failure, nothing changes.
-pub(crate) fn run_only_when_idle() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: `sched_setscheduler` reads the `sched_param` it is given, which lives on
-        // this stack for the call; pid 0 is the calling thread.
-        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    }
-}

@@ -143,6 +143,9 @@ struct GroupCommit {
 /// Bytes of a segment mapped in ahead of the writer at once.
 const PREPARE_CHUNK: u64 = 1 << 20;
 
+/// Bytes the prefetch thread maps in per call.
+const PREFETCH_PIECE: u64 = 256 << 10;
+
 /// Synced bytes of a segment released from the mapping at once.
 const RELEASE_CHUNK: u64 = 1 << 20;
 
@@ -202,11 +205,18 @@ impl<F: Fs> Prefetch<F> {
             let spawned = std::thread::Builder::new()
                 .name("vinequeue-wal-prefetch".into())
                 .spawn(move || {
-                    // Behind the batcher and every other thread: a chunk not mapped in
-                    // in time costs only page faults, a delayed batcher a full ring.
-                    crate::mmap::run_only_when_idle();
+                    // A normal thread (an idle-class one, preempted while the kernel
+                    // holds the mapping's lock for it, could stall every thread that
+                    // faults or maps behind it), mapping in a piece at a time so that it
+                    // holds that lock only briefly.
                     for (seg, offset, len) in rx {
-                        seg.file.prepare(offset, len);
+                        let end = offset + len;
+                        let mut at = offset;
+                        while at < end {
+                            let piece = PREFETCH_PIECE.min(end - at);
+                            seg.file.prepare(at, piece);
+                            at += piece;
+                        }
                     }
                 });
             if let Ok(handle) = spawned {
