@@ -4,6 +4,12 @@
 //! Order: one batch at a time, in ordinal (sequence) order; a batch is resolved
 //! (delivered, dead-lettered or abandoned) before the next one is formed, and a retry
 //! resends the same items with the same sequence numbers.
+//!
+//! The algorithm is a state machine that never blocks: [`Batcher::step`] runs it until it
+//! needs something from outside (a batch sent, items to arrive, a backoff to pass), and
+//! [`Batcher::sent`] feeds a send's outcome back. [`Batcher::run`] drives it on the
+//! batcher thread with the blocking [`Sink`]; an adapter can drive it from a future
+//! instead (see `crate::driver`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -40,6 +46,61 @@ pub(crate) struct Batcher<T> {
     abandoned: u64,
     /// Durable mode: the shutdown deadline passed; leave the rest in the log and exit.
     give_up: bool,
+    phase: Phase<T>,
+}
+
+/// Where the state machine stands between two calls.
+enum Phase<T> {
+    /// No batch in hand. `waited`: it asked to wait for items, and is now resumed.
+    Idle { waited: bool },
+    /// A batch waits for more items until `deadline`. `waited`: as for `Idle`.
+    Filling {
+        batch: Batch<T>,
+        deadline: Instant,
+        waited: bool,
+    },
+    /// A batch is ready for attempt number `retry`.
+    Ready { batch: Batch<T>, at: Attempt },
+    /// The batch is out with the caller of `step`, for attempt `at.retry`.
+    Sending {
+        at: Attempt,
+        started: Instant,
+        sent: u64,
+    },
+    /// A failed attempt's backoff runs until `until`.
+    Backoff {
+        batch: Batch<T>,
+        at: Attempt,
+        until: Instant,
+    },
+    /// Finished: everything is resolved, or the shutdown deadline passed.
+    Done,
+}
+
+/// What stays with a batch across its attempts.
+struct Attempt {
+    retry: u32,
+    /// `taken_through()` when the batch was formed: published as resolved after it.
+    resolved_upto: u64,
+    /// Durable mode: the batch's sequence numbers, acknowledged once it is resolved.
+    seqs: Option<Vec<u64>>,
+}
+
+/// What the state machine needs next; see [`Batcher::step`].
+pub(crate) enum Step<T> {
+    /// Send this batch (its `attempt` and `deadline` are set), then report the outcome
+    /// with [`Batcher::sent`], handing the batch back.
+    Send(Batch<T>),
+    /// Wait until the ring has had `threshold` items pushed in all, until `until`, or
+    /// until woken (a flush, `stop()`), whichever comes first; then call `step` again.
+    Wait {
+        threshold: u64,
+        until: Option<Instant>,
+    },
+    /// Wait until `until` (a backoff) or until woken; then call `step` again.
+    Sleep(Instant),
+    /// Finished; the number of items abandoned because the shutdown deadline passed.
+    Done(u64),
 }
 
 impl<T: Send + 'static> Batcher<T> {
@@ -59,42 +120,234 @@ impl<T: Send + 'static> Batcher<T> {
             last_look: Instant::now(),
             abandoned: 0,
             give_up: false,
+            phase: Phase::Idle { waited: false },
         }
     }
 
-    /// Runs until the ring is closed and drained. Returns how many items it abandoned
-    /// because the shutdown deadline passed.
-    pub(crate) fn run(mut self) -> u64 {
+    /// Runs until the ring is closed and drained, on the batcher thread, with the
+    /// blocking sink. Returns how many items it abandoned because the shutdown deadline
+    /// passed.
+    pub(crate) fn run(self) -> u64 {
         let _ = self.shared.batcher.set(thread::current());
+        self.drive_here()
+    }
+
+    /// [`run`](Batcher::run) on the calling thread without making it the batcher thread
+    /// (nothing unparks it early: for a batcher past its shutdown deadline, which waits
+    /// for nothing).
+    pub(crate) fn drive_here(mut self) -> u64 {
+        loop {
+            match self.step() {
+                Step::Send(mut batch) => {
+                    let sink = &mut self.sink;
+                    let result = catch_unwind(AssertUnwindSafe(|| sink.send_mut(&mut batch)))
+                        .unwrap_or_else(|panic| Err(SendError::from_panic(panic)));
+                    self.sent(batch, result);
+                }
+                Step::Wait { threshold, until } => {
+                    let timeout = until.map(|u| u.saturating_duration_since(Instant::now()));
+                    self.park_until(threshold, timeout);
+                }
+                Step::Sleep(until) => {
+                    let now = Instant::now();
+                    if until > now {
+                        thread::park_timeout(until - now);
+                    }
+                }
+                Step::Done(abandoned) => return abandoned,
+            }
+        }
+    }
+
+    /// Whether a batch is out with the caller of `step`, awaiting `sent`.
+    pub(crate) fn is_sending(&self) -> bool {
+        matches!(self.phase, Phase::Sending { .. })
+    }
+
+    /// Runs the state machine until it needs something from outside; see [`Step`].
+    /// Never blocks (durable mode reads the log, and acknowledgements may sync it).
+    pub(crate) fn step(&mut self) -> Step<T> {
         let batch_size = self.shared.config.batch_size;
         loop {
-            let mut batch = Batch::with_capacity(batch_size);
-            let looked_before = self.last_look;
-            self.take(&mut batch, batch_size);
-            if batch.is_empty() {
-                self.publish_resolved(self.taken_through());
-                if self.shared.ring.is_closed() && self.drained() {
-                    break;
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Idle { waited } => {
+                    if waited {
+                        self.last_look = Instant::now();
+                    }
+                    let mut batch = Batch::with_capacity(batch_size);
+                    let looked_before = self.last_look;
+                    self.take(&mut batch, batch_size);
+                    if batch.is_empty() {
+                        self.publish_resolved(self.taken_through());
+                        if (self.shared.ring.is_closed() && self.drained())
+                            || self.shutdown_passed()
+                        {
+                            // (Durable mode with a stuck log read: nothing more can be done.)
+                            return Step::Done(self.abandoned);
+                        }
+                        self.phase = Phase::Idle { waited: true };
+                        return Step::Wait {
+                            threshold: self.shared.ring.popped() + 1,
+                            until: None,
+                        };
+                    }
+                    // The oldest item arrived after the previous look (or waited out the
+                    // last delivery); either way its flush deadline counts from there.
+                    let deadline =
+                        crate::config::after(looked_before, self.shared.config.flush_timeout);
+                    self.phase = Phase::Filling {
+                        batch,
+                        deadline,
+                        waited: false,
+                    };
                 }
-                if self.shutdown_passed() {
-                    // Durable mode with a stuck log read: nothing more can be done.
-                    break;
+                Phase::Filling {
+                    mut batch,
+                    deadline,
+                    waited,
+                } => {
+                    if waited {
+                        self.take(&mut batch, batch_size);
+                    }
+                    let mut ready = batch.len() >= batch_size;
+                    if !ready && (self.shared.ring.is_closed() || self.flush_wanted()) {
+                        // Take what is there, do not wait for more.
+                        self.take(&mut batch, batch_size);
+                        ready = true;
+                    }
+                    if !ready && Instant::now() < deadline {
+                        let need = (batch_size - batch.len()) as u64;
+                        let threshold = self.shared.ring.popped() + need;
+                        self.phase = Phase::Filling {
+                            batch,
+                            deadline,
+                            waited: true,
+                        };
+                        return Step::Wait {
+                            threshold,
+                            until: Some(deadline),
+                        };
+                    }
+                    let at = Attempt {
+                        retry: 0,
+                        resolved_upto: self.taken_through(),
+                        seqs: self.shared.durable.as_ref().map(|_| batch.seqs.clone()),
+                    };
+                    self.phase = Phase::Ready { batch, at };
                 }
-                self.park_for_items();
-                continue;
+                Phase::Ready { mut batch, at } => {
+                    let started = Instant::now();
+                    let shutdown = self.shared.shutdown_deadline();
+                    if shutdown.is_some_and(|d| started >= d) {
+                        let kept = self.abandon(batch);
+                        self.resolve(at, kept);
+                        continue;
+                    }
+                    batch.attempt = at.retry;
+                    batch.deadline = crate::config::after(started, self.shared.config.send_timeout);
+                    if let Some(shutdown) = shutdown {
+                        // `stop()` is running: the attempt has until then at most.
+                        batch.deadline = batch.deadline.min(shutdown);
+                    }
+                    self.phase = Phase::Sending {
+                        at,
+                        started,
+                        sent: batch.len() as u64,
+                    };
+                    return Step::Send(batch);
+                }
+                Phase::Backoff {
+                    batch,
+                    mut at,
+                    until,
+                } => {
+                    // The pause is cut short by the shutdown deadline.
+                    let limit = match self.shared.shutdown_deadline() {
+                        Some(d) => d.min(until),
+                        None => until,
+                    };
+                    if Instant::now() < limit {
+                        self.phase = Phase::Backoff { batch, at, until };
+                        return Step::Sleep(limit);
+                    }
+                    at.retry += 1;
+                    self.shared.counters.retries.fetch_add(1, Relaxed);
+                    self.phase = Phase::Ready { batch, at };
+                }
+                Phase::Sending { at, started, sent } => {
+                    // `step` while the batch is out: nothing to do until `sent`.
+                    self.phase = Phase::Sending { at, started, sent };
+                    return Step::Sleep(Instant::now() + PARK_BACKSTOP);
+                }
+                Phase::Done => return Step::Done(self.abandoned),
             }
-            // The oldest item arrived after the previous look (or waited out the last
-            // delivery); either way its flush deadline counts from there.
-            let deadline = crate::config::after(looked_before, self.shared.config.flush_timeout);
-            self.fill(&mut batch, deadline);
-            let resolved_upto = self.taken_through();
-            self.deliver(batch);
-            if self.give_up {
-                break;
-            }
-            self.publish_resolved(resolved_upto);
         }
-        self.abandoned
+    }
+
+    /// The outcome of the send `step` asked for, with the batch handed back (a delivered
+    /// batch may come back emptied).
+    pub(crate) fn sent(&mut self, mut batch: Batch<T>, result: Result<(), SendError>) {
+        let Phase::Sending { at, started, sent } = std::mem::replace(&mut self.phase, Phase::Done)
+        else {
+            panic!("Batcher::sent without a batch out");
+        };
+        let counters = &self.shared.counters;
+        let error = match result {
+            Ok(()) => {
+                counters.record_success(sent, started.elapsed());
+                return self.resolve(at, Vec::new());
+            }
+            Err(e) => e,
+        };
+        counters.errors.fetch_add(1, Relaxed);
+        match &error.kind {
+            SendErrorKind::Permanent => {
+                self.dead_letter(batch, Some(error), DeadLetterReason::Permanent);
+                return self.resolve(at, Vec::new());
+            }
+            SendErrorKind::Partial(failed) => {
+                let failed: Vec<usize> = failed
+                    .iter()
+                    .copied()
+                    .filter(|&i| i < batch.len())
+                    .collect();
+                if !failed.is_empty() {
+                    let delivered = (batch.len() - failed.len()) as u64;
+                    counters.sent.fetch_add(delivered, Relaxed);
+                    batch.retain_indices(&failed);
+                    self.shared.in_flight.store(batch.len() as u64, SeqCst);
+                }
+            }
+            SendErrorKind::Retry => {}
+        }
+        if at.retry >= self.shared.config.retry_limit {
+            self.dead_letter(batch, Some(error), DeadLetterReason::RetriesExhausted);
+            return self.resolve(at, Vec::new());
+        }
+        let pause = self.backoff.pause(at.retry);
+        let until = crate::config::after(Instant::now(), pause);
+        self.phase = Phase::Backoff { batch, at, until };
+    }
+
+    /// The batch is resolved: acknowledges its records in the log (durable mode; all but
+    /// `kept`, which shutdown left undelivered) and publishes the progress.
+    fn resolve(&mut self, at: Attempt, kept: Vec<u64>) {
+        if let (Some(d), Some(mut seqs)) = (&self.shared.durable, at.seqs) {
+            // Everything resolved is acknowledged; what shutdown left undelivered stays.
+            if !kept.is_empty() {
+                seqs.retain(|s| kept.binary_search(s).is_err());
+            }
+            let _ = d.storage.ack_all(&seqs);
+            d.oldest_pending_since.store(0, Relaxed);
+            self.note_oldest_pending();
+        }
+        self.shared.in_flight.store(0, SeqCst);
+        if self.give_up {
+            self.phase = Phase::Done;
+            return;
+        }
+        self.publish_resolved(at.resolved_upto);
+        self.phase = Phase::Idle { waited: false };
     }
 
     /// Every item up to this sequence number has been taken into a batch (or dropped).
@@ -229,33 +482,6 @@ impl<T: Send + 'static> Batcher<T> {
         self.shared.flush_target.load(SeqCst) > self.shared.resolved.load(Relaxed)
     }
 
-    /// Waits for `batch` to fill until `deadline`, unless a flush or stop wants it now.
-    fn fill(&mut self, batch: &mut Batch<T>, deadline: Instant) {
-        let batch_size = self.shared.config.batch_size;
-        while batch.len() < batch_size {
-            if self.shared.ring.is_closed() || self.flush_wanted() {
-                // Take what is there, do not wait for more.
-                self.take(batch, batch_size);
-                return;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return;
-            }
-            let need = (batch_size - batch.len()) as u64;
-            let threshold = self.shared.ring.popped() + need;
-            self.park_until(threshold, Some(deadline - now));
-            self.take(batch, batch_size);
-        }
-    }
-
-    /// Parks until the ring has an item (or a flush / stop wakes it).
-    fn park_for_items(&mut self) {
-        let threshold = self.shared.ring.popped() + 1;
-        self.park_until(threshold, None);
-        self.last_look = Instant::now();
-    }
-
     /// Parks until `ring.pushed() >= threshold`, a timeout, or an unpark.
     fn park_until(&self, threshold: u64, timeout: Option<Duration>) {
         let s = &self.shared;
@@ -284,102 +510,6 @@ impl<T: Send + 'static> Batcher<T> {
         self.shared
             .shutdown_deadline()
             .is_some_and(|d| Instant::now() >= d)
-    }
-
-    /// Delivers one batch, then acknowledges its records in the log (durable mode).
-    fn deliver(&mut self, batch: Batch<T>) {
-        let seqs = self.shared.durable.as_ref().map(|_| batch.seqs.clone());
-        let kept = self.attempt_delivery(batch);
-        if let (Some(d), Some(mut seqs)) = (&self.shared.durable, seqs) {
-            // Everything resolved is acknowledged; what shutdown left undelivered stays.
-            if !kept.is_empty() {
-                seqs.retain(|s| kept.binary_search(s).is_err());
-            }
-            let _ = d.storage.ack_all(&seqs);
-            d.oldest_pending_since.store(0, Relaxed);
-            self.note_oldest_pending();
-        }
-        self.shared.in_flight.store(0, SeqCst);
-    }
-
-    /// Attempts, retries with backoff, partial failures, dead letters. Returns the
-    /// sequence numbers left in the log undelivered (durable mode, shutdown deadline).
-    fn attempt_delivery(&mut self, mut batch: Batch<T>) -> Vec<u64> {
-        let config = &self.shared.config;
-        let (send_timeout, retry_limit) = (config.send_timeout, config.retry_limit);
-        let counters = &self.shared.counters;
-        let mut retry = 0u32;
-        loop {
-            let started = Instant::now();
-            let shutdown = self.shared.shutdown_deadline();
-            if shutdown.is_some_and(|d| started >= d) {
-                return self.abandon(batch);
-            }
-            batch.attempt = retry;
-            batch.deadline = crate::config::after(started, send_timeout);
-            if let Some(shutdown) = shutdown {
-                // `stop()` is running: the attempt has until then at most.
-                batch.deadline = batch.deadline.min(shutdown);
-            }
-            let sent = batch.len() as u64;
-            let sink = &mut self.sink;
-            let outcome = catch_unwind(AssertUnwindSafe(|| sink.send_mut(&mut batch)));
-            let error = match outcome {
-                Ok(Ok(())) => {
-                    // (`send_mut` may have consumed a delivered batch.)
-                    counters.record_success(sent, started.elapsed());
-                    break;
-                }
-                Ok(Err(e)) => e,
-                Err(panic) => SendError::from_panic(panic),
-            };
-            counters.errors.fetch_add(1, Relaxed);
-            match &error.kind {
-                SendErrorKind::Permanent => {
-                    self.dead_letter(batch, Some(error), DeadLetterReason::Permanent);
-                    break;
-                }
-                SendErrorKind::Partial(failed) => {
-                    let failed: Vec<usize> = failed
-                        .iter()
-                        .copied()
-                        .filter(|&i| i < batch.len())
-                        .collect();
-                    if !failed.is_empty() {
-                        let delivered = (batch.len() - failed.len()) as u64;
-                        counters.sent.fetch_add(delivered, Relaxed);
-                        batch.retain_indices(&failed);
-                        self.shared.in_flight.store(batch.len() as u64, SeqCst);
-                    }
-                }
-                SendErrorKind::Retry => {}
-            }
-            if retry >= retry_limit {
-                self.dead_letter(batch, Some(error), DeadLetterReason::RetriesExhausted);
-                break;
-            }
-            let pause = self.backoff.pause(retry);
-            self.sleep(pause);
-            retry += 1;
-            counters.retries.fetch_add(1, Relaxed);
-        }
-        Vec::new()
-    }
-
-    /// Sleeps for `pause`, cut short by the shutdown deadline.
-    fn sleep(&self, pause: Duration) {
-        let until = crate::config::after(Instant::now(), pause);
-        loop {
-            let limit = match self.shared.shutdown_deadline() {
-                Some(d) => d.min(until),
-                None => until,
-            };
-            let now = Instant::now();
-            if now >= limit {
-                return;
-            }
-            thread::park_timeout(limit - now);
-        }
     }
 
     fn dead_letter(&mut self, batch: Batch<T>, error: Option<SendError>, reason: DeadLetterReason) {

@@ -44,6 +44,7 @@
 mod batcher;
 mod config;
 mod dead;
+mod driver;
 mod error;
 mod loom;
 mod metrics;
@@ -61,6 +62,7 @@ mod loom_ring;
 
 pub use crate::config::{Config, OverflowPolicy, RecoveryMode, SyncMode, MAX_MEMORY_SIZE};
 pub use crate::dead::StoredDeadLetter;
+pub use crate::driver::{BatchDriver, Next};
 pub use crate::error::{EnqueueError, Error};
 pub use crate::metrics::Metrics;
 pub use crate::queue::Queue;

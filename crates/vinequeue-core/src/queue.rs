@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -14,6 +14,7 @@ use crate::batcher::Batcher;
 use crate::config::{after, SyncMode};
 use crate::config::{Config, OverflowPolicy};
 use crate::dead::{StoredDeadLetter, StoredRecord};
+use crate::driver::{BatchDriver, DriverSlot, DriverState};
 use crate::error::{EnqueueError, Error};
 use crate::metrics::Metrics;
 use crate::ring::PushError;
@@ -36,14 +37,26 @@ enum Stage<T> {
 struct Lifecycle<T> {
     stage: Stage<T>,
     handle: Option<JoinHandle<()>>,
-    /// Set by the batcher thread as it exits: how many items it abandoned.
+    /// Set by the batcher as it exits: how many items it abandoned.
     exited: Option<u64>,
+    /// Set by `drive_externally`: `start()` hands the batcher to this slot instead of a
+    /// thread.
+    driven: Option<Arc<DriverSlot<T>>>,
 }
 
-struct Control<T> {
+pub(crate) struct Control<T> {
     life: Mutex<Lifecycle<T>>,
     /// Notified when the batcher exits and when a stop completes.
     changed: Condvar,
+}
+
+impl<T> Control<T> {
+    /// The batcher has finished, having abandoned `abandoned` items.
+    pub(crate) fn batcher_exited(&self, abandoned: u64) {
+        let mut life = self.life.lock();
+        life.exited = Some(abandoned);
+        self.changed.notify_all();
+    }
 }
 
 /// A batching queue: many producers call [`enqueue`](Queue::enqueue), one batcher thread
@@ -149,6 +162,7 @@ where
                     stage: Stage::Created(Box::new(sink)),
                     handle: None,
                     exited: None,
+                    driven: None,
                 }),
                 changed: Condvar::new(),
             }),
@@ -171,11 +185,49 @@ impl<T: Send + 'static> Queue<T> {
         }
     }
 
+    /// Makes the caller run this queue's batcher through the returned [`BatchDriver`]
+    /// instead of a thread: for adapters that form and send batches in a task of their
+    /// own (the async adapter does). Call it before [`start`](Queue::start); `start()`
+    /// then hands the batcher to the driver. The queue's sink still receives the dead
+    /// letters; its `send` is used only if the driver is dropped before the end (see
+    /// [`BatchDriver`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] once started, or if a driver was already taken.
+    pub fn drive_externally(&self) -> Result<BatchDriver<T>, Error> {
+        let mut life = self.control.life.lock();
+        if !matches!(life.stage, Stage::Created(_)) || life.driven.is_some() {
+            return Err(Error::Unsupported(
+                "drive_externally must come before start(), once".into(),
+            ));
+        }
+        let slot = Arc::new(DriverSlot::new());
+        life.driven = Some(Arc::clone(&slot));
+        Ok(BatchDriver {
+            slot,
+            shared: Arc::clone(&self.shared),
+            control: Arc::clone(&self.control),
+        })
+    }
+
     fn spawn(&self, life: &mut Lifecycle<T>) -> Result<(), Error> {
         let Stage::Created(sink) = std::mem::replace(&mut life.stage, Stage::Running) else {
             unreachable!("spawn is only called in the Created stage");
         };
         let batcher = Batcher::new(Arc::clone(&self.shared), sink);
+        if let Some(slot) = &life.driven {
+            let mut state = slot.state.lock();
+            if matches!(*state, DriverState::NotStarted) {
+                *state = DriverState::Running(Box::new(batcher));
+                drop(state);
+                self.shared.unpark_batcher();
+                return Ok(());
+            }
+            // The driver is gone already: run the batcher on a thread after all.
+            drop(state);
+            life.driven = None;
+        }
         let control = Arc::clone(&self.control);
         let shared = Arc::clone(&self.shared);
         let spawned = thread::Builder::new()
@@ -737,6 +789,13 @@ impl<T: Send + 'static> Queue<T> {
             {
                 break;
             }
+        }
+        if let (None, Some(slot)) = (life.exited, life.driven.clone()) {
+            // Nobody drove the batcher to the end: past its deadline it has nothing left
+            // to wait for, so finish it here (unless a batch is out with the driver).
+            MutexGuard::unlocked(&mut life, || {
+                crate::driver::take_over(&slot, &self.control, false)
+            });
         }
         let result = match life.exited {
             Some(0) => Ok(()),

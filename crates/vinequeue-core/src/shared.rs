@@ -2,7 +2,7 @@
 //! protocols between them. Lifecycle (start / stop / join) lives in `queue.rs`; the
 //! delivery algorithm in `batcher.rs`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Instant;
@@ -317,6 +317,13 @@ pub(crate) struct Shared<T> {
 
     /// The batcher thread, set by the batcher itself before it first asks for a wake-up.
     pub(crate) batcher: OnceLock<Thread>,
+    /// The task driving the batcher when no thread runs it (`crate::driver`), registered
+    /// before it waits; woken, and cleared, wherever the batcher thread is unparked.
+    pub(crate) driver_waker: Mutex<Option<std::task::Waker>>,
+    /// Whether `driver_waker` holds a waker; written under its lock, read without it so
+    /// that unparking costs no lock when no task is registered. SeqCst, like `wake_at`:
+    /// the task sets it before it stores `wake_at` and re-checks the ring.
+    pub(crate) driver_registered: AtomicBool,
     /// The batcher is parked until `ring.pushed() >= wake_at`; `NO_WAKE` otherwise.
     ///
     /// Protocol: the batcher stores the threshold (SeqCst), then reads `ring.pushed()`
@@ -353,6 +360,8 @@ impl<T> Shared<T> {
             counters: Counters::new(config.enable_metrics),
             config,
             batcher: OnceLock::new(),
+            driver_waker: Mutex::new(None),
+            driver_registered: AtomicBool::new(false),
             wake_at: AtomicU64::new(NO_WAKE),
             space: Waiters::new(),
             progress: Waiters::new(),
@@ -385,6 +394,26 @@ impl<T> Shared<T> {
         if let Some(thread) = self.batcher.get() {
             thread.unpark();
         }
+        if self.driver_registered.load(SeqCst) {
+            let waker = {
+                let mut slot = self.driver_waker.lock();
+                self.driver_registered.store(false, SeqCst);
+                slot.take()
+            };
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Registers the task driving the batcher, to be woken by the next unpark.
+    pub(crate) fn register_driver(&self, waker: &std::task::Waker) {
+        let mut slot = self.driver_waker.lock();
+        match &mut *slot {
+            Some(w) => w.clone_from(waker),
+            None => *slot = Some(waker.clone()),
+        }
+        self.driver_registered.store(true, SeqCst);
     }
 
     /// The sequence number of the last accepted item.

@@ -1,0 +1,179 @@
+//! Running the batcher without its thread: an adapter drives the same state machine
+//! from a task of its own (the async adapter does, so that forming a batch and sending it
+//! happen in one task, with no thread hop per batch).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::batcher::{Batcher, Step};
+use crate::queue::Control;
+use crate::shared::{Shared, NO_WAKE};
+use crate::sink::{Batch, SendError};
+
+pub(crate) enum DriverState<T> {
+    /// `start()` has not run yet.
+    NotStarted,
+    Running(Box<Batcher<T>>),
+    /// Finished (the queue stopped and everything is resolved), or taken over by a thread
+    /// because the driver went away.
+    Finished,
+}
+
+/// What [`Queue::start`](crate::Queue::start) fills in for a driven queue.
+pub(crate) struct DriverSlot<T> {
+    pub(crate) state: Mutex<DriverState<T>>,
+}
+
+impl<T> DriverSlot<T> {
+    pub(crate) fn new() -> Self {
+        DriverSlot {
+            state: Mutex::new(DriverState::NotStarted),
+        }
+    }
+}
+
+/// What a [`BatchDriver`] wants next; see [`BatchDriver::next`].
+#[derive(Debug)]
+pub enum Next<T> {
+    /// Send this batch (its [`attempt`](Batch::attempt) and
+    /// [`deadline`](Batch::deadline) are set), then report the outcome with
+    /// [`BatchDriver::sent`].
+    Send(Batch<T>),
+    /// Nothing to do until the waker given to `next` is woken, or until this instant if
+    /// there is one (a flush timeout or a retry backoff); call `next` again then.
+    Wait(Option<Instant>),
+    /// The queue has stopped and everything is resolved (delivered, dead-lettered or
+    /// given up at the shutdown deadline). Later calls return `Done` again.
+    Done,
+}
+
+/// The batcher of a queue built with [`Queue::drive_externally`](crate::Queue::drive_externally),
+/// run by its caller instead of a thread: batching, `flush_timeout`, retries with
+/// backoff, partial failures, dead letters and shutdown behave exactly as on the batcher
+/// thread; only the sending is the caller's.
+///
+/// Call [`next`](BatchDriver::next) whenever the waker given to it is woken (or its
+/// deadline passes), send each batch it returns and report the outcome with
+/// [`sent`](BatchDriver::sent). Dead letters still go to the queue's
+/// [`Sink::on_dead_letter`](crate::Sink::on_dead_letter), from inside these calls.
+///
+/// Dropped before [`Next::Done`] with no batch out, it hands the batcher to a thread of
+/// its own, which carries on with the queue's sink (as if the queue had been started
+/// without a driver). Dropped while a batch is out (no `sent` for it), the batcher can
+/// no longer go on: the queue's `stop()` reports what is left as undelivered.
+pub struct BatchDriver<T: Send + 'static> {
+    pub(crate) slot: Arc<DriverSlot<T>>,
+    pub(crate) shared: Arc<Shared<T>>,
+    pub(crate) control: Arc<Control<T>>,
+}
+
+impl<T: Send + 'static> BatchDriver<T> {
+    /// Advances the batcher until it needs something: a batch to send, or a wait.
+    /// `waker` is woken when items arrive, a flush is requested, or the queue stops.
+    pub fn next(&self, waker: &Waker) -> Next<T> {
+        let shared = &self.shared;
+        // Registered before looking, so that whatever changes after the look wakes it.
+        shared.register_driver(waker);
+        let mut state = self.slot.state.lock();
+        let batcher = match &mut *state {
+            DriverState::NotStarted => return Next::Wait(None),
+            DriverState::Finished => return Next::Done,
+            DriverState::Running(b) => b,
+        };
+        loop {
+            let step = catch_unwind(AssertUnwindSafe(|| batcher.step()));
+            match step {
+                Ok(Step::Send(batch)) => return Next::Send(batch),
+                Ok(Step::Wait { threshold, until }) => {
+                    shared.wake_at.store(threshold, SeqCst);
+                    if shared.ring.pushed() >= threshold
+                        || shared.ring.is_closed()
+                        || shared.flush_target.load(SeqCst) > shared.resolved.load(SeqCst)
+                    {
+                        shared.wake_at.store(NO_WAKE, SeqCst);
+                        continue;
+                    }
+                    return Next::Wait(until);
+                }
+                Ok(Step::Sleep(until)) => return Next::Wait(Some(until)),
+                Ok(Step::Done(abandoned)) => {
+                    *state = DriverState::Finished;
+                    drop(state);
+                    self.control.batcher_exited(abandoned);
+                    return Next::Done;
+                }
+                Err(_) => {
+                    // A bug in the batcher: what is still pending is undelivered.
+                    *state = DriverState::Finished;
+                    drop(state);
+                    self.control.batcher_exited(shared.pending().max(1));
+                    return Next::Done;
+                }
+            }
+        }
+    }
+
+    /// The outcome of sending the batch [`next`](BatchDriver::next) returned, with the
+    /// batch handed back (it may come back emptied after a success).
+    ///
+    /// # Panics
+    ///
+    /// If no batch is out.
+    pub fn sent(&self, batch: Batch<T>, result: Result<(), SendError>) {
+        let mut state = self.slot.state.lock();
+        match &mut *state {
+            DriverState::Running(b) => b.sent(batch, result),
+            _ => panic!("BatchDriver::sent without a batch out"),
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for BatchDriver<T> {
+    fn drop(&mut self) {
+        take_over(&self.slot, &self.control, true);
+    }
+}
+
+/// Moves a driven batcher that is not sending to a thread of its own (`spawn`), or runs
+/// it to the end on this thread. Returns whether it did.
+pub(crate) fn take_over<T: Send + 'static>(
+    slot: &Arc<DriverSlot<T>>,
+    control: &Arc<Control<T>>,
+    spawn: bool,
+) -> bool {
+    let batcher = {
+        let mut state = slot.state.lock();
+        match &*state {
+            DriverState::Running(b) if !b.is_sending() => {
+                match std::mem::replace(&mut *state, DriverState::Finished) {
+                    DriverState::Running(b) => b,
+                    _ => unreachable!("matched above"),
+                }
+            }
+            DriverState::NotStarted if spawn => {
+                // The driver went away before `start()`: that will start a thread.
+                *state = DriverState::Finished;
+                return true;
+            }
+            _ => return false,
+        }
+    };
+    let control = Arc::clone(control);
+    if !spawn {
+        let abandoned = (*batcher).drive_here();
+        control.batcher_exited(abandoned);
+        return true;
+    }
+    std::thread::Builder::new()
+        .name("vinequeue-batcher".into())
+        .spawn(move || {
+            let abandoned = (*batcher).run();
+            control.batcher_exited(abandoned);
+        })
+        .is_ok()
+}
