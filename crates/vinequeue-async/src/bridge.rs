@@ -1,19 +1,30 @@
-//! The hand-over between the batcher thread and async code: the batcher's [`Sink`] is a
-//! [`BridgeSink`] that lends each batch to whoever polls [`Batches`] and waits (on its own
-//! thread, never an executor's) for the verdict. Retries, backoff, partial failures and
-//! dead letters stay with the batcher, so async delivery keeps the core semantics.
+//! Where async code gets its batches. Two ways, the same core semantics (batching,
+//! retries, backoff, partial failures, dead letters, shutdown):
+//!
+//! * In memory mode the consumer runs the batcher itself, through the core's
+//!   [`BatchDriver`]: polling [`Batches`] forms the next batch from the ring in the
+//!   polling task, and answering a [`ReadyBatch`] resolves it there. No thread sits
+//!   between producers and the sink, and every wake-up stays inside the executor.
+//! * With a log the batcher keeps its thread (it reads the log back, acknowledges and
+//!   syncs, which is file I/O), and its [`Sink`] is a [`BridgeSink`] that lends each
+//!   batch to whoever polls [`Batches`] and waits (on its own thread, never an
+//!   executor's) for the verdict.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use futures::Stream;
 use parking_lot::{Condvar, Mutex};
-use vinequeue_core::{Batch, DeadLetter, SendError, Sink};
+use vinequeue_core::{Batch, BatchDriver, DeadLetter, Next, SendError, Sink};
+
+use crate::timer::Sleep;
 
 /// Most dead letters waiting for the consumer. When it is reached the batcher waits (up
 /// to `DEAD_LETTER_WAIT`) for the consumer to take some; only then, or with no consumer
@@ -69,7 +80,7 @@ impl<T> Channel<T> {
 }
 
 /// Creates the two ends: the sink for the core queue and the stream for async code.
-pub(crate) fn channel<T>() -> (BridgeSink<T>, Batches<T>) {
+pub(crate) fn channel<T: Send + 'static>() -> (BridgeSink<T>, Batches<T>) {
     let chan = Arc::new(Channel {
         slot: Mutex::new(Slot {
             state: State::Idle,
@@ -84,8 +95,69 @@ pub(crate) fn channel<T>() -> (BridgeSink<T>, Batches<T>) {
         BridgeSink {
             chan: Arc::clone(&chan),
         },
-        Batches { chan },
+        Batches {
+            src: Source::Bridge(chan),
+            sleep: None,
+        },
     )
+}
+
+/// For a queue whose batcher the consumer drives itself (memory mode): the queue's sink,
+/// which keeps the dead letters for the consumer, and a `Batches` waiting for the
+/// driver (see [`Batches::driven`]).
+pub(crate) fn letter_box<T>() -> (LetterSink<T>, Arc<LetterBox<T>>) {
+    let letters = Arc::new(LetterBox {
+        letters: Mutex::new(VecDeque::new()),
+    });
+    (
+        LetterSink {
+            letters: Arc::clone(&letters),
+        },
+        letters,
+    )
+}
+
+/// Dead letters of a driven queue, waiting for the consumer.
+pub(crate) struct LetterBox<T> {
+    letters: Mutex<VecDeque<DeadLetter<T>>>,
+}
+
+/// The sink of a driven queue: the consumer sends the batches itself, so this only keeps
+/// the dead letters for it. Its `send` is used only by a batcher left without a
+/// consumer: every attempt fails at once.
+pub(crate) struct LetterSink<T> {
+    letters: Arc<LetterBox<T>>,
+}
+
+impl<T: Send + 'static> Sink<T> for LetterSink<T> {
+    fn send(&mut self, _batch: &Batch<T>) -> Result<(), SendError> {
+        Err(SendError::retry(NoConsumer))
+    }
+
+    fn on_dead_letter(&mut self, letter: DeadLetter<T>) {
+        self.letters.letters.lock().push_back(letter);
+    }
+}
+
+/// The consumer end of a driven queue: the consumer runs the batcher itself.
+pub(crate) struct Driven<T: Send + 'static> {
+    driver: BatchDriver<T>,
+    letters: Arc<LetterBox<T>>,
+    /// A `ReadyBatch` is out, not answered yet.
+    out: AtomicBool,
+    /// Woken when that batch is answered (a stream consumer polling meanwhile).
+    consumer: Mutex<Option<Waker>>,
+}
+
+impl<T: Send + 'static> Driven<T> {
+    fn answer(&self, batch: Batch<T>, result: Result<(), SendError>) {
+        self.driver.sent(batch, result);
+        self.out.store(false, SeqCst);
+        let waker = self.consumer.lock().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
 /// The sink the batcher thread calls; see the module documentation.
@@ -197,7 +269,7 @@ impl<T> Drop for BridgeSink<T> {
 }
 
 /// What the consumer end yields.
-pub(crate) enum Event<T> {
+pub(crate) enum Event<T: Send + 'static> {
     Batch(ReadyBatch<T>),
     DeadLetter(DeadLetter<T>),
 }
@@ -210,21 +282,55 @@ pub(crate) enum Event<T> {
 /// One batch is out at a time: the next comes once the current one is acknowledged,
 /// failed or dropped. The stream ends when the queue has stopped and delivered (or given
 /// up on) everything.
-pub struct Batches<T> {
-    chan: Arc<Channel<T>>,
+pub struct Batches<T: Send + 'static> {
+    src: Source<T>,
+    /// A driven queue's wait for its flush timeout or a retry's backoff.
+    sleep: Option<Sleep>,
 }
 
-impl<T> Batches<T> {
+enum Source<T: Send + 'static> {
+    /// Batches come from the batcher thread through the hand-over.
+    Bridge(Arc<Channel<T>>),
+    /// The consumer runs the batcher.
+    Driven(Arc<Driven<T>>),
+}
+
+impl<T: Send + 'static> Batches<T> {
+    /// The consumer end of a queue whose batcher it drives (`Queue::drive_externally`).
+    pub(crate) fn driven(driver: BatchDriver<T>, letters: Arc<LetterBox<T>>) -> Self {
+        Batches {
+            src: Source::Driven(Arc::new(Driven {
+                driver,
+                letters,
+                out: AtomicBool::new(false),
+                consumer: Mutex::new(None),
+            })),
+            sleep: None,
+        }
+    }
+
+    /// Whether the consumer runs the batcher (no batcher thread).
+    pub(crate) fn is_driven(&self) -> bool {
+        matches!(self.src, Source::Driven(_))
+    }
+
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event<T>>> {
         self.poll_with(cx, true)
     }
 
     fn poll_with(&mut self, cx: &mut Context<'_>, letters: bool) -> Poll<Option<Event<T>>> {
-        let mut slot = self.chan.slot.lock();
+        let chan = match &self.src {
+            Source::Bridge(chan) => chan,
+            Source::Driven(d) => {
+                let d = Arc::clone(d);
+                return self.poll_driven(&d, cx, letters);
+            }
+        };
+        let mut slot = chan.slot.lock();
         if letters {
             if let Some(letter) = slot.dead_letters.pop_front() {
                 drop(slot);
-                self.chan.verdict.notify_all(); // room in the backlog
+                chan.verdict.notify_all(); // room in the backlog
                 return Poll::Ready(Some(Event::DeadLetter(letter)));
             }
         }
@@ -234,7 +340,7 @@ impl<T> Batches<T> {
             };
             return Poll::Ready(Some(Event::Batch(ReadyBatch {
                 batch: Some(batch),
-                chan: Arc::clone(&self.chan),
+                to: Answer::Bridge(Arc::clone(chan)),
             })));
         }
         if slot.closed && !matches!(slot.state, State::Taken) {
@@ -253,20 +359,79 @@ impl<T> Batches<T> {
     /// be taken, then discards the oldest (still counted in the metrics). A [`Delivery`](crate::Delivery) passes them to
     /// [`AsyncSink::on_dead_letter`](crate::AsyncSink::on_dead_letter) instead.
     pub fn take_dead_letters(&mut self) -> Vec<DeadLetter<T>> {
-        let letters = self.chan.slot.lock().dead_letters.drain(..).collect();
-        self.chan.verdict.notify_all(); // room in the backlog
-        letters
+        match &self.src {
+            Source::Bridge(chan) => {
+                let letters = chan.slot.lock().dead_letters.drain(..).collect();
+                chan.verdict.notify_all(); // room in the backlog
+                letters
+            }
+            Source::Driven(d) => d.letters.letters.lock().drain(..).collect(),
+        }
+    }
+
+    /// Runs the batcher until it has a batch (or a dead letter) for the consumer, or must
+    /// wait.
+    fn poll_driven(
+        &mut self,
+        d: &Arc<Driven<T>>,
+        cx: &mut Context<'_>,
+        letters: bool,
+    ) -> Poll<Option<Event<T>>> {
+        loop {
+            if letters {
+                if let Some(letter) = d.letters.letters.lock().pop_front() {
+                    return Poll::Ready(Some(Event::DeadLetter(letter)));
+                }
+            }
+            if d.out.load(SeqCst) {
+                // The batch out must be answered first.
+                *d.consumer.lock() = Some(cx.waker().clone());
+                if d.out.load(SeqCst) {
+                    return Poll::Pending;
+                }
+            }
+            let letters_waiting = || letters && !d.letters.letters.lock().is_empty();
+            match d.driver.next(cx.waker()) {
+                Next::Send(batch) => {
+                    d.out.store(true, SeqCst);
+                    return Poll::Ready(Some(Event::Batch(ReadyBatch {
+                        batch: Some(batch),
+                        to: Answer::Driven(Arc::clone(d)),
+                    })));
+                }
+                Next::Wait(_) | Next::Done if letters_waiting() => continue,
+                Next::Wait(None) => {
+                    self.sleep = None;
+                    return Poll::Pending;
+                }
+                Next::Wait(Some(until)) => {
+                    let sleep = match &mut self.sleep {
+                        Some(s) if s.deadline() == until => s,
+                        other => other.insert(Sleep::until(until)),
+                    };
+                    if Pin::new(sleep).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.sleep = None;
+                }
+                Next::Done => return Poll::Ready(None),
+            }
+        }
     }
 }
 
-impl<T> Drop for Batches<T> {
+impl<T: Send + 'static> Drop for Batches<T> {
     fn drop(&mut self) {
-        self.chan.slot.lock().consumer_gone = true;
-        self.chan.verdict.notify_all();
+        // (A driven queue's batcher moves to a thread of its own once the last handle to
+        // its driver, this or a batch out, is gone.)
+        if let Source::Bridge(chan) = &self.src {
+            chan.slot.lock().consumer_gone = true;
+            chan.verdict.notify_all();
+        }
     }
 }
 
-impl<T> Stream for Batches<T> {
+impl<T: Send + 'static> Stream for Batches<T> {
     type Item = ReadyBatch<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ReadyBatch<T>>> {
@@ -279,7 +444,7 @@ impl<T> Stream for Batches<T> {
     }
 }
 
-impl<T> fmt::Debug for Batches<T> {
+impl<T: Send + 'static> fmt::Debug for Batches<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batches").finish_non_exhaustive()
     }
@@ -290,9 +455,24 @@ impl<T> fmt::Debug for Batches<T> {
 /// as a retryable failure. The queue sends nothing else until then, and it does not time
 /// out a batch held here: `send_timeout` is for the consumer to apply (see
 /// [`Batch::deadline`]).
-pub struct ReadyBatch<T> {
+pub struct ReadyBatch<T: Send + 'static> {
     batch: Option<Batch<T>>,
-    chan: Arc<Channel<T>>,
+    to: Answer<T>,
+}
+
+/// Where a batch's verdict goes.
+enum Answer<T: Send + 'static> {
+    Bridge(Arc<Channel<T>>),
+    Driven(Arc<Driven<T>>),
+}
+
+impl<T: Send + 'static> Answer<T> {
+    fn finish(&self, batch: Batch<T>, result: Result<(), SendError>) {
+        match self {
+            Answer::Bridge(chan) => chan.finish(batch, result),
+            Answer::Driven(d) => d.answer(batch, result),
+        }
+    }
 }
 
 /// The batch was dropped without an answer.
@@ -307,7 +487,7 @@ impl fmt::Display for DroppedUnanswered {
 
 impl std::error::Error for DroppedUnanswered {}
 
-impl<T> ReadyBatch<T> {
+impl<T: Send + 'static> ReadyBatch<T> {
     /// The batch was delivered: its records are acknowledged (and trimmed from the log).
     pub fn ack(self) {
         self.finish(Ok(()));
@@ -326,16 +506,16 @@ impl<T> ReadyBatch<T> {
                 // The batcher needs the items back only to retry them: delivered ones
                 // are freed here, on the consumer's thread, after the batcher has its
                 // answer.
-                self.chan.finish(Batch::default(), result);
+                self.to.finish(Batch::default(), result);
                 drop(batch);
             } else {
-                self.chan.finish(batch, result);
+                self.to.finish(batch, result);
             }
         }
     }
 }
 
-impl<T> Deref for ReadyBatch<T> {
+impl<T: Send + 'static> Deref for ReadyBatch<T> {
     type Target = Batch<T>;
 
     fn deref(&self) -> &Batch<T> {
@@ -343,16 +523,16 @@ impl<T> Deref for ReadyBatch<T> {
     }
 }
 
-impl<T> Drop for ReadyBatch<T> {
+impl<T: Send + 'static> Drop for ReadyBatch<T> {
     fn drop(&mut self) {
         if let Some(batch) = self.batch.take() {
-            self.chan
+            self.to
                 .finish(batch, Err(SendError::retry(DroppedUnanswered)));
         }
     }
 }
 
-impl<T> fmt::Debug for ReadyBatch<T> {
+impl<T: Send + 'static> fmt::Debug for ReadyBatch<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReadyBatch")
             .field("len", &self.len())

@@ -64,7 +64,11 @@ where
     }
 }
 
-/// Times the delivery task yields and looks for the next batch again before it sleeps.
+/// Times the delivery task yields and looks for the next batch again before it sleeps,
+/// when batches come from the batcher thread (durable mode). When the task runs the
+/// batcher itself (memory mode), it sleeps at once: producers wake it from inside the
+/// executor, which runs it next on their own worker thread (where the items they
+/// allocated are then freed), where a task that kept itself awake would stay on another.
 const LOOKS_BEFORE_SLEEP: u32 = 64;
 
 /// `send` did not complete within `send_timeout`.
@@ -98,13 +102,18 @@ impl<T: Send + Sync + 'static> Batches<T> {
 }
 
 async fn run<T: Send + Sync + 'static, S: AsyncSink<T>>(mut batches: Batches<T>, mut sink: S) {
+    let max_looks = if batches.is_driven() {
+        0
+    } else {
+        LOOKS_BEFORE_SLEEP
+    };
     loop {
         // Under load the next batch is microseconds away: look again a few times (giving
         // the executor back in between) before sleeping, so that the batcher thread
         // rarely has to wake this task from another thread.
         let mut looks = 0;
         let event = std::future::poll_fn(|cx| match batches.poll_event(cx) {
-            Poll::Pending if looks < LOOKS_BEFORE_SLEEP => {
+            Poll::Pending if looks < max_looks => {
                 looks += 1;
                 cx.waker().wake_by_ref();
                 Poll::Pending

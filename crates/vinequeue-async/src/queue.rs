@@ -106,13 +106,20 @@ where
     /// As `vinequeue::Queue::new`: [`Error::Config`], [`Error::Locked`],
     /// [`Error::Corrupt`] (strict recovery), [`Error::Io`].
     pub fn new(config: Config) -> Result<(Self, Batches<T>), Error> {
-        let (sink, batches) = bridge::channel();
         #[cfg(feature = "wal")]
         if let Some(logs) = vinequeue_wal::QueueLogs::open(&config)? {
+            // With a log, the batcher reads it back, acknowledges and syncs: file I/O
+            // that stays on the batcher thread, off the executor.
+            let (sink, batches) = bridge::channel();
             let queue = Queue::with_storage(config, logs.log, Some(logs.dead_letters), sink)?;
             return Ok((Self::from_queue(queue)?, batches));
         }
-        Ok((Self::from_queue(Queue::new(config, sink)?)?, batches))
+        // In memory, whoever consumes the batches runs the batcher: no thread hop per
+        // batch.
+        let (sink, letters) = bridge::letter_box();
+        let queue = Queue::new(config, sink)?;
+        let driver = queue.drive_externally()?;
+        Ok((Self::from_queue(queue)?, Batches::driven(driver, letters)))
     }
 
     /// [`new`](AsyncQueue::new) with the batches handed to `sink`: returns the queue and

@@ -94,6 +94,11 @@ impl Sleep {
         }
     }
 
+    /// When it completes.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     fn unregister(&mut self) {
         if let Some(key) = self.key.take() {
             timers().entries.lock().pending.remove(&key);
