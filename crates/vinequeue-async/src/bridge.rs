@@ -108,6 +108,7 @@ pub(crate) fn channel<T: Send + 'static>() -> (BridgeSink<T>, Batches<T>) {
 pub(crate) fn letter_box<T>() -> (LetterSink<T>, Arc<LetterBox<T>>) {
     let letters = Arc::new(LetterBox {
         letters: Mutex::new(VecDeque::new()),
+        consumer_gone: AtomicBool::new(false),
     });
     (
         LetterSink {
@@ -117,9 +118,14 @@ pub(crate) fn letter_box<T>() -> (LetterSink<T>, Arc<LetterBox<T>>) {
     )
 }
 
-/// Dead letters of a driven queue, waiting for the consumer.
+/// Dead letters of a driven queue, waiting for the consumer. They are produced while the
+/// consumer polls (it runs the batcher), so they are not capped: a `Delivery` hands each
+/// to `on_dead_letter` before its next batch, and a stream consumer takes them with
+/// `take_dead_letters`.
 pub(crate) struct LetterBox<T> {
     letters: Mutex<VecDeque<DeadLetter<T>>>,
+    /// The consumer end is gone: nobody will ever take a letter.
+    consumer_gone: AtomicBool,
 }
 
 /// The sink of a driven queue: the consumer sends the batches itself, so this only keeps
@@ -129,13 +135,29 @@ pub(crate) struct LetterSink<T> {
     letters: Arc<LetterBox<T>>,
 }
 
+/// The `Batches` end of a queue was dropped: no task takes batches any more.
+#[derive(Debug)]
+struct ConsumerGone;
+
+impl fmt::Display for ConsumerGone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the Batches end of the queue was dropped: nothing takes batches any more")
+    }
+}
+
+impl std::error::Error for ConsumerGone {}
+
 impl<T: Send + 'static> Sink<T> for LetterSink<T> {
     fn send(&mut self, _batch: &Batch<T>) -> Result<(), SendError> {
-        Err(SendError::retry(NoConsumer))
+        Err(SendError::retry(ConsumerGone))
     }
 
     fn on_dead_letter(&mut self, letter: DeadLetter<T>) {
-        self.letters.letters.lock().push_back(letter);
+        // With no consumer left the letter has nowhere to go (it is counted in the
+        // metrics all the same).
+        if !self.letters.consumer_gone.load(SeqCst) {
+            self.letters.letters.lock().push_back(letter);
+        }
     }
 }
 
@@ -147,6 +169,14 @@ pub(crate) struct Driven<T: Send + 'static> {
     out: AtomicBool,
     /// Woken when that batch is answered (a stream consumer polling meanwhile).
     consumer: Mutex<Option<Waker>>,
+}
+
+impl<T: Send + 'static> Drop for Driven<T> {
+    fn drop(&mut self) {
+        // (Its `BatchDriver`, dropped next, moves the batcher to a thread of its own.)
+        self.letters.consumer_gone.store(true, SeqCst);
+        self.letters.letters.lock().clear();
+    }
 }
 
 impl<T: Send + 'static> Driven<T> {
@@ -355,9 +385,13 @@ impl<T: Send + 'static> Batches<T> {
 
     /// Dead letters handed over by the batcher since the last call: batches refused
     /// permanently, out of retries, or (memory mode) left over when `stop()` ran out of
-    /// time. At most 1024 wait here; beyond that the batcher waits up to 5 s for them to
-    /// be taken, then discards the oldest (still counted in the metrics). A [`Delivery`](crate::Delivery) passes them to
+    /// time. A [`Delivery`](crate::Delivery) passes them to
     /// [`AsyncSink::on_dead_letter`](crate::AsyncSink::on_dead_letter) instead.
+    ///
+    /// In memory mode they are produced while this end is polled (its owner runs the
+    /// batcher) and wait here until taken. With a log, at most 1024 wait here; beyond
+    /// that the batcher waits up to 5 s for them to be taken, then discards the oldest
+    /// (still counted in the metrics, and kept in the dead-letter log).
     pub fn take_dead_letters(&mut self) -> Vec<DeadLetter<T>> {
         match &self.src {
             Source::Bridge(chan) => {

@@ -46,8 +46,9 @@ pub trait AsyncSink<T>: Send + 'static {
     /// Receives a batch that will not be delivered (refused permanently, out of retries,
     /// or left over when `stop()` ran out of time). The default does nothing.
     ///
-    /// The batcher hands dead letters over without waiting for this call, up to 1024
-    /// at a time; beyond that it waits (up to 5 s) for the delivery future to catch up.
+    /// The delivery future calls it before it takes the next batch. (With a log, the
+    /// batcher thread hands dead letters over without waiting for this call, up to 1024
+    /// at a time; beyond that it waits up to 5 s for the delivery future to catch up.)
     fn on_dead_letter(&mut self, letter: DeadLetter<T>) -> impl Future<Output = ()> + Send {
         drop(letter);
         std::future::ready(())

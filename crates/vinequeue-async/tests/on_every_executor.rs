@@ -119,6 +119,7 @@ on_every_executor!(
     every_item_given_up_at_stop_reaches_on_dead_letter,
     stop_without_a_consumer_gives_up_at_the_shutdown_timeout,
     a_dropped_consumer_fails_attempts_at_once,
+    a_queue_stopped_before_start_ends_its_delivery,
 );
 
 /// Returns `Pending` once, so sends really suspend.
@@ -640,4 +641,13 @@ async fn a_dropped_consumer_fails_attempts_at_once(_sp: Spawner) {
     let m = queue.metrics();
     assert_eq!((m.errors_total, m.dead_lettered_total), (3, 1));
     queue.stop().await.unwrap();
+}
+
+async fn a_queue_stopped_before_start_ends_its_delivery(sp: Spawner) {
+    let (queue, batches) = AsyncQueue::<String>::new(fast_config()).unwrap();
+    let delivery = sp.spawn(batches.deliver_to(Recorder::default()));
+    // Never started, nothing enqueued: the delivery future must end, not wait forever
+    // for a start that cannot come.
+    queue.stop().await.unwrap();
+    delivery.await;
 }

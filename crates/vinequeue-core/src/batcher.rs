@@ -29,7 +29,7 @@ const PARK_BACKSTOP: Duration = Duration::from_secs(1);
 const SPIN_BEFORE_PARK: u32 = 12;
 
 pub(crate) struct Batcher<T> {
-    shared: Arc<Shared<T>>,
+    pub(crate) shared: Arc<Shared<T>>,
     sink: Box<dyn Sink<T>>,
     backoff: Backoff,
     /// Reused buffer for ring pops.

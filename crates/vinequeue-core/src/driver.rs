@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -77,14 +77,30 @@ impl<T: Send + 'static> BatchDriver<T> {
     /// `waker` is woken when items arrive, a flush is requested, or the queue stops.
     pub fn next(&self, waker: &Waker) -> Next<T> {
         let shared = &self.shared;
+        // A threshold asked for by an earlier wait is stale now (the thread clears it
+        // after each park): producers crossing it would wake this task for nothing.
+        shared.wake_at.store(NO_WAKE, SeqCst);
         // Registered before looking, so that whatever changes after the look wakes it.
         shared.register_driver(waker);
         let mut state = self.slot.state.lock();
         let batcher = match &mut *state {
+            // Closed before it ever started (`stop()` of a queue never started, with
+            // nothing in it): it never will.
+            DriverState::NotStarted if shared.ring.is_closed() => {
+                *state = DriverState::Finished;
+                return Next::Done;
+            }
             DriverState::NotStarted => return Next::Wait(None),
             DriverState::Finished => return Next::Done,
             DriverState::Running(b) => b,
         };
+        // In durable mode a producer that spills publishes with a Release store before
+        // it looks for a registered driver, so the two can pass each other: look again
+        // within a second at the latest, as the batcher thread does.
+        let backstop = shared
+            .durable
+            .is_some()
+            .then(|| Instant::now() + Duration::from_secs(1));
         loop {
             let step = catch_unwind(AssertUnwindSafe(|| batcher.step()));
             match step {
@@ -98,7 +114,7 @@ impl<T: Send + 'static> BatchDriver<T> {
                         shared.wake_at.store(NO_WAKE, SeqCst);
                         continue;
                     }
-                    return Next::Wait(until);
+                    return Next::Wait(until.or(backstop));
                 }
                 Ok(Step::Sleep(until)) => return Next::Wait(Some(until)),
                 Ok(Step::Done(abandoned)) => {
@@ -127,7 +143,7 @@ impl<T: Send + 'static> BatchDriver<T> {
     pub fn sent(&self, batch: Batch<T>, result: Result<(), SendError>) {
         let mut state = self.slot.state.lock();
         match &mut *state {
-            DriverState::Running(b) => b.sent(batch, result),
+            DriverState::Running(b) if b.is_sending() => b.sent(batch, result),
             _ => panic!("BatchDriver::sent without a batch out"),
         }
     }
@@ -147,7 +163,16 @@ pub(crate) fn take_over<T: Send + 'static>(
     spawn: bool,
 ) -> bool {
     let batcher = {
-        let mut state = slot.state.lock();
+        // `stop()` may be called from inside the driver's own call (a dead-letter
+        // handler): then the state is locked on this very thread, and waiting for it
+        // would never end.
+        let Some(mut state) = (if spawn {
+            Some(slot.state.lock())
+        } else {
+            slot.state.try_lock()
+        }) else {
+            return false;
+        };
         match &*state {
             DriverState::Running(b) if !b.is_sending() => {
                 match std::mem::replace(&mut *state, DriverState::Finished) {
@@ -164,16 +189,25 @@ pub(crate) fn take_over<T: Send + 'static>(
         }
     };
     let control = Arc::clone(control);
+    let shared = Arc::clone(&batcher.shared);
+    // As on the batcher thread: a batcher that panics (a bug) leaves everything still
+    // pending undelivered, and `stop()` still learns that it has finished.
+    let finish = move |batcher: Box<Batcher<T>>, here: bool| {
+        let ran = catch_unwind(AssertUnwindSafe(move || {
+            if here {
+                (*batcher).drive_here()
+            } else {
+                (*batcher).run()
+            }
+        }));
+        control.batcher_exited(ran.unwrap_or_else(|_| shared.pending().max(1)));
+    };
     if !spawn {
-        let abandoned = (*batcher).drive_here();
-        control.batcher_exited(abandoned);
+        finish(batcher, true);
         return true;
     }
     std::thread::Builder::new()
         .name("vinequeue-batcher".into())
-        .spawn(move || {
-            let abandoned = (*batcher).run();
-            control.batcher_exited(abandoned);
-        })
+        .spawn(move || finish(batcher, false))
         .is_ok()
 }

@@ -754,6 +754,8 @@ impl<T: Send + 'static> Queue<T> {
                     s.ring.close();
                     s.space.notify_always();
                     s.wakers.wake();
+                    // A driver waiting for the start learns that it will not come.
+                    s.unpark_batcher();
                     return Ok(());
                 }
                 Stage::Created(_) => {

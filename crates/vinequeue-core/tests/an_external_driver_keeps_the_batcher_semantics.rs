@@ -258,3 +258,82 @@ fn a_driver_is_taken_once_and_only_before_start() {
         Err(Error::Unsupported(_))
     ));
 }
+
+#[test]
+fn a_queue_stopped_before_start_tells_its_driver_done() {
+    let queue = Queue::new(config(), Recording(Arc::default())).unwrap();
+    let driver = queue.drive_externally().unwrap();
+    let waker = Waker::from(Arc::new(Unpark {
+        thread: thread::current(),
+        woken: AtomicBool::new(false),
+    }));
+    assert!(matches!(driver.next(&waker), Next::Wait(None)));
+    queue.stop().unwrap();
+    assert!(matches!(driver.next(&waker), Next::Done));
+}
+
+#[test]
+fn a_stray_sent_is_refused_and_leaves_the_batch_in_hand() {
+    let seen = Arc::new(Seen::default());
+    let queue = Arc::new(Queue::new(config(), Recording(Arc::clone(&seen))).unwrap());
+    let driver = queue.drive_externally().unwrap();
+    queue.start().unwrap();
+    queue.enqueue(1).unwrap();
+    let waker = Waker::from(Arc::new(Unpark {
+        thread: thread::current(),
+        woken: AtomicBool::new(false),
+    }));
+    // The batch of one is filling (it waits for `flush_timeout`): no batch is out.
+    assert!(matches!(driver.next(&waker), Next::Wait(Some(_))));
+    let stray = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        driver.sent(Batch::default(), Ok(()))
+    }));
+    assert!(stray.is_err(), "sent without a batch out must panic");
+    queue.enqueue(2).unwrap();
+    let stopper = {
+        let queue = Arc::clone(&queue);
+        thread::spawn(move || queue.stop())
+    };
+    let got = drive(&driver, |_| Ok(()));
+    stopper.join().unwrap().unwrap();
+    let items: Vec<(u64, u32)> = got.iter().flat_map(|(_, b)| b.clone()).collect();
+    assert_eq!(items, [(1, 1), (2, 2)], "the filling batch survived");
+}
+
+/// Calls `stop()` on its own queue from inside `on_dead_letter`.
+struct StopsOnDeadLetter(Arc<std::sync::OnceLock<std::sync::Weak<Queue<u32>>>>);
+
+impl Sink<u32> for StopsOnDeadLetter {
+    fn send(&mut self, _batch: &Batch<u32>) -> Result<(), SendError> {
+        Ok(())
+    }
+
+    fn on_dead_letter(&mut self, _letter: DeadLetter<u32>) {
+        if let Some(queue) = self.0.get().and_then(|q| q.upgrade()) {
+            let _ = queue.stop();
+        }
+    }
+}
+
+#[test]
+fn stop_called_from_a_dead_letter_handler_of_a_driven_queue_returns() {
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let config = config().shutdown_timeout(Duration::from_millis(50));
+    let queue = Arc::new(Queue::new(config, StopsOnDeadLetter(Arc::clone(&cell))).unwrap());
+    cell.set(Arc::downgrade(&queue)).unwrap();
+    let driver = queue.drive_externally().unwrap();
+    queue.start().unwrap();
+    queue.enqueue(1).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        drive(&driver, |_| Err(SendError::permanent("refused")));
+        let _ = done.send(());
+    });
+    // The handler's `stop()` runs while the driver's call holds the batcher: it must
+    // give up waiting for it, not wait for itself.
+    finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the driver finished");
+    assert!(queue.is_closed());
+    assert_eq!(queue.metrics().dead_lettered_total, 1);
+}
