@@ -29,6 +29,15 @@ impl Wake for Unpark {
     }
 }
 
+/// A waker that unparks the calling thread, and its flag.
+fn this_thread_waker() -> (Arc<Unpark>, Waker) {
+    let unpark = Arc::new(Unpark {
+        thread: thread::current(),
+        woken: AtomicBool::new(false),
+    });
+    (Arc::clone(&unpark), Waker::from(unpark))
+}
+
 /// What a sink saw.
 #[derive(Default)]
 struct Seen {
@@ -58,11 +67,7 @@ fn drive(
     driver: &BatchDriver<u32>,
     mut answer: impl FnMut(&Batch<u32>) -> Result<(), SendError>,
 ) -> Vec<(Instant, Vec<(u64, u32)>)> {
-    let unpark = Arc::new(Unpark {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    });
-    let waker = Waker::from(Arc::clone(&unpark));
+    let (unpark, waker) = this_thread_waker();
     let mut got = Vec::new();
     loop {
         match driver.next(&waker) {
@@ -235,10 +240,7 @@ fn stop_with_nobody_driving_gives_up_at_the_deadline_and_dead_letters_the_rest()
     assert_eq!(dead, [0, 1, 2, 3, 4, 5]);
     assert_eq!(queue.metrics().abandoned_total, 6);
     // The driver, polled at last, finds the batcher finished.
-    let waker = Waker::from(Arc::new(Unpark {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    }));
+    let (_, waker) = this_thread_waker();
     assert!(matches!(driver.next(&waker), Next::Done));
     assert!(seen.batches.lock().unwrap().is_empty());
 }
@@ -263,10 +265,7 @@ fn a_driver_is_taken_once_and_only_before_start() {
 fn a_queue_stopped_before_start_tells_its_driver_done() {
     let queue = Queue::new(config(), Recording(Arc::default())).unwrap();
     let driver = queue.drive_externally().unwrap();
-    let waker = Waker::from(Arc::new(Unpark {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    }));
+    let (_, waker) = this_thread_waker();
     assert!(matches!(driver.next(&waker), Next::Wait(None)));
     queue.stop().unwrap();
     assert!(matches!(driver.next(&waker), Next::Done));
@@ -279,10 +278,7 @@ fn a_stray_sent_is_refused_and_leaves_the_batch_in_hand() {
     let driver = queue.drive_externally().unwrap();
     queue.start().unwrap();
     queue.enqueue(1).unwrap();
-    let waker = Waker::from(Arc::new(Unpark {
-        thread: thread::current(),
-        woken: AtomicBool::new(false),
-    }));
+    let (_, waker) = this_thread_waker();
     // The batch of one is filling (it waits for `flush_timeout`): no batch is out.
     assert!(matches!(driver.next(&waker), Next::Wait(Some(_))));
     let stray = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
