@@ -50,6 +50,14 @@ pub trait FsFile: Send + Sync + 'static {
     /// The operating system's error; after it, what reached the disk is unknown.
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
 
+    /// Hint: the published bytes in `offset..offset + len` will be synced later; start
+    /// writing them to the disk now, without waiting, so that the sync finds less to do.
+    /// Durability is unchanged (only a sync makes bytes durable); a write-back error
+    /// surfaces at the next sync. The default does nothing.
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// Hint: `offset..offset + len` will be written soon; make it ready for writing now
     /// (map its pages in), so that the writes do not fault page by page. The default
     /// does nothing.
@@ -57,10 +65,11 @@ pub trait FsFile: Send + Sync + 'static {
         let _ = (offset, len);
     }
 
-    /// Hint: the published, synced bytes in `offset..offset + len` need not stay in this
+    /// Hint: the published bytes in `offset..offset + len` need not stay in this
     /// process's memory (their contents do not change; a later read brings them back from
-    /// the page cache or the disk). Whole pages inside the range only. The default does
-    /// nothing.
+    /// the page cache or the disk). Synced or not: bytes not yet synced stay in the page
+    /// cache, and a later sync writes them. Whole pages inside the range only. The
+    /// default does nothing.
     fn release(&self, offset: u64, len: u64) {
         let _ = (offset, len);
     }

@@ -144,6 +144,26 @@ impl FsFile for MappedFile {
         let _ = (offset, len);
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) {
+        #[cfg(target_os = "linux")]
+        if len > 0 {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: a plain system call on a descriptor this file keeps open for the
+            // call's duration; it touches no memory of ours. An error changes nothing
+            // (only a hint): a failed write-back is reported by the next sync.
+            let _ = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    offset as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+    }
+
     fn release(&self, offset: u64, len: u64) {
         const PAGE: u64 = 4096;
         let Some(map) = &self.map else { return };
@@ -153,12 +173,14 @@ impl FsFile for MappedFile {
             return;
         }
         // SAFETY: 1. the mapping is `MAP_SHARED` of a regular file, so MADV_DONTNEED only
-        // drops this process's page-table entries: a later access faults the same bytes
-        // back in from the page cache (or the file), it never sees zeros; 2. the range is
-        // below `published`, so its bytes are immutable (module docs) and were synced by
-        // the caller, so a reader holding a slice into it reads identical bytes before
-        // and after; 3. no one else writes the file while it is mapped (module docs).
-        // The advice is only a hint: an error changes nothing and is ignored.
+        // drops this process's page-table entries (marking a page written through a
+        // dropped entry dirty in the page cache, so that a later sync still writes it): a
+        // later access faults the same bytes back in from the page cache (or the file),
+        // it never sees zeros; 2. the range is below `published`, so its bytes are
+        // immutable (module docs), so a reader holding a slice into it reads identical
+        // bytes before and after; 3. no one else writes the file while it is mapped
+        // (module docs). The advice is only a hint: an error changes nothing and is
+        // ignored.
         let _ = unsafe {
             map.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,

@@ -166,16 +166,22 @@ const GATHER_YIELDS: u32 = 1;
 /// Longest a group-commit leader waits for the appenders of the last round (`gather`).
 const MAX_GATHER: Duration = Duration::from_micros(200);
 
-/// Maps chunks of the active segment in ahead of the writer, on a thread of its own
-/// (started by the first request): populating a chunk costs as much as writing the
-/// records that fill it, and paid inside `append` it would be paid by a producer, with a
-/// stall of a few hundred microseconds once per chunk.
+/// Maps chunks of the active segment in ahead of the writer (and, under `Periodic`,
+/// unmaps those it has filled and starts writing them back), on a thread of its own
+/// (started by the first request): populating a chunk costs as much as writing the records that
+/// fill it, and paid inside `append` it would be paid by a producer, with a stall of a
+/// few hundred microseconds once per chunk.
 struct Prefetch<F: Fs> {
     state: Mutex<PrefetchState<F>>,
 }
 
-/// A chunk to map in: `(segment, offset, len)`.
-type PrefetchRequest<F> = (Arc<Segment<F>>, u64, u64);
+/// Work for the prefetch thread in a segment, each range `(offset, len)`: one to map in,
+/// and (`Periodic` mode) one filled and published, to unmap and start writing back.
+struct PrefetchRequest<F: Fs> {
+    seg: Arc<Segment<F>>,
+    map_in: (u64, u64),
+    behind: Option<(u64, u64)>,
+}
 
 struct PrefetchState<F: Fs> {
     requests: Option<std::sync::mpsc::SyncSender<PrefetchRequest<F>>>,
@@ -195,8 +201,9 @@ impl<F: Fs> Prefetch<F> {
         }
     }
 
-    /// Asks for `offset..offset + len` of `seg` to be mapped in soon.
-    fn request(&self, seg: Arc<Segment<F>>, offset: u64, len: u64) {
+    /// Asks for `offset..offset + len` of `seg` to be mapped in soon, and for `behind`
+    /// to be unmapped and its write-back started.
+    fn request(&self, seg: Arc<Segment<F>>, offset: u64, len: u64, behind: Option<(u64, u64)>) {
         let mut st = self.state.lock();
         if st.requests.is_none() && !st.closed {
             // Room for a few requests: a thread that falls further behind than that is
@@ -209,12 +216,22 @@ impl<F: Fs> Prefetch<F> {
                     // holds the mapping's lock for it, could stall every thread that
                     // faults or maps behind it), mapping in a piece at a time so that it
                     // holds that lock only briefly.
-                    for (seg, offset, len) in rx {
+                    for req in rx {
+                        if let Some((offset, len)) = req.behind {
+                            // Unmapped first, so that the write-back finds no mapping
+                            // to write-protect.
+                            req.seg.file.release(offset, len);
+                            req.seg
+                                .released_end
+                                .fetch_max(offset + len, Ordering::AcqRel);
+                            req.seg.file.start_writeback(offset, len);
+                        }
+                        let (offset, len) = req.map_in;
                         let end = offset + len;
                         let mut at = offset;
                         while at < end {
                             let piece = PREFETCH_PIECE.min(end - at);
-                            seg.file.prepare(at, piece);
+                            req.seg.file.prepare(at, piece);
                             at += piece;
                         }
                     }
@@ -228,7 +245,11 @@ impl<F: Fs> Prefetch<F> {
             Some(tx) => {
                 // Full: the thread is behind; disconnected: it is gone. Either way the
                 // writes fault the pages in as they reach them.
-                let _ = tx.try_send((seg, offset, len));
+                let _ = tx.try_send(PrefetchRequest {
+                    seg,
+                    map_in: (offset, len),
+                    behind,
+                });
             }
             None if !st.closed => {
                 // No thread could be started: map in here, as a hint is still worth it.
@@ -550,16 +571,27 @@ impl<F: Fs> Inner<F> {
         w.next_seq += 1;
         self.next_seq.store(w.next_seq, Ordering::Release);
         if before / PREPARE_CHUNK != w.pos / PREPARE_CHUNK {
-            // Entered a new chunk: have the one after it mapped in now, in one call on
-            // the prefetch thread, rather than page by page as records reach it (a page
-            // fault per 4 KiB, on the producer's thread).
+            // Entered a new chunk: on the prefetch thread, have the one after it mapped
+            // in now, in one call, rather than page by page as records reach it (a page
+            // fault per 4 KiB, on the producer's thread). Under `Periodic`, also unmap
+            // the chunk just filled and start its write-back: its pages stay in the
+            // page cache, dirty until written, and writing back unmapped pages needs no
+            // write-protecting them again (which costs an interrupt of every core
+            // running this process, per page); and the sync when the segment fills
+            // would otherwise write back, inside this append, whatever the last
+            // periodic sync left (up to the whole segment, tens of milliseconds).
             let seg = Arc::clone(w.active.as_ref().expect("still active"));
-            let start = (w.pos / PREPARE_CHUNK + 1) * PREPARE_CHUNK;
+            let entered = w.pos / PREPARE_CHUNK * PREPARE_CHUNK;
+            let start = entered + PREPARE_CHUNK;
             drop(w);
-            if start < seg.file.len() {
-                let len = PREPARE_CHUNK.min(seg.file.len() - start);
-                self.prefetch.request(seg, start, len);
-            }
+            let filled_at = before / PREPARE_CHUNK * PREPARE_CHUNK;
+            // (Only under `Periodic`: under `Immediate` group commits keep the chunk
+            // synced as it fills, and `sync_segment` unmaps synced chunks; under `Os`
+            // nothing syncs, and unmapping chunks there made appends slower.)
+            let behind = matches!(self.opts.sync_mode, SyncMode::Periodic(_))
+                .then_some((filled_at, entered - filled_at));
+            let len = PREPARE_CHUNK.min(seg.file.len().saturating_sub(start));
+            self.prefetch.request(seg, start, len, behind);
         }
         Ok(seq)
     }
@@ -585,7 +617,7 @@ impl<F: Fs> Inner<F> {
         // The first two chunks; `append` asks for each next one as the writer enters a
         // chunk.
         let len = (2 * PREPARE_CHUNK).min(seg.file.len());
-        self.prefetch.request(Arc::clone(&seg), 0, len);
+        self.prefetch.request(Arc::clone(&seg), 0, len, None);
         w.active = Some(seg);
         w.pos = SEGMENT_HEADER_LEN as u64;
         Ok(())
