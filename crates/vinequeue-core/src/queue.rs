@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -136,14 +137,14 @@ where
         let durable = Durable {
             corrupt: std::sync::atomic::AtomicU64::new(report.corrupt_records),
             recovered: report.records,
-            published: std::sync::atomic::AtomicU64::new(published),
+            published: CachePadded::new(std::sync::atomic::AtomicU64::new(published)),
             storage,
             dead_letters,
             codec: Codec::postcard(),
-            append_lock: Mutex::new(()),
-            cursor: Mutex::new((published.min(report.acked_through), 0)),
+            append_lock: CachePadded::new(Mutex::new(())),
+            cursor: CachePadded::new(Mutex::new((published.min(report.acked_through), 0))),
             base_seq: published,
-            spilled: std::sync::atomic::AtomicU64::new(0),
+            spilled: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
             oldest_pending_since: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
         };

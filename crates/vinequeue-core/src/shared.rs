@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Instant;
 
+use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::Config;
@@ -141,7 +142,10 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The write-ahead log side of a durable queue.
+/// The write-ahead log side of a durable queue. The fields producers write for every
+/// item (the append lock, `published`, `spilled`) and those the batcher takes (`cursor`)
+/// sit on cache lines of their own: sharing one would move it between cores at every
+/// item.
 pub(crate) struct Durable<T> {
     pub(crate) storage: Arc<dyn Storage>,
     /// Where dead-lettered items are kept, if anywhere.
@@ -149,19 +153,19 @@ pub(crate) struct Durable<T> {
     pub(crate) codec: Codec<T>,
     /// Held by a producer from its append to its ring push (or spill), so that the ring
     /// holds items in sequence order and every gap in it is a spilled item.
-    pub(crate) append_lock: Mutex<()>,
+    pub(crate) append_lock: CachePadded<Mutex<()>>,
     /// Every item up to this sequence number is in the log and was pushed into the ring
     /// or spilled.
-    pub(crate) published: AtomicU64,
+    pub(crate) published: CachePadded<AtomicU64>,
     /// Taken by the batcher while it takes items and by a producer shedding the oldest
     /// ones (`DropOldest` on a full log): `(taken_through, shed_through)`. Items up to
     /// `taken_through` are the batcher's; items up to `shed_through` were dropped.
-    pub(crate) cursor: Mutex<(u64, u64)>,
+    pub(crate) cursor: CachePadded<Mutex<(u64, u64)>>,
     /// The last sequence number at open: `published - base_seq` items were appended
     /// since (the storage numbers appends consecutively).
     pub(crate) base_seq: u64,
     /// Items that went to the log only because the ring was full.
-    pub(crate) spilled: AtomicU64,
+    pub(crate) spilled: CachePadded<AtomicU64>,
     /// Records found by recovery.
     pub(crate) recovered: u64,
     /// Records lost to corruption (recovery) or that could not be decoded.

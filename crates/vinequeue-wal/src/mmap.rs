@@ -19,6 +19,7 @@
 //!   `published` loaded with `Acquire`. So no byte is ever read and written concurrently.
 #![allow(unsafe_code)]
 
+use crossbeam_utils::CachePadded;
 use std::fs::File;
 use std::io;
 use std::os::fd::RawFd;
@@ -35,10 +36,12 @@ pub struct MappedFile {
     /// `None` for an empty file (a zero-length map is not allowed).
     map: Option<MmapRaw>,
     len: u64,
-    /// Bytes below this are immutable and readable; never decreases.
-    published: AtomicU64,
+    /// Bytes below this are immutable and readable; never decreases. (On a cache line of
+    /// its own, as is `writing`: readers load it for every record, the writer stores it
+    /// for every record, and neither should drag the other fields' line along.)
+    published: CachePadded<AtomicU64>,
     /// Set while a writer is inside `write_publish`.
-    writing: AtomicBool,
+    writing: CachePadded<AtomicBool>,
 }
 
 impl MappedFile {
@@ -55,8 +58,8 @@ impl MappedFile {
             file,
             map,
             len,
-            published: AtomicU64::new(published),
-            writing: AtomicBool::new(false),
+            published: CachePadded::new(AtomicU64::new(published)),
+            writing: CachePadded::new(AtomicBool::new(false)),
         })
     }
 

@@ -1,5 +1,6 @@
 //! [`Wal`]: the segmented log, its recovery, group commit, acknowledgement and reclaim.
 
+use crossbeam_utils::CachePadded;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,8 +30,9 @@ struct Segment<F: Fs> {
     path: PathBuf,
     salt: u64,
     file: F::File,
-    /// Sequence number of the last record (`first_seq - 1` while empty).
-    last_seq: AtomicU64,
+    /// Sequence number of the last record (`first_seq - 1` while empty). Written for
+    /// every append: on a cache line of its own, away from the fields readers use.
+    last_seq: CachePadded<AtomicU64>,
     /// Bytes below this offset are durable.
     synced_end: AtomicU64,
     /// Synced bytes below this offset were released from the mapping.
@@ -281,14 +283,17 @@ struct Inner<F: Fs> {
     segment_size: u64,
     max_record: u32,
     _lock: F::Lock,
-    writer: Mutex<Writer<F>>,
-    next_seq: AtomicU64,
-    segments: RwLock<Vec<Arc<Segment<F>>>>,
-    acks: Mutex<Acks>,
+    // The writer's fields (written for every append) and those of readers, syncers and
+    // acknowledgements sit on cache lines of their own, so that an append does not pull
+    // a line that another core is reading at every record.
+    writer: CachePadded<Mutex<Writer<F>>>,
+    next_seq: CachePadded<AtomicU64>,
+    segments: CachePadded<RwLock<Vec<Arc<Segment<F>>>>>,
+    acks: CachePadded<Mutex<Acks>>,
     /// Generation of the checkpoint file's current slot; `None` while there is no file.
     /// Held while writing the checkpoint.
     checkpoint_gen: Mutex<Option<u64>>,
-    sync: GroupCommit,
+    sync: CachePadded<GroupCommit>,
     prefetch: Prefetch<F>,
     failed: Mutex<Option<String>>,
     has_failed: AtomicBool,
@@ -399,27 +404,27 @@ impl<F: Fs> Wal<F> {
                 0
             };
         let inner = Arc::new(Inner {
-            writer: Mutex::new(Writer {
+            writer: CachePadded::new(Mutex::new(Writer {
                 next_seq,
                 active,
                 pos: SEGMENT_HEADER_LEN as u64,
-            }),
-            next_seq: AtomicU64::new(next_seq),
-            segments: RwLock::new(all),
-            acks: Mutex::new(Acks {
+            })),
+            next_seq: CachePadded::new(AtomicU64::new(next_seq)),
+            segments: CachePadded::new(RwLock::new(all)),
+            acks: CachePadded::new(Mutex::new(Acks {
                 through: checkpoint.acked_through,
                 above: BTreeMap::new(),
                 checkpointed: checkpoint.acked_through,
-            }),
+            })),
             checkpoint_gen: Mutex::new(has_checkpoint.then_some(checkpoint.generation)),
-            sync: GroupCommit {
+            sync: CachePadded::new(GroupCommit {
                 synced: AtomicU64::new(next_seq - 1),
                 leading: AtomicBool::new(false),
                 round: AtomicU32::new(0),
                 callers: AtomicUsize::new(0),
                 last_group: AtomicU64::new(0),
                 last_sync_ns: AtomicU64::new(0),
-            },
+            }),
             prefetch: Prefetch::new(),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
@@ -508,7 +513,7 @@ fn create_segment<F: Fs>(
         path,
         salt,
         file,
-        last_seq: AtomicU64::new(first_seq - 1),
+        last_seq: CachePadded::new(AtomicU64::new(first_seq - 1)),
         synced_end: AtomicU64::new(0),
         released_end: AtomicU64::new(0),
         index: Mutex::new(Vec::new()),
@@ -1286,7 +1291,7 @@ impl<F: Fs> Recovery<F> {
                 synced_end: AtomicU64::new(file.len()),
                 released_end: AtomicU64::new(0),
                 file,
-                last_seq: AtomicU64::new(last_seq),
+                last_seq: CachePadded::new(AtomicU64::new(last_seq)),
                 index: Mutex::new(index),
             }));
         }
