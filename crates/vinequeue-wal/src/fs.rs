@@ -68,10 +68,11 @@ pub trait FsFile: Send + Sync + 'static {
     /// Hint: the published bytes in `offset..offset + len` need not stay in this
     /// process's memory (their contents do not change; a later read brings them back from
     /// the page cache or the disk). Synced or not: bytes not yet synced stay in the page
-    /// cache, and a later sync writes them. Whole pages inside the range only. The
-    /// default does nothing.
-    fn release(&self, offset: u64, len: u64) {
-        let _ = (offset, len);
+    /// cache, and a later sync writes them. Whole pages inside the range only: returns
+    /// where the next release should start (the end of the last whole page released,
+    /// or `offset`). The default does nothing and returns `offset + len`.
+    fn release(&self, offset: u64, len: u64) -> u64 {
+        offset + len
     }
 
     /// Shrinks the file to `len` bytes and makes that durable, unmapping and remapping it.

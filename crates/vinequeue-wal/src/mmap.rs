@@ -167,13 +167,15 @@ impl FsFile for MappedFile {
         let _ = (offset, len);
     }
 
-    fn release(&self, offset: u64, len: u64) {
+    fn release(&self, offset: u64, len: u64) -> u64 {
         const PAGE: u64 = 4096;
-        let Some(map) = &self.map else { return };
+        let Some(map) = &self.map else {
+            return offset + len;
+        };
         let end = (offset + len).min(self.published.load(Ordering::Acquire)) / PAGE * PAGE;
         let start = offset.div_ceil(PAGE) * PAGE;
         if start >= end {
-            return;
+            return offset;
         }
         // SAFETY: 1. the mapping is `MAP_SHARED` of a regular file, so MADV_DONTNEED only
         // drops this process's page-table entries (marking a page written through a
@@ -191,6 +193,7 @@ impl FsFile for MappedFile {
                 (end - start) as usize,
             )
         };
+        end
     }
 
     fn truncate(self, len: u64) -> io::Result<Self> {
