@@ -185,7 +185,7 @@ struct PrefetchRequest<F: Fs> {
 struct PrefetchState<F: Fs> {
     requests: Option<std::sync::mpsc::SyncSender<PrefetchRequest<F>>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// The log is closing: no new thread.
+    /// The log is closing, or the thread could not be started: no (new) thread.
     closed: bool,
 }
 
@@ -218,8 +218,11 @@ impl<F: Fs> Prefetch<F> {
                     for req in rx {
                         if let Some((offset, len)) = req.behind {
                             // Unmapped first, so that the write-back finds no mapping
-                            // to write-protect.
-                            let upto = req.seg.file.release(offset, len);
+                            // to write-protect; from where the last release stopped,
+                            // so that a request dropped when this thread fell behind
+                            // leaves no chunk mapped.
+                            let from = req.seg.released_end.load(Ordering::Acquire).min(offset);
+                            let upto = req.seg.file.release(from, offset + len - from);
                             req.seg.released_end.fetch_max(upto, Ordering::AcqRel);
                             req.seg.file.start_writeback(offset, len);
                         }
@@ -233,27 +236,25 @@ impl<F: Fs> Prefetch<F> {
                         }
                     }
                 });
-            if let Ok(handle) = spawned {
-                st.requests = Some(tx);
-                st.thread = Some(handle);
+            match spawned {
+                Ok(handle) => {
+                    st.requests = Some(tx);
+                    st.thread = Some(handle);
+                }
+                // Only hints: without the thread, the writes fault the pages in
+                // themselves (and are not tried again at every chunk).
+                Err(_) => st.closed = true,
             }
         }
-        match &st.requests {
-            Some(tx) => {
-                // Full: the thread is behind; disconnected: it is gone. Either way the
-                // writes fault the pages in as they reach them.
-                let _ = tx.try_send(PrefetchRequest {
-                    seg,
-                    map_in: (offset, len),
-                    behind,
-                });
-            }
-            None if !st.closed => {
-                // No thread could be started: map in here, as a hint is still worth it.
-                drop(st);
-                seg.file.prepare(offset, len);
-            }
-            None => {}
+        if let Some(tx) = &st.requests {
+            // Full: the thread is behind; disconnected: it is gone. Either way the
+            // writes fault the pages in as they reach them (and the next request, or a
+            // sync, unmaps what this one would have).
+            let _ = tx.try_send(PrefetchRequest {
+                seg,
+                map_in: (offset, len),
+                behind,
+            });
         }
     }
 

@@ -15,10 +15,11 @@ fn record(i: u64) -> Vec<u8> {
     r
 }
 
-/// Appends records spanning several chunks and segments without a sync of its own,
-/// closes the log (which stops its prefetch thread after the unmapping it was asked
-/// for), reopens it in the same process (the page cache is what a process crash leaves)
-/// and reads every record back.
+/// Appends records spanning several chunks and segments without a sync of its own
+/// (under `Periodic` the segment rolls and the close sync, after the unmapping; under
+/// `Os` nothing does), closes the log (which stops its prefetch thread after the
+/// unmapping it was asked for), reopens it in the same process and reads every record
+/// back.
 fn appended_records_survive_unmapping(mode: SyncMode) {
     const RECORDS: u64 = 60_000; // about 7 MB: several 1 MiB chunks, two segments
     let dir = tempfile::tempdir().unwrap();
