@@ -136,16 +136,9 @@ pub(crate) struct LetterSink<T> {
 }
 
 /// The `Batches` end of a queue was dropped: no task takes batches any more.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the Batches end of the queue was dropped: nothing takes batches any more")]
 struct ConsumerGone;
-
-impl fmt::Display for ConsumerGone {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the Batches end of the queue was dropped: nothing takes batches any more")
-    }
-}
-
-impl std::error::Error for ConsumerGone {}
 
 impl<T: Send + 'static> Sink<T> for LetterSink<T> {
     fn send(&mut self, _batch: &Batch<T>) -> Result<(), SendError> {
@@ -210,19 +203,12 @@ fn spin(step: u32) {
 }
 
 /// Nobody took a batch within its `send_timeout`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no consumer took the batch within send_timeout: spawn `Batches::deliver_to(sink)` \
+         on an executor, or poll the `Batches` stream"
+)]
 struct NoConsumer;
-
-impl fmt::Display for NoConsumer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "no consumer took the batch within send_timeout: spawn `Batches::deliver_to(sink)` \
-             on an executor, or poll the `Batches` stream",
-        )
-    }
-}
-
-impl std::error::Error for NoConsumer {}
 
 impl<T: Send + 'static> Sink<T> for BridgeSink<T> {
     fn send(&mut self, _batch: &Batch<T>) -> Result<(), SendError> {
@@ -510,16 +496,9 @@ impl<T: Send + 'static> Answer<T> {
 }
 
 /// The batch was dropped without an answer.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the batch was dropped without ack() or fail() (a cancelled delivery?)")]
 struct DroppedUnanswered;
-
-impl fmt::Display for DroppedUnanswered {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the batch was dropped without ack() or fail() (a cancelled delivery?)")
-    }
-}
-
-impl std::error::Error for DroppedUnanswered {}
 
 impl<T: Send + 'static> ReadyBatch<T> {
     /// The batch was delivered: its records are acknowledged (and trimmed from the log).

@@ -73,16 +73,9 @@ where
 const LOOKS_BEFORE_SLEEP: u32 = 64;
 
 /// `send` did not complete within `send_timeout`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the sink's send did not complete within send_timeout")]
 struct SendTimedOut;
-
-impl fmt::Display for SendTimedOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the sink's send did not complete within send_timeout")
-    }
-}
-
-impl std::error::Error for SendTimedOut {}
 
 impl<T: Send + Sync + 'static> Batches<T> {
     /// A future that delivers every batch to `sink`: spawn it on any executor. It ends

@@ -41,15 +41,12 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
+use crossbeam_utils::CachePadded;
+
 use crate::loom::{fence, spin_hint, AtomicU64, UnsafeCell};
 
 /// Set in `tail` once the ring is closed to pushes.
 const CLOSED: u64 = 1 << 63;
-
-/// Keeps the two hot positions on separate cache lines (128 bytes covers the adjacent-line
-/// prefetcher of x86 and the line size of recent ARM cores).
-#[repr(align(128))]
-struct Padded<T>(T);
 
 struct Slot<T> {
     /// See the invariants in the module docs.
@@ -68,10 +65,11 @@ pub(crate) enum PushError<T> {
 
 /// A bounded multi-producer, multi-consumer queue of `T`.
 pub(crate) struct Ring<T> {
-    /// Position of the next slot to pop. Only ever grows.
-    head: Padded<AtomicU64>,
+    /// Position of the next slot to pop. Only ever grows. (Head and tail on cache lines
+    /// of their own: 128 bytes on x86-64, covering the adjacent-line prefetcher.)
+    head: CachePadded<AtomicU64>,
     /// Position of the next slot to push, plus the `CLOSED` bit. Only ever grows.
-    tail: Padded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
     /// `cap` slots; the slot of position `pos` is `slots[pos & (lap - 1)]`.
     slots: Box<[Slot<T>]>,
     /// Number of slots, at least 1.
@@ -110,8 +108,8 @@ impl<T> Ring<T> {
             })
             .collect();
         Ring {
-            head: Padded(AtomicU64::new(0)),
-            tail: Padded(AtomicU64::new(0)),
+            head: CachePadded::new(AtomicU64::new(0)),
+            tail: CachePadded::new(AtomicU64::new(0)),
             slots,
             cap,
             lap,
@@ -149,7 +147,7 @@ impl<T> Ring<T> {
     #[inline(always)]
     pub(crate) fn push(&self, value: T) -> Result<u64, PushError<T>> {
         let mut step = 0;
-        let mut tail = self.tail.0.load(Relaxed);
+        let mut tail = self.tail.load(Relaxed);
         loop {
             if tail & CLOSED != 0 {
                 return Err(PushError::Closed(value));
@@ -159,7 +157,6 @@ impl<T> Ring<T> {
             if stamp == tail {
                 match self
                     .tail
-                    .0
                     .compare_exchange_weak(tail, self.next(tail), SeqCst, Relaxed)
                 {
                     Ok(_) => {
@@ -182,19 +179,19 @@ impl<T> Ring<T> {
             } else if stamp.wrapping_add(self.lap) == tail + 1 {
                 // The slot still holds the value pushed one lap ago: the ring may be full.
                 fence(SeqCst);
-                let head = self.head.0.load(SeqCst);
+                let head = self.head.load(SeqCst);
                 if head.wrapping_add(self.lap) == tail {
                     return Err(PushError::Full(value));
                 }
                 // A pop has claimed that value but not yet released the slot.
                 spin_hint(step);
                 step += 1;
-                tail = self.tail.0.load(Relaxed);
+                tail = self.tail.load(Relaxed);
             } else {
                 // Another producer claimed `tail` first.
                 spin_hint(step.min(3));
                 step += 1;
-                tail = self.tail.0.load(Relaxed);
+                tail = self.tail.load(Relaxed);
             }
         }
     }
@@ -206,14 +203,13 @@ impl<T> Ring<T> {
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<(u64, T)> {
         let mut step = 0;
-        let mut head = self.head.0.load(Relaxed);
+        let mut head = self.head.load(Relaxed);
         loop {
             let slot = self.slot(head);
             let stamp = slot.stamp.load(Acquire);
             if stamp == head + 1 {
                 match self
                     .head
-                    .0
                     .compare_exchange_weak(head, self.next(head), SeqCst, Relaxed)
                 {
                     Ok(_) => {
@@ -235,18 +231,18 @@ impl<T> Ring<T> {
             } else if stamp == head {
                 // Nothing written here yet for this lap: empty, or a push is mid-way.
                 fence(SeqCst);
-                let tail = self.tail.0.load(SeqCst) & !CLOSED;
+                let tail = self.tail.load(SeqCst) & !CLOSED;
                 if tail == head {
                     return None;
                 }
                 spin_hint(step);
                 step += 1;
-                head = self.head.0.load(Relaxed);
+                head = self.head.load(Relaxed);
             } else {
                 // Another consumer claimed `head` first, or is still releasing last lap.
                 spin_hint(step.min(3));
                 step += 1;
-                head = self.head.0.load(Relaxed);
+                head = self.head.load(Relaxed);
             }
         }
     }
@@ -270,21 +266,21 @@ impl<T> Ring<T> {
     /// Number of values pushed so far (successful pushes only).
     #[inline]
     pub(crate) fn pushed(&self) -> u64 {
-        self.ordinal(self.tail.0.load(SeqCst) & !CLOSED)
+        self.ordinal(self.tail.load(SeqCst) & !CLOSED)
     }
 
     /// Number of values popped so far.
     #[inline]
     pub(crate) fn popped(&self) -> u64 {
-        self.ordinal(self.head.0.load(SeqCst))
+        self.ordinal(self.head.load(SeqCst))
     }
 
     /// Number of values in the ring. Racy by nature: a snapshot of a moving target.
     pub(crate) fn len(&self) -> usize {
         loop {
-            let tail = self.tail.0.load(SeqCst);
-            let head = self.head.0.load(SeqCst);
-            if self.tail.0.load(SeqCst) == tail {
+            let tail = self.tail.load(SeqCst);
+            let head = self.head.load(SeqCst);
+            if self.tail.load(SeqCst) == tail {
                 let len = self
                     .ordinal(tail & !CLOSED)
                     .saturating_sub(self.ordinal(head));
@@ -300,12 +296,12 @@ impl<T> Ring<T> {
 
     /// Refuses every later push. Returns `true` for the call that closed it.
     pub(crate) fn close(&self) -> bool {
-        self.tail.0.fetch_or(CLOSED, SeqCst) & CLOSED == 0
+        self.tail.fetch_or(CLOSED, SeqCst) & CLOSED == 0
     }
 
     /// Whether `close` was called.
     pub(crate) fn is_closed(&self) -> bool {
-        self.tail.0.load(SeqCst) & CLOSED != 0
+        self.tail.load(SeqCst) & CLOSED != 0
     }
 }
 
@@ -317,8 +313,8 @@ impl<T> Drop for Ring<T> {
         // `&mut self`: no push or pop is in progress, so every position in head..tail holds
         // an initialised value (a claimed position is always written before its claimer
         // returns, and writing cannot panic).
-        let mut pos = self.head.0.load(Relaxed);
-        let tail = self.tail.0.load(Relaxed) & !CLOSED;
+        let mut pos = self.head.load(Relaxed);
+        let tail = self.tail.load(Relaxed) & !CLOSED;
         while pos != tail {
             let slot = self.slot(pos);
             // SAFETY: by the comment above, `pos` holds an initialised value that nobody
