@@ -66,7 +66,8 @@ pub fn encode_frame(seq: u64, payload: &[u8; RECORD_LEN], out: &mut [u8; FRAME_L
 pub struct Scratch(PathBuf);
 
 impl Scratch {
-    /// Creates the directory.
+    /// Creates the directory, after letting the page cache [`settle`] (every
+    /// measurement starts with a fresh scratch directory).
     ///
     /// # Panics
     ///
@@ -77,6 +78,7 @@ impl Scratch {
         let path = dir.join(format!("vq-bench-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create the scratch directory");
+        settle();
         Scratch(path)
     }
 
@@ -542,9 +544,30 @@ pub fn with_rss_sampler<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
 }
 
 fn proc_status_kib(key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_kib("/proc/self/status", key)
+}
+
+fn proc_kib(file: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(file).ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Lets the page cache settle before a measurement: writes every dirty page back
+/// (`sync`) and waits, up to 10 s, until the kernel reports less than 4 MiB dirty or
+/// under write-back. Without it each run pays for the write-back of the run before it,
+/// which falls on whichever side of a comparison happens to come next.
+pub fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let pending = proc_kib("/proc/meminfo", "Dirty:").unwrap_or(0)
+            + proc_kib("/proc/meminfo", "Writeback:").unwrap_or(0);
+        if pending < 4096 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Peer: [yaque](https://crates.io/crates/yaque) `Sender::try_send` of `records`
