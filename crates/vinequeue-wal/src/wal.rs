@@ -35,13 +35,57 @@ struct Segment<F: Fs> {
     last_seq: CachePadded<AtomicU64>,
     /// Bytes below this offset are durable.
     synced_end: AtomicU64,
-    /// Bytes below this offset (published) were released from the mapping.
+    /// Bytes below this offset (published) were released from the mapping (by syncs and
+    /// the prefetch thread, behind the writer).
     released_end: AtomicU64,
+    /// Where reads release the pages behind them from (see [`Segment::release_read`]).
+    read_released: AtomicU64,
     /// `(seq, offset)` of every `INDEX_EVERY`-th record, ascending.
     index: Mutex<Vec<(u64, u64)>>,
 }
 
 impl<F: Fs> Segment<F> {
+    /// Drops this process's mapping of the whole published pages below `end` not
+    /// released yet (their bytes stay in the page cache and the file; a later read maps
+    /// them in again).
+    fn release_below(&self, end: u64) {
+        let released = self.released_end.load(Ordering::Acquire);
+        if released < end {
+            let upto = self.file.release(released, end - released);
+            self.released_end.fetch_max(upto, Ordering::AcqRel);
+        }
+    }
+
+    /// A read looked at bytes `start..pos` of this segment: drops the mapping of the
+    /// pages behind it, from where the reads' last release stopped (or from before
+    /// `start`, for a read of something read before), once that is `READ_RELEASE_STEP`
+    /// or more. Reads go forward (a replay, a spill read-back), and what they passed need
+    /// not stay mapped: a replayed backlog would otherwise sit in the process's memory
+    /// until its segment is deleted.
+    ///
+    /// The kernel maps pages in around a fault, in aligned windows of up to
+    /// `FAULT_AROUND` bytes, so a read may have mapped pages before `start` too; those
+    /// were published long ago, and releasing them is harmless.
+    fn release_read(&self, start: u64, pos: u64) {
+        let from = self
+            .read_released
+            .load(Ordering::Acquire)
+            .min(start / FAULT_AROUND * FAULT_AROUND);
+        if pos >= from + READ_RELEASE_STEP {
+            let upto = self.file.release(from, pos - from);
+            self.read_released.fetch_max(upto, Ordering::AcqRel);
+        }
+    }
+
+    /// The indexed frame (offset, sequence number) a search for `seq` starts from.
+    fn index_before(&self, seq: u64) -> (u64, u64) {
+        let index = self.index.lock();
+        match index.partition_point(|&(s, _)| s <= seq) {
+            0 => (SEGMENT_HEADER_LEN as u64, self.first_seq),
+            i => (index[i - 1].1, index[i - 1].0),
+        }
+    }
+
     /// Offset of the first frame with a sequence number `>= seq` (or of the data end).
     fn locate(&self, seq: u64, max_record: u32) -> u64 {
         self.locate_expecting(seq, max_record).0
@@ -50,13 +94,7 @@ impl<F: Fs> Segment<F> {
     /// Offset of the first frame with a sequence number `>= seq` (or of the data end, or
     /// of damage met on the way), and the sequence number expected there.
     fn locate_expecting(&self, seq: u64, max_record: u32) -> (u64, u64) {
-        let (mut pos, mut expect) = {
-            let index = self.index.lock();
-            match index.partition_point(|&(s, _)| s <= seq) {
-                0 => (SEGMENT_HEADER_LEN as u64, self.first_seq),
-                i => (index[i - 1].1, index[i - 1].0),
-            }
-        };
+        let (mut pos, mut expect) = self.index_before(seq);
         let end = self.file.published();
         while pos < end {
             let frame = self.file.read_with(pos, (end - pos) as usize, |b| {
@@ -144,6 +182,13 @@ struct GroupCommit {
 
 /// Bytes of a segment mapped in ahead of the writer at once.
 const PREPARE_CHUNK: u64 = 1 << 20;
+
+/// Bytes a read passes before it releases the pages behind it (`Segment::release_read`).
+const READ_RELEASE_STEP: u64 = 64 << 10;
+
+/// The kernel's `fault_around_bytes` default: a fault on a file mapping maps in the
+/// pages of the page cache around it, in an aligned window of up to this many bytes.
+const FAULT_AROUND: u64 = 64 << 10;
 
 /// Bytes the prefetch thread maps in per call.
 const PREFETCH_PIECE: u64 = 256 << 10;
@@ -512,6 +557,7 @@ fn create_segment<F: Fs>(
         last_seq: CachePadded::new(AtomicU64::new(first_seq - 1)),
         synced_end: AtomicU64::new(0),
         released_end: AtomicU64::new(0),
+        read_released: AtomicU64::new(0),
         index: Mutex::new(Vec::new()),
     }))
 }
@@ -655,11 +701,7 @@ impl<F: Fs> Inner<F> {
             // stays mapped until a later sync. Their bytes stay in the page cache, dirty
             // until this sync writes them, and the process's memory does not grow with
             // the backlog during a long sink outage.
-            let released = seg.released_end.load(Ordering::Acquire);
-            if released < end {
-                let upto = seg.file.release(released, end - released);
-                seg.released_end.fetch_max(upto, Ordering::AcqRel);
-            }
+            seg.release_below(end);
             seg.file
                 .sync_range(from, end - from)
                 .map_err(|e| self.fail(what, &e))?;
@@ -884,6 +926,12 @@ impl<F: Fs> Inner<F> {
             } else {
                 (SEGMENT_HEADER_LEN as u64, seg.first_seq)
             };
+            // (Where the search for `from` began reading.)
+            let read_start = if i == start {
+                seg.index_before(from).0
+            } else {
+                pos
+            };
             while pos < end && visited < max {
                 let frame = seg.file.read_with(pos, (end - pos) as usize, |b| {
                     decode_frame(b, seg.salt, self.max_record)
@@ -924,6 +972,7 @@ impl<F: Fs> Inner<F> {
                     None => break,
                 }
             }
+            seg.release_read(read_start, pos);
         }
         Ok(visited)
     }
@@ -1284,12 +1333,16 @@ impl<F: Fs> Recovery<F> {
             };
             size += file.len();
             let index = scan.index;
+            // The scan mapped in what it read; the replay maps pages in again as it
+            // reaches them, so the backlog never sits in memory as a whole.
+            let released = file.release(0, file.len());
             segments.push(Arc::new(Segment {
                 first_seq: *first_seq,
                 path,
                 salt: header.salt,
                 synced_end: AtomicU64::new(file.len()),
-                released_end: AtomicU64::new(0),
+                released_end: AtomicU64::new(released),
+                read_released: AtomicU64::new(0),
                 file,
                 last_seq: CachePadded::new(AtomicU64::new(last_seq)),
                 index: Mutex::new(index),
