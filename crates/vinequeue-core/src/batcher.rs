@@ -17,9 +17,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::dead::StoredRecord;
 use crate::retry::Backoff;
 use crate::shared::{Shared, NO_WAKE};
 use crate::sink::{Batch, DeadLetter, DeadLetterReason, SendError, SendErrorKind, Sink};
+use crate::storage::Storage;
 
 /// Longest the batcher parks without re-checking its state; a backstop only, every
 /// event that matters also unparks it.
@@ -302,8 +304,8 @@ impl<T: Send + 'static> Batcher<T> {
         counters.errors.fetch_add(1, Relaxed);
         match &error.kind {
             SendErrorKind::Permanent => {
-                self.dead_letter(batch, Some(error), DeadLetterReason::Permanent);
-                return self.resolve(at, Vec::new());
+                let kept = self.dead_letter(batch, Some(error), DeadLetterReason::Permanent);
+                return self.resolve(at, kept);
             }
             SendErrorKind::Partial(failed) => {
                 let failed: Vec<usize> = failed
@@ -321,8 +323,8 @@ impl<T: Send + 'static> Batcher<T> {
             SendErrorKind::Retry => {}
         }
         if at.retry >= self.shared.config.retry_limit {
-            self.dead_letter(batch, Some(error), DeadLetterReason::RetriesExhausted);
-            return self.resolve(at, Vec::new());
+            let kept = self.dead_letter(batch, Some(error), DeadLetterReason::RetriesExhausted);
+            return self.resolve(at, kept);
         }
         let pause = self.backoff.pause(at.retry);
         let until = crate::config::after(Instant::now(), pause);
@@ -330,10 +332,11 @@ impl<T: Send + 'static> Batcher<T> {
     }
 
     /// The batch is resolved: acknowledges its records in the log (durable mode; all but
-    /// `kept`, which shutdown left undelivered) and publishes the progress.
+    /// `kept`, ascending: those shutdown left undelivered, or dead letters the
+    /// dead-letter log could not take) and publishes the progress.
     fn resolve(&mut self, at: Attempt, kept: Vec<u64>) {
         if let (Some(d), Some(mut seqs)) = (&self.shared.durable, at.seqs) {
-            // Everything resolved is acknowledged; what shutdown left undelivered stays.
+            // Everything resolved is acknowledged; what is kept stays for the next start.
             if !kept.is_empty() {
                 seqs.retain(|s| kept.binary_search(s).is_err());
             }
@@ -420,13 +423,15 @@ impl<T: Send + 'static> Batcher<T> {
                     published
                 }
             };
-            let Some(found) = self.read_back(batch, max, upto) else {
+            let room = max - batch.len();
+            let Some(visited) = self.read_back(batch, max, upto) else {
                 break; // the log could not be read: go with what we have, retry later
             };
-            if batch.len() < max && self.next_deliver <= upto {
-                // The log holds nothing more up to `upto`: those records were lost to
-                // corruption (counted at recovery). Move past them.
-                let _ = found;
+            if visited < room && self.next_deliver <= upto {
+                // The log ran out before `upto`: the records up to there were lost to
+                // corruption (counted when found). Move past them, and acknowledge their
+                // numbers, or the log's low-water mark would stop below them for good.
+                ack_lost(d.storage.as_ref(), self.next_deliver, upto);
                 self.next_deliver = upto + 1;
             }
         }
@@ -436,32 +441,57 @@ impl<T: Send + 'static> Batcher<T> {
     }
 
     /// Reads records `next_deliver..=upto` back from the log into `batch`, up to its
-    /// room. Returns how many were read, or `None` if the log could not be read.
+    /// room. Returns how many records the log handed over (those that did not decode
+    /// included), or `None` if the log could not be read.
+    ///
+    /// Numbers the log skipped (records lost to damage) are acknowledged. A record that
+    /// does not decode (its type does not come back from its own encoding, or changed
+    /// since it was written) is dead-lettered as it is: its bytes go to the dead-letter
+    /// log, or, without one or if that fails, it stays unacknowledged in the log.
     fn read_back(&mut self, batch: &mut Batch<T>, max: usize, upto: u64) -> Option<usize> {
-        let d = self.shared.durable.as_ref().expect("durable mode");
+        let shared = Arc::clone(&self.shared);
+        let d = shared.durable.as_ref().expect("durable mode");
         let room = max - batch.len();
         let mut undecodable = Vec::new();
+        let mut lost = Vec::new();
         let mut next = self.next_deliver;
-        let mut found = 0;
+        let mut visited = 0;
         let decode = d.codec.decode;
         let result = d.storage.read(next, room, &mut |seq, bytes| {
             if seq > upto {
                 return false;
             }
+            if seq > next {
+                lost.push((next, seq - 1));
+            }
             match decode(bytes) {
                 Ok(item) => batch.push(seq, item),
-                Err(_) => undecodable.push(seq),
+                Err(e) => undecodable.push(StoredRecord {
+                    seq,
+                    reason: UNDECODABLE.into(),
+                    error: e.to_string(),
+                    payload: bytes.to_vec(),
+                }),
             }
-            found += 1;
+            visited += 1;
             next = seq + 1;
             true
         });
         self.next_deliver = self.next_deliver.max(next);
-        if !undecodable.is_empty() {
-            d.corrupt.fetch_add(undecodable.len() as u64, Relaxed);
-            let _ = d.storage.ack_all(&undecodable);
+        for (from, to) in lost {
+            ack_lost(d.storage.as_ref(), from, to);
         }
-        result.ok().map(|_| found)
+        if !undecodable.is_empty() {
+            let n = undecodable.len() as u64;
+            self.shared.counters.dead_lettered.fetch_add(n, Relaxed);
+            let stored = match &d.dead_letters {
+                Some(dead) => store_dead_letters(dead.as_ref(), undecodable),
+                None => Vec::new(),
+            };
+            let _ = d.storage.ack_all(&stored);
+            d.unstored.fetch_add(n - stored.len() as u64, Relaxed);
+        }
+        result.ok().map(|_| visited)
     }
 
     fn note_oldest_pending(&self) {
@@ -512,29 +542,44 @@ impl<T: Send + 'static> Batcher<T> {
             .is_some_and(|d| Instant::now() >= d)
     }
 
-    fn dead_letter(&mut self, batch: Batch<T>, error: Option<SendError>, reason: DeadLetterReason) {
+    /// Hands `batch` to the dead-letter hook and, with a dead-letter log, stores it
+    /// there first. Returns the sequence numbers that must stay unacknowledged in the
+    /// main log (ascending): those the dead-letter log could not take.
+    fn dead_letter(
+        &mut self,
+        batch: Batch<T>,
+        error: Option<SendError>,
+        reason: DeadLetterReason,
+    ) -> Vec<u64> {
         let n = batch.len() as u64;
+        let mut kept = Vec::new();
         if let Some(d) = &self.shared.durable {
             if let Some(dead) = &d.dead_letters {
                 let text = match &error {
-                    Some(e) => e.to_string(),
+                    Some(e) => truncated(e.to_string(), MAX_DEAD_ERROR),
                     None => format!("{reason:?}"),
                 };
+                let mut records = Vec::with_capacity(batch.len());
                 for (seq, item) in batch.iter_with_seq() {
-                    if let Ok(payload) = d.codec.encode(item) {
-                        let record = crate::dead::StoredRecord {
+                    match d.codec.encode(item) {
+                        Ok(payload) => records.push(StoredRecord {
                             seq,
                             reason: format!("{reason:?}"),
                             error: text.clone(),
                             payload,
-                        };
-                        if let Ok(bytes) = postcard::to_allocvec(&record) {
-                            let _ = dead.append(&bytes);
-                        }
+                        }),
+                        Err(_) => kept.push(seq),
                     }
                 }
-                // Dead letters must be durable before their records leave the main log.
-                let _ = dead.sync();
+                let wanted: Vec<u64> = records.iter().map(|r| r.seq).collect();
+                let stored = store_dead_letters(dead.as_ref(), records);
+                kept.extend(
+                    wanted
+                        .into_iter()
+                        .filter(|s| stored.binary_search(s).is_err()),
+                );
+                kept.sort_unstable();
+                d.unstored.fetch_add(kept.len() as u64, Relaxed);
             }
         }
         let counter = match reason {
@@ -550,6 +595,7 @@ impl<T: Send + 'static> Batcher<T> {
         let sink = &mut self.sink;
         // A panicking handler must not take the batcher down; the items are counted.
         let _ = catch_unwind(AssertUnwindSafe(|| sink.on_dead_letter(letter)));
+        kept
     }
 
     /// The shutdown deadline passed. Durable mode: the batch and everything behind it
@@ -578,5 +624,60 @@ impl<T: Send + 'static> Batcher<T> {
             self.dead_letter(rest, None, DeadLetterReason::Shutdown);
         }
         Vec::new()
+    }
+}
+
+/// `reason` of a record stored because it did not decode.
+pub(crate) const UNDECODABLE: &str = "Undecodable";
+
+/// Longest sink error text stored with a dead letter (bytes).
+const MAX_DEAD_ERROR: usize = 4096;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Appends `records` to the dead-letter log and syncs it. Returns the main-log sequence
+/// numbers of those now durable there (ascending): only those may leave the main log.
+fn store_dead_letters(dead: &dyn Storage, records: Vec<StoredRecord>) -> Vec<u64> {
+    let mut stored = Vec::with_capacity(records.len());
+    for record in records {
+        let appended = postcard::to_allocvec(&record)
+            .map_err(|e| crate::Error::Codec(e.to_string()))
+            .and_then(|bytes| dead.append(&bytes));
+        if appended.is_ok() {
+            stored.push(record.seq);
+        }
+    }
+    if !stored.is_empty() && dead.sync().is_err() {
+        stored.clear();
+    }
+    stored.sort_unstable();
+    stored
+}
+
+/// Acknowledges the numbers `from..=to`, which hold no record (lost to damage), a bounded
+/// slice at a time.
+fn ack_lost(storage: &dyn Storage, from: u64, to: u64) {
+    const SLICE: u64 = 64 * 1024;
+    let mut at = from;
+    while at <= to {
+        let end = to.min(at.saturating_add(SLICE - 1));
+        let seqs: Vec<u64> = (at..=end).collect();
+        if storage.ack_all(&seqs).is_err() {
+            return;
+        }
+        if end == u64::MAX {
+            return;
+        }
+        at = end + 1;
     }
 }

@@ -25,8 +25,11 @@ pub struct StoredDeadLetter<T> {
     pub seq: u64,
     /// Why it was dead-lettered.
     pub reason: String,
-    /// The last error the sink returned.
+    /// The last error the sink returned (for an undecodable record: why it did not
+    /// decode).
     pub error: String,
-    /// The item.
-    pub item: T,
+    /// The item, or `None` if `payload` does not decode as `T`.
+    pub item: Option<T>,
+    /// The item's bytes, encoded as in the main log.
+    pub payload: Vec<u8>,
 }

@@ -136,6 +136,8 @@ where
         let published = storage.next_seq() - 1;
         let durable = Durable {
             corrupt: std::sync::atomic::AtomicU64::new(report.corrupt_records),
+            unstored: std::sync::atomic::AtomicU64::new(0),
+            decode_checked: std::sync::atomic::AtomicBool::new(false),
             recovered: report.records,
             published: CachePadded::new(std::sync::atomic::AtomicU64::new(published)),
             storage,
@@ -307,6 +309,9 @@ impl<T: Send + 'static> Queue<T> {
     fn enqueue_durable(&self, d: &Durable<T>, item: T) -> Result<(), EnqueueError<T>> {
         self.with_encoded(d, item, |buf, item| {
             if self.shared.config.sync_mode != SyncMode::Immediate {
+                if !d.decode_checked.load(Relaxed) {
+                    return self.check_decodes_then_append(d, buf, item);
+                }
                 return self.append_or_overflow(d, buf, item, true);
             }
             // Under `Immediate` a failed sync hands back a copy of an item that is queued
@@ -326,6 +331,25 @@ impl<T: Send + 'static> Queue<T> {
             Ok(seq)
         })
         .map(|_| ())
+    }
+
+    /// The first item of a queue under `Os` or `Periodic`: refused if it does not decode
+    /// from its own encoding. Its type could then never come back from the log (a
+    /// spilled or replayed item would have to be dead-lettered as bytes), and saying so
+    /// at the first `enqueue` beats finding out in an outage. (Under `Immediate` every
+    /// item is checked.)
+    #[cold]
+    fn check_decodes_then_append(
+        &self,
+        d: &Durable<T>,
+        buf: &[u8],
+        item: T,
+    ) -> Result<u64, EnqueueError<T>> {
+        if let Err(e) = (d.codec.decode)(buf) {
+            return Err(EnqueueError::Failed(item, undecodable(e)));
+        }
+        d.decode_checked.store(true, Relaxed);
+        self.append_or_overflow(d, buf, item, true)
     }
 
     /// Encodes `item` into this thread's reusable buffer (a fresh one if it is in use,
@@ -839,6 +863,7 @@ impl<T: Send + 'static> Queue<T> {
             m.spilled_total = d.spilled.load(Relaxed);
             m.recovered_total = d.recovered;
             m.corrupt_records_total = d.corrupt.load(Relaxed);
+            m.dead_letters_unstored_total = d.unstored.load(Relaxed);
             let since = d.oldest_pending_since.load(Relaxed);
             if since > 0 && m.pending > 0 {
                 let now = d.epoch.elapsed().as_nanos() as u64;
@@ -882,52 +907,77 @@ impl<T: Send + 'static> Queue<T> {
 
     /// Reads up to `max` dead-lettered items from the dead-letter log, oldest first.
     ///
+    /// A letter whose bytes do not decode as `T` (a record the log handed back that
+    /// never decoded, reason `"Undecodable"`, or an item whose type changed since) comes
+    /// with `item: None` and its bytes in `payload`; remove it with
+    /// [`discard_dead_letter`](Queue::discard_dead_letter) once dealt with.
+    ///
     /// # Errors
     ///
     /// [`Error::Unsupported`] without a dead-letter log; the log's read error;
-    /// [`Error::Codec`] for a record that does not decode.
+    /// [`Error::Codec`] for a dead-letter record that is not one.
     pub fn dead_letters(&self, max: usize) -> Result<Vec<StoredDeadLetter<T>>, Error> {
         let (d, dead) = self.dead_letter_log()?;
-        let mut out = Vec::new();
-        let mut failure = None;
-        dead.read(dead.acked_through() + 1, max, &mut |dseq, bytes| {
-            match decode_dead(d, dseq, bytes) {
-                Ok(letter) => out.push(letter),
-                Err(e) => {
-                    failure = Some(e);
-                    return false;
-                }
-            }
-            true
-        })?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        read_dead_letters(d, dead.as_ref(), dead.acked_through() + 1, u64::MAX, max)
     }
 
     /// Enqueues every dead-lettered item again (with new sequence numbers) and removes it
     /// from the dead-letter log. Returns how many were re-enqueued.
     ///
+    /// Only the letters there when the call starts: an item that fails again while this
+    /// runs is dead-lettered anew and waits for the next call. Letters that do not decode
+    /// (`item: None` in [`dead_letters`](Queue::dead_letters)) stay. The re-enqueued
+    /// items are made durable in the main log ([`sync`](Queue::sync)) before their
+    /// letters are removed.
+    ///
     /// # Errors
     ///
-    /// As [`dead_letters`](Queue::dead_letters), or the first enqueue error (items
-    /// before it were re-enqueued and removed; it and those after it stay).
+    /// As [`dead_letters`](Queue::dead_letters), or the first enqueue or sync error
+    /// (letters of the items enqueued before it in the same round of 256 stay too: they
+    /// may be delivered twice, never lost).
     pub fn redrive_dead_letters(&self) -> Result<u64, Error> {
-        let (_, dead) = self.dead_letter_log()?;
+        let (d, dead) = self.dead_letter_log()?;
+        let end = dead.next_seq();
+        let mut from = dead.acked_through() + 1;
         let mut moved = 0;
-        loop {
-            let letters = self.dead_letters(256)?;
-            if letters.is_empty() {
+        while from < end {
+            let letters = read_dead_letters(d, dead.as_ref(), from, end - 1, 256)?;
+            let Some(last) = letters.last() else {
                 return Ok(moved);
-            }
+            };
+            from = last.dead_letter_seq + 1;
+            let mut done = Vec::with_capacity(letters.len());
             for letter in letters {
-                self.enqueue(letter.item)?;
-                dead.ack(letter.dead_letter_seq)?;
-                moved += 1;
+                if let Some(item) = letter.item {
+                    self.enqueue(item)?;
+                    done.push(letter.dead_letter_seq);
+                }
             }
+            if done.is_empty() {
+                continue;
+            }
+            self.sync()?;
+            dead.ack_all(&done)?;
             dead.sync()?;
+            moved += done.len() as u64;
         }
+        Ok(moved)
+    }
+
+    /// Removes one letter from the dead-letter log for good (after dealing with it some
+    /// other way, or for a letter that does not decode). Removing one that is not there
+    /// does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] without a dead-letter log; the log's error.
+    pub fn discard_dead_letter(&self, dead_letter_seq: u64) -> Result<(), Error> {
+        let (_, dead) = self.dead_letter_log()?;
+        if dead_letter_seq == 0 || dead_letter_seq >= dead.next_seq() {
+            return Ok(());
+        }
+        dead.ack(dead_letter_seq)?;
+        dead.sync()
     }
 
     fn dead_letter_log(&self) -> Result<(&Durable<T>, &Arc<dyn Storage>), Error> {
@@ -973,18 +1023,40 @@ fn undecodable(e: Error) -> Error {
     ))
 }
 
-fn decode_dead<T>(
+/// Up to `max` letters of the dead-letter log numbered `from..=to`, oldest first.
+fn read_dead_letters<T>(
     d: &Durable<T>,
-    dead_letter_seq: u64,
-    bytes: &[u8],
-) -> Result<StoredDeadLetter<T>, Error> {
-    let record: StoredRecord =
-        postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string()))?;
-    Ok(StoredDeadLetter {
-        dead_letter_seq,
-        seq: record.seq,
-        reason: record.reason,
-        error: record.error,
-        item: (d.codec.decode)(&record.payload)?,
-    })
+    dead: &dyn Storage,
+    from: u64,
+    to: u64,
+    max: usize,
+) -> Result<Vec<StoredDeadLetter<T>>, Error> {
+    let mut out = Vec::new();
+    let mut failure = None;
+    dead.read(from, max, &mut |dseq, bytes| {
+        if dseq > to {
+            return false;
+        }
+        match postcard::from_bytes::<StoredRecord>(bytes) {
+            Ok(record) => out.push(StoredDeadLetter {
+                dead_letter_seq: dseq,
+                seq: record.seq,
+                reason: record.reason,
+                error: record.error,
+                item: (d.codec.decode)(&record.payload).ok(),
+                payload: record.payload,
+            }),
+            Err(e) => {
+                failure = Some(Error::Codec(format!(
+                    "dead letter {dseq} is not a dead-letter record: {e}"
+                )));
+                return false;
+            }
+        }
+        true
+    })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }

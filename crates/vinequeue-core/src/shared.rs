@@ -168,8 +168,14 @@ pub(crate) struct Durable<T> {
     pub(crate) spilled: CachePadded<AtomicU64>,
     /// Records found by recovery.
     pub(crate) recovered: u64,
-    /// Records lost to corruption (recovery) or that could not be decoded.
+    /// Records lost to corruption (at recovery, or found damaged by a later read).
     pub(crate) corrupt: AtomicU64,
+    /// Dead letters the dead-letter log could not take; they stay in the main log.
+    pub(crate) unstored: AtomicU64,
+    /// Whether an item has been checked to decode from its own encoding (done once,
+    /// for the first item: a type whose encoding does not come back, which could never
+    /// be replayed, is refused at its first `enqueue`).
+    pub(crate) decode_checked: std::sync::atomic::AtomicBool,
     /// When the batcher first saw the current oldest pending record waiting (nanoseconds
     /// since `epoch`), 0 when nothing is pending.
     pub(crate) oldest_pending_since: AtomicU64,

@@ -166,7 +166,7 @@ fn dead_letters_persist_and_can_be_redriven() {
     let (sink, record) = ok_recorder::<String>();
     let queue = Queue::new(durable(dir.path()), sink).unwrap();
     let letters = queue.dead_letters(10).unwrap();
-    let items: Vec<&str> = letters.iter().map(|l| l.item.as_str()).collect();
+    let items: Vec<&str> = letters.iter().map(|l| l.item.as_deref().unwrap()).collect();
     assert_eq!(items, vec!["bad 1", "bad 2"]);
     assert_eq!(letters[0].seq, 2);
     assert!(

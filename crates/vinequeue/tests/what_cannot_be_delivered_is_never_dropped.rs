@@ -1,0 +1,335 @@
+//! Durable mode, the paths off the happy one: a dead-letter log that cannot take a
+//! letter, records that do not decode, numbers the log lost, redriving letters that fail
+//! again. In each case nothing an `enqueue` accepted may disappear, and the queue must
+//! keep going.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{eventually, ok_recorder, recorder};
+use vinequeue::{
+    Batch, Config, EnqueueError, Error, MemStorage, Queue, RecoveryReport, SendError, Storage,
+    SyncMode, Wal, WalOptions,
+};
+
+fn config() -> Config {
+    Config::default()
+        .memory_size(100)
+        .batch_size(10)
+        .flush_timeout(Duration::from_millis(5))
+        .retry_backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .shutdown_timeout(Duration::from_millis(500))
+}
+
+/// A storage that takes nothing: every append fails as a full one does.
+struct Refusing;
+
+impl Storage for Refusing {
+    fn append(&self, _: &[u8]) -> Result<u64, Error> {
+        Err(Error::LogFull { size: 0, limit: 0 })
+    }
+    fn sync(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    fn read(
+        &self,
+        _: u64,
+        _: usize,
+        _: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize, Error> {
+        Ok(0)
+    }
+    fn ack(&self, _: u64) -> Result<(), Error> {
+        Ok(())
+    }
+    fn acked_through(&self) -> u64 {
+        0
+    }
+    fn next_seq(&self) -> u64 {
+        1
+    }
+    fn size(&self) -> u64 {
+        0
+    }
+    fn recovery(&self) -> RecoveryReport {
+        RecoveryReport::default()
+    }
+}
+
+/// A storage that has lost record `lost` (as a log does to damage): reads skip it.
+struct Lossy {
+    inner: MemStorage,
+    lost: u64,
+}
+
+impl Storage for Lossy {
+    fn append(&self, record: &[u8]) -> Result<u64, Error> {
+        self.inner.append(record)
+    }
+    fn sync(&self) -> Result<(), Error> {
+        self.inner.sync()
+    }
+    fn read(
+        &self,
+        from: u64,
+        max: usize,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize, Error> {
+        let lost = self.lost;
+        let mut visited = 0;
+        let mut go_on = true;
+        // Read one more than asked for, so that skipping the lost one still hands over
+        // up to `max`.
+        self.inner.read(from, max + 1, &mut |seq, bytes| {
+            if seq == lost {
+                return true;
+            }
+            if visited == max {
+                return false;
+            }
+            visited += 1;
+            go_on = visit(seq, bytes);
+            go_on
+        })?;
+        Ok(visited)
+    }
+    fn ack(&self, seq: u64) -> Result<(), Error> {
+        self.inner.ack(seq)
+    }
+    fn acked_through(&self) -> u64 {
+        self.inner.acked_through()
+    }
+    fn next_seq(&self) -> u64 {
+        self.inner.next_seq()
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn recovery(&self) -> RecoveryReport {
+        self.inner.recovery()
+    }
+}
+
+fn encoded(v: u32) -> Vec<u8> {
+    postcard::to_allocvec(&v).unwrap()
+}
+
+/// Not a `u32` in postcard: a varint longer than five bytes.
+const NOT_A_U32: &[u8] = &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
+
+#[test]
+fn a_dead_letter_the_dead_letter_log_refuses_stays_in_the_main_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || WalOptions::default().segment_size(1 << 20);
+    {
+        let log: Arc<dyn Storage> = Arc::new(Wal::open(dir.path(), options()).unwrap());
+        let (sink, record) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("rejected")));
+        let queue = Queue::with_storage(config(), Arc::clone(&log), Some(Arc::new(Refusing)), sink)
+            .unwrap();
+        queue.start().unwrap();
+        queue.enqueue(7).unwrap();
+        queue.flush(Duration::from_secs(10)).unwrap();
+        let m = queue.metrics();
+        assert_eq!(m.dead_lettered_total, 1);
+        assert_eq!(m.dead_letters_unstored_total, 1);
+        assert_eq!(
+            record.lock().dead.len(),
+            1,
+            "the hook still sees the letter"
+        );
+        queue.stop().unwrap();
+        assert_eq!(
+            log.acked_through(),
+            0,
+            "the refused letter left the main log"
+        );
+    }
+    // The next start delivers it again.
+    let log: Arc<dyn Storage> = Arc::new(Wal::open(dir.path(), options()).unwrap());
+    let (sink, record) = ok_recorder::<u32>();
+    let queue = Queue::with_storage(config(), log, None, sink).unwrap();
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(record.lock().delivered, vec![(1, 7)]);
+}
+
+#[test]
+fn a_record_that_does_not_decode_is_dead_lettered_and_the_rest_delivered() {
+    let log = Arc::new(MemStorage::default());
+    for v in [1u32, 2] {
+        log.append(&encoded(v)).unwrap();
+    }
+    log.append(NOT_A_U32).unwrap(); // seq 3
+    for v in [4u32, 5, 6, 7] {
+        log.append(&encoded(v)).unwrap();
+    }
+    let dead = Arc::new(MemStorage::default());
+    let (sink, record) = ok_recorder::<u32>();
+    // Batches of 3: the first read-back takes 1, 2 and the bad 3, and fills the room it
+    // was given with only two items.
+    let queue = Queue::with_storage(
+        config().batch_size(3),
+        log.clone(),
+        Some(dead.clone() as Arc<dyn Storage>),
+        sink,
+    )
+    .unwrap();
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(10)).unwrap();
+    let delivered: Vec<u32> = record.lock().delivered.iter().map(|d| d.1).collect();
+    assert_eq!(
+        delivered,
+        vec![1, 2, 4, 5, 6, 7],
+        "items after the bad one were skipped"
+    );
+    assert_eq!(
+        log.acked_through(),
+        7,
+        "everything resolved is acknowledged"
+    );
+    let m = queue.metrics();
+    assert_eq!(m.dead_lettered_total, 1);
+    assert_eq!(m.dead_letters_unstored_total, 0);
+    let letters = queue.dead_letters(10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].seq, 3);
+    assert_eq!(letters[0].reason, "Undecodable");
+    assert_eq!(letters[0].item, None);
+    assert_eq!(letters[0].payload, NOT_A_U32);
+    // Redriving leaves it (it cannot be enqueued); it can be removed by hand.
+    assert_eq!(queue.redrive_dead_letters().unwrap(), 0);
+    assert_eq!(queue.dead_letters(10).unwrap().len(), 1);
+    queue
+        .discard_dead_letter(letters[0].dead_letter_seq)
+        .unwrap();
+    assert!(queue.dead_letters(10).unwrap().is_empty());
+}
+
+#[test]
+fn without_a_dead_letter_log_a_record_that_does_not_decode_stays_in_the_log() {
+    let log = Arc::new(MemStorage::default());
+    log.append(&encoded(1)).unwrap();
+    log.append(NOT_A_U32).unwrap();
+    log.append(&encoded(3)).unwrap();
+    let (sink, record) = ok_recorder::<u32>();
+    let queue = Queue::with_storage(config(), log.clone(), None, sink).unwrap();
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(10)).unwrap();
+    let delivered: Vec<u32> = record.lock().delivered.iter().map(|d| d.1).collect();
+    assert_eq!(delivered, vec![1, 3]);
+    assert_eq!(queue.metrics().dead_letters_unstored_total, 1);
+    assert_eq!(
+        log.acked_through(),
+        1,
+        "the undecodable record was acknowledged"
+    );
+}
+
+/// Six records, of which the log has lost `lost`; the rest are delivered and the mark
+/// reaches the last number.
+fn lost_record_is_acknowledged(lost: u32) {
+    let inner = MemStorage::default();
+    for v in 1u32..=6 {
+        inner.append(&encoded(v)).unwrap();
+    }
+    let log = Arc::new(Lossy {
+        inner,
+        lost: lost as u64,
+    });
+    let (sink, record) = ok_recorder::<u32>();
+    let queue = Queue::with_storage(config(), log.clone(), None, sink).unwrap();
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(10)).unwrap();
+    let delivered: Vec<u32> = record.lock().delivered.iter().map(|d| d.1).collect();
+    let expected: Vec<u32> = (1..=6).filter(|&v| v != lost).collect();
+    assert_eq!(delivered, expected);
+    assert_eq!(
+        log.acked_through(),
+        6,
+        "the low-water mark stopped below the lost record"
+    );
+}
+
+#[test]
+fn numbers_the_log_lost_are_acknowledged_so_the_mark_moves_on() {
+    lost_record_is_acknowledged(3);
+}
+
+#[test]
+fn the_same_for_the_last_number_the_log_lost() {
+    lost_record_is_acknowledged(6);
+}
+
+#[test]
+fn redriving_letters_that_fail_again_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&failing);
+    let (sink, record) = recorder(move |_, _: &Batch<u32>| {
+        if flag.load(Ordering::SeqCst) {
+            Err(SendError::permanent("still broken"))
+        } else {
+            Ok(())
+        }
+    });
+    let queue = Arc::new(Queue::new(config().wal_path(dir.path()).batch_size(1), sink).unwrap());
+    queue.start().unwrap();
+    queue.enqueue(1).unwrap();
+    queue.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(queue.dead_letters(10).unwrap().len(), 1);
+    // The sink still fails: each redriven item is dead-lettered again at once. The call
+    // must redrive what was there and return, not chase its own new letters.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let q = Arc::clone(&queue);
+    std::thread::spawn(move || {
+        let _ = tx.send(q.redrive_dead_letters());
+    });
+    let moved = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("redrive_dead_letters did not return")
+        .unwrap();
+    assert_eq!(moved, 1);
+    assert!(eventually(Duration::from_secs(10), || queue
+        .metrics()
+        .dead_lettered_total
+        == 2));
+    failing.store(false, Ordering::SeqCst);
+    assert!(eventually(Duration::from_secs(10), || queue
+        .dead_letters(10)
+        .unwrap()
+        .len()
+        == 1));
+    assert_eq!(queue.redrive_dead_letters().unwrap(), 1);
+    queue.flush(Duration::from_secs(10)).unwrap();
+    let delivered: Vec<u32> = record.lock().delivered.iter().map(|d| d.1).collect();
+    assert_eq!(delivered, vec![1]);
+    assert!(queue.dead_letters(10).unwrap().is_empty());
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Untagged {
+    Number(u32),
+}
+
+#[test]
+fn a_type_that_does_not_come_back_from_its_encoding_is_refused_at_the_first_enqueue() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::new(
+        config()
+            .wal_path(dir.path())
+            .sync_mode(SyncMode::Periodic(Duration::from_millis(50))),
+        vinequeue::NullSink,
+    )
+    .unwrap();
+    match queue.enqueue(Untagged::Number(1)) {
+        Err(EnqueueError::Failed(Untagged::Number(1), Error::Codec(why))) => {
+            assert!(why.contains("does not decode"), "{why}")
+        }
+        other => panic!("accepted an item that could never be replayed: {other:?}"),
+    }
+    assert_eq!(queue.metrics().enqueued_total, 0);
+}
