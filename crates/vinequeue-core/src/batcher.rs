@@ -48,6 +48,10 @@ pub(crate) struct Batcher<T> {
     abandoned: u64,
     /// Durable mode: the shutdown deadline passed; leave the rest in the log and exit.
     give_up: bool,
+    /// Durable mode: the spill count when the batcher last looked at the log (read
+    /// before it looks). Items that spill after that wake the batcher only if it waits
+    /// (`wake_at` set), so before it parks it checks the count again.
+    spills_seen: u64,
     phase: Phase<T>,
 }
 
@@ -122,8 +126,18 @@ impl<T: Send + 'static> Batcher<T> {
             last_look: Instant::now(),
             abandoned: 0,
             give_up: false,
+            spills_seen: 0,
             phase: Phase::Idle { waited: false },
         }
+    }
+
+    /// Whether items spilled to the log since the batcher last looked at it: a wait
+    /// must not start then (see `spills_seen`). Call after storing `wake_at`.
+    pub(crate) fn spilled_since_look(&self) -> bool {
+        self.shared
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.spilled.load(SeqCst) != self.spills_seen)
     }
 
     /// Runs until the ring is closed and drained, on the batcher thread, with the
@@ -395,6 +409,7 @@ impl<T: Send + 'static> Batcher<T> {
         let d = shared.durable.as_ref().expect("durable mode");
         // Producers shedding the oldest items (DropOldest on a full log) and this take
         // must agree on who owns which item.
+        self.spills_seen = d.spilled.load(SeqCst);
         let mut cursor = d.cursor.lock();
         if cursor.1 >= self.next_deliver {
             self.next_deliver = cursor.1 + 1; // dropped: acknowledged and counted already
@@ -518,13 +533,21 @@ impl<T: Send + 'static> Batcher<T> {
         // Under load the items are microseconds away: wait a little before parking, so
         // that producers rarely pay for waking us (a futex call inside their enqueue).
         for step in 0..SPIN_BEFORE_PARK {
-            if s.ring.pushed() >= threshold || s.ring.is_closed() || self.flush_wanted() {
+            if s.ring.pushed() >= threshold
+                || s.ring.is_closed()
+                || self.flush_wanted()
+                || self.spilled_since_look()
+            {
                 return;
             }
             crate::loom::spin_hint(step);
         }
         s.wake_at.store(threshold, SeqCst);
-        if s.ring.pushed() < threshold && !s.ring.is_closed() && !self.flush_wanted() {
+        if s.ring.pushed() < threshold
+            && !s.ring.is_closed()
+            && !self.flush_wanted()
+            && !self.spilled_since_look()
+        {
             thread::park_timeout(timeout.map_or(PARK_BACKSTOP, |t| t.min(PARK_BACKSTOP)));
         }
         s.wake_at.store(NO_WAKE, SeqCst);

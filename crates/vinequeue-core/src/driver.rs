@@ -94,9 +94,8 @@ impl<T: Send + 'static> BatchDriver<T> {
             DriverState::Finished => return Next::Done,
             DriverState::Running(b) => b,
         };
-        // In durable mode a producer that spills publishes with a Release store before
-        // it looks for a registered driver, so the two can pass each other: look again
-        // within a second at the latest, as the batcher thread does.
+        // In durable mode, look again within a second at the latest, as the batcher
+        // thread does (a backstop: spills and pushes wake the task).
         let backstop = shared
             .durable
             .is_some()
@@ -110,6 +109,7 @@ impl<T: Send + 'static> BatchDriver<T> {
                     if shared.ring.pushed() >= threshold
                         || shared.ring.is_closed()
                         || shared.flush_target.load(SeqCst) > shared.resolved.load(SeqCst)
+                        || batcher.spilled_since_look()
                     {
                         shared.wake_at.store(NO_WAKE, SeqCst);
                         continue;

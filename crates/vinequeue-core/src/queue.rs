@@ -43,6 +43,9 @@ struct Lifecycle<T> {
     /// Set by `drive_externally`: `start()` hands the batcher to this slot instead of a
     /// thread.
     driven: Option<Arc<DriverSlot<T>>>,
+    /// `stop()` was called on the batcher thread itself and did not wait: the batcher
+    /// completes the stop as it exits.
+    stop_on_exit: bool,
 }
 
 pub(crate) struct Control<T> {
@@ -165,6 +168,7 @@ where
                     stage: Stage::Created(Box::new(sink)),
                     handle: None,
                     exited: None,
+                    stop_on_exit: false,
                     driven: None,
                 }),
                 changed: Condvar::new(),
@@ -243,6 +247,15 @@ impl<T: Send + 'static> Queue<T> {
                     .unwrap_or_else(|_| shared.pending().max(1));
                 let mut life = control.life.lock();
                 life.exited = Some(abandoned);
+                if life.stop_on_exit {
+                    life.stage = Stage::Stopped;
+                    life.handle = None; // this thread: nobody joins it
+                    drop(life);
+                    shared.progress.notify_always();
+                    shared.wakers.wake();
+                    control.changed.notify_all();
+                    return;
+                }
                 control.changed.notify_all();
             });
         match spawned {
@@ -268,7 +281,9 @@ impl<T: Send + 'static> Queue<T> {
     /// # Errors
     ///
     /// The item comes back inside the error: [`EnqueueError::Full`] when the overflow
-    /// policy refuses it, [`EnqueueError::Closed`] after `stop()`.
+    /// policy refuses it (on the batcher thread, inside the sink or a dead-letter
+    /// handler, `Block` refuses at once: the room it would wait for is made by that very
+    /// thread), [`EnqueueError::Closed`] after `stop()`.
     ///
     /// ```
     /// use vinequeue_core::{Config, EnqueueError, NullSink, OverflowPolicy, Queue};
@@ -396,7 +411,7 @@ impl<T: Send + 'static> Queue<T> {
                             if self.shed_oldest(d) {
                                 continue;
                             }
-                            if !wait {
+                            if !wait || self.shared.on_batcher_thread() {
                                 return Err(EnqueueError::Full(item));
                             }
                             let end = *deadline
@@ -414,7 +429,8 @@ impl<T: Send + 'static> Queue<T> {
                             return Ok(0);
                         }
                         OverflowPolicy::Block(timeout) => {
-                            if !wait {
+                            // (Room comes from the batcher: on its own thread, no wait.)
+                            if !wait || self.shared.on_batcher_thread() {
                                 return Err(EnqueueError::Full(item));
                             }
                             let end =
@@ -556,21 +572,23 @@ impl<T: Send + 'static> Queue<T> {
             Ok(seq) => seq,
             Err(e) => return Err((e, item)),
         };
-        let pushed = match s.ring.push((seq, item)) {
-            Ok(ordinal) => Some(ordinal),
-            Err(_) => {
-                // Full (closed cannot happen under the lock): the item lives in the log.
-                d.spilled.fetch_add(1, Relaxed);
-                None
-            }
-        };
+        // (Full: closed cannot happen under the lock. The item then lives in the log.)
+        let pushed = s.ring.push((seq, item)).ok();
         // Release is enough: the batcher only reads `published` when the ring is empty,
-        // and an item that spilled found the ring full (and unparks the batcher below).
+        // and an item that spilled found the ring full (and is counted below).
         d.published.store(seq, std::sync::atomic::Ordering::Release);
+        if pushed.is_none() {
+            // After `published`: a batcher that sees this count also sees the record.
+            d.spilled.fetch_add(1, SeqCst);
+        }
         drop(guard);
         match pushed {
             Some(ordinal) => s.after_push(ordinal),
-            None => s.unpark_batcher(),
+            // Only a batcher waiting for items needs waking (one that is sending or
+            // backing off looks at the log when it is done): it re-checks the spill
+            // count after it stores `wake_at`, so one of the two sees the other.
+            None if s.wake_at.load(SeqCst) != crate::shared::NO_WAKE => s.unpark_batcher(),
+            None => {}
         }
         Ok(seq)
     }
@@ -602,6 +620,8 @@ impl<T: Send + 'static> Queue<T> {
                     }
                 }
             }
+            // Room comes from the batcher: on its own thread, waiting would wait for itself.
+            OverflowPolicy::Block(_) if s.on_batcher_thread() => Err(EnqueueError::Full(item)),
             OverflowPolicy::Block(timeout) => self.block(item, after(Instant::now(), timeout)),
         }
     }
@@ -679,11 +699,20 @@ impl<T: Send + 'static> Queue<T> {
     ///
     /// [`Error::NotStarted`] before `start()`, if there is anything to deliver;
     /// [`Error::FlushTimeout`] with the number still pending when `timeout` passes;
-    /// [`Error::Closed`] if the queue was stopped with items left undelivered.
+    /// [`Error::Closed`] if the queue was stopped with items left undelivered;
+    /// [`Error::Unsupported`] on the batcher thread (inside the sink or a dead-letter
+    /// handler) with anything left to deliver: the flush would wait for itself.
     pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         let s = &self.shared;
         let deadline = after(Instant::now(), timeout);
         let target = self.request_flush()?;
+        if s.on_batcher_thread() && !self.flushed(target)? {
+            return Err(Error::Unsupported(
+                "flush() on the batcher thread (inside the sink or a dead-letter handler) \
+                 would wait for itself"
+                    .into(),
+            ));
+        }
         if s.progress
             .wait_until(deadline, || !matches!(self.flushed(target), Ok(false)))
         {
@@ -759,6 +788,10 @@ impl<T: Send + 'static> Queue<T> {
     /// A queue that was never started is started for the drain, so that items enqueued
     /// before `start()` are delivered too.
     ///
+    /// Called on the batcher thread (from inside [`Sink::send`] or a dead-letter
+    /// handler), it closes the queue and returns `Ok` at once: the batcher drains after
+    /// the call returns, within `shutdown_timeout`; the metrics tell the outcome.
+    ///
     /// # Errors
     ///
     /// [`Error::ShutdownTimeout`] with the number of items not delivered in time; those
@@ -771,12 +804,15 @@ impl<T: Send + 'static> Queue<T> {
         loop {
             match life.stage {
                 Stage::Stopped => return Ok(()),
+                // (On the batcher thread the stop is under way and completes as the
+                // batcher exits; waiting here would wait for itself.)
+                Stage::Stopping if s.on_batcher_thread() => return Ok(()),
                 Stage::Stopping => {
                     self.control.changed.wait(&mut life);
                 }
                 Stage::Created(_) if s.ring.is_empty() => {
                     life.stage = Stage::Stopped;
-                    s.ring.close();
+                    self.close_ring();
                     s.space.notify_always();
                     s.wakers.wake();
                     // A driver waiting for the start learns that it will not come.
@@ -792,19 +828,16 @@ impl<T: Send + 'static> Queue<T> {
         life.stage = Stage::Stopping;
         let deadline = after(Instant::now(), s.config.shutdown_timeout);
         *s.shutdown_deadline.lock() = Some(deadline);
-        match &s.durable {
-            // Under the append lock: no append can slip in after the close.
-            Some(d) => {
-                let _guard = d.append_lock.lock();
-                s.ring.close();
-            }
-            None => {
-                s.ring.close();
-            }
-        }
+        self.close_ring();
         s.space.notify_always();
         s.wakers.wake();
         s.unpark_batcher();
+        if s.on_batcher_thread() {
+            // From inside the sink or a dead-letter handler: the batcher drains once this
+            // call is back, within the deadline, and marks the queue stopped as it exits.
+            life.stop_on_exit = true;
+            return Ok(());
+        }
 
         let give_up = after(deadline, EXIT_GRACE);
         while life.exited.is_none() {
@@ -844,6 +877,15 @@ impl<T: Send + 'static> Queue<T> {
         s.progress.notify_always();
         s.wakers.wake();
         result
+    }
+
+    /// Refuses every later item. In durable mode under the append lock: a producer that
+    /// checked the ring open before appending has pushed (or spilled) by then, and no
+    /// append slips in after the close.
+    fn close_ring(&self) {
+        let s = &self.shared;
+        let _guard = s.durable.as_ref().map(|d| d.append_lock.lock());
+        s.ring.close();
     }
 
     /// A snapshot of the counters and gauges.

@@ -399,6 +399,14 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Whether the caller is the batcher thread: inside the sink's `send` or a
+    /// dead-letter handler, where waiting for the batcher would wait for itself.
+    pub(crate) fn on_batcher_thread(&self) -> bool {
+        self.batcher
+            .get()
+            .is_some_and(|t| t.id() == std::thread::current().id())
+    }
+
     /// Wakes the batcher whatever it waits for (flush, stop).
     pub(crate) fn unpark_batcher(&self) {
         if let Some(thread) = self.batcher.get() {

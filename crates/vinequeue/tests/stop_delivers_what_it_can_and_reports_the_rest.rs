@@ -260,3 +260,121 @@ fn timeouts_of_duration_max_mean_no_limit_not_a_panic() {
     queue.stop().unwrap();
     assert_eq!(record.lock().delivered.len(), 100);
 }
+
+/// A sink that reaches back into its own queue from inside `send`: calls `act` with it
+/// on the first call (the queue is set once it exists), then accepts everything.
+struct ReachesBack<T: Send + 'static> {
+    queue: Arc<std::sync::OnceLock<std::sync::Weak<Queue<T>>>>,
+    act: Option<Box<dyn FnOnce(&Queue<T>) + Send>>,
+    delivered: Arc<parking_lot::Mutex<Vec<T>>>,
+}
+
+impl<T: Clone + Send + 'static> vinequeue::Sink<T> for ReachesBack<T> {
+    fn send(&mut self, batch: &Batch<T>) -> Result<(), SendError> {
+        if let Some(act) = self.act.take() {
+            let queue = self
+                .queue
+                .get()
+                .and_then(|w| w.upgrade())
+                .expect("queue set");
+            act(&queue);
+        }
+        self.delivered.lock().extend(batch.iter().cloned());
+        Ok(())
+    }
+}
+
+/// A queue whose sink runs `act` on it during the first send; returns the queue and what
+/// the sink delivered.
+fn reaching_back(
+    config: Config,
+    act: impl FnOnce(&Queue<u32>) + Send + 'static,
+) -> (Arc<Queue<u32>>, Arc<parking_lot::Mutex<Vec<u32>>>) {
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let delivered = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = ReachesBack {
+        queue: Arc::clone(&slot),
+        act: Some(Box::new(act)),
+        delivered: Arc::clone(&delivered),
+    };
+    let queue = Arc::new(Queue::new(config, sink).unwrap());
+    slot.set(Arc::downgrade(&queue)).unwrap();
+    (queue, delivered)
+}
+
+#[test]
+fn stop_and_flush_from_inside_the_sink_return_at_once() {
+    let config = Config::default()
+        .batch_size(1)
+        .flush_timeout(Duration::from_millis(5))
+        .shutdown_timeout(Duration::from_secs(20));
+    let took = Arc::new(parking_lot::Mutex::new(None));
+    let t = Arc::clone(&took);
+    let (queue, delivered) = reaching_back(config, move |q| {
+        let started = Instant::now();
+        let flushed = q.flush(Duration::from_secs(20));
+        let stopped = q.stop();
+        let stopped_again = q.stop();
+        *t.lock() = Some((started.elapsed(), flushed, stopped, stopped_again));
+    });
+    for i in 0..5 {
+        queue.enqueue(i).unwrap();
+    }
+    queue.start().unwrap();
+    // The stop from inside the sink completes once the batcher has drained.
+    let waited = Instant::now();
+    queue.stop().unwrap();
+    assert!(
+        waited.elapsed() < Duration::from_secs(10),
+        "stop waited for the inner one"
+    );
+    let (elapsed, flushed, stopped, stopped_again) = took.lock().take().expect("the sink ran");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "flush/stop inside the sink waited {elapsed:?} for themselves"
+    );
+    assert!(matches!(flushed, Err(Error::Unsupported(_))), "{flushed:?}");
+    assert!(stopped.is_ok() && stopped_again.is_ok());
+    assert_eq!(
+        *delivered.lock(),
+        vec![0, 1, 2, 3, 4],
+        "the drain delivered everything"
+    );
+    assert!(queue.is_closed());
+    assert!(matches!(queue.enqueue(9), Err(EnqueueError::Closed(9))));
+}
+
+#[test]
+fn a_blocking_enqueue_from_inside_the_sink_does_not_wait_for_itself() {
+    let config = Config::default()
+        .memory_size(2)
+        .batch_size(1)
+        .flush_timeout(Duration::from_millis(5))
+        .overflow(OverflowPolicy::Block(Duration::from_secs(20)));
+    let took = Arc::new(parking_lot::Mutex::new(None));
+    let t = Arc::clone(&took);
+    let (queue, _) = reaching_back(config, move |q| {
+        let started = Instant::now();
+        // The ring holds one item (the batcher took the other) of two: the second of
+        // these finds it full.
+        let results: Vec<_> = (100..103).map(|i| q.enqueue(i)).collect();
+        *t.lock() = Some((started.elapsed(), results));
+    });
+    for i in 0..2 {
+        queue.enqueue(i).unwrap();
+    }
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(30)).unwrap();
+    let (elapsed, results) = took.lock().take().expect("the sink ran");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "waited {elapsed:?} for itself"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(EnqueueError::Full(_)))),
+        "{results:?}"
+    );
+    queue.stop().unwrap();
+}
