@@ -261,11 +261,14 @@ fn timeouts_of_duration_max_mean_no_limit_not_a_panic() {
     assert_eq!(record.lock().delivered.len(), 100);
 }
 
+/// What a [`ReachesBack`] sink does with its queue.
+type Act<T> = Box<dyn FnOnce(&Queue<T>) + Send>;
+
 /// A sink that reaches back into its own queue from inside `send`: calls `act` with it
 /// on the first call (the queue is set once it exists), then accepts everything.
 struct ReachesBack<T: Send + 'static> {
     queue: Arc<std::sync::OnceLock<std::sync::Weak<Queue<T>>>>,
-    act: Option<Box<dyn FnOnce(&Queue<T>) + Send>>,
+    act: Option<Act<T>>,
     delivered: Arc<parking_lot::Mutex<Vec<T>>>,
 }
 
