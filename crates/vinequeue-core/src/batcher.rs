@@ -184,6 +184,7 @@ impl<T: Send + 'static> Batcher<T> {
     /// Never blocks (durable mode reads the log, and acknowledgements may sync it).
     pub(crate) fn step(&mut self) -> Step<T> {
         let batch_size = self.shared.config.batch_size;
+        self.note_arrivals();
         loop {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Idle { waited } => {
@@ -355,8 +356,6 @@ impl<T: Send + 'static> Batcher<T> {
                 seqs.retain(|s| kept.binary_search(s).is_err());
             }
             let _ = d.storage.ack_all(&seqs);
-            d.oldest_pending_since.store(0, Relaxed);
-            self.note_oldest_pending();
         }
         self.shared.in_flight.store(0, SeqCst);
         if self.give_up {
@@ -451,8 +450,6 @@ impl<T: Send + 'static> Batcher<T> {
             }
         }
         cursor.0 = self.next_deliver - 1;
-        drop(cursor);
-        self.note_oldest_pending();
     }
 
     /// Reads records `next_deliver..=upto` back from the log into `batch`, up to its
@@ -509,16 +506,14 @@ impl<T: Send + 'static> Batcher<T> {
         result.ok().map(|_| visited)
     }
 
-    fn note_oldest_pending(&self) {
+    /// Durable mode: samples what has arrived, for `oldest_pending_age`.
+    fn note_arrivals(&self) {
         if let Some(d) = &self.shared.durable {
-            let pending = d.published.load(SeqCst) >= self.next_deliver;
-            let since = d.oldest_pending_since.load(Relaxed);
-            if pending && since == 0 {
-                let now = d.epoch.elapsed().as_nanos() as u64;
-                d.oldest_pending_since.store(now.max(1), Relaxed);
-            } else if !pending {
-                d.oldest_pending_since.store(0, Relaxed);
-            }
+            let now = d.epoch.elapsed().as_nanos() as u64;
+            let resolved = self.shared.resolved.load(SeqCst);
+            d.arrivals
+                .lock()
+                .note(d.published.load(SeqCst), resolved, now);
         }
     }
 

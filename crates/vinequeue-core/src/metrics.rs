@@ -43,8 +43,11 @@ pub struct Metrics {
     pub spilled_total: u64,
     /// Items accepted but not yet delivered, dead-lettered, dropped or abandoned.
     pub pending: u64,
-    /// Age of the oldest item not yet delivered, as seen by the batcher (durable mode;
-    /// zero when nothing is pending, and in memory mode).
+    /// Age of the oldest item not yet delivered, dead-lettered or dropped (durable mode;
+    /// zero when nothing is pending, and in memory mode). Read from arrival times
+    /// sampled about every millisecond (so it may be short by about that much) and
+    /// thinned out as a backlog ages (short by at most about a thousandth of its age);
+    /// records found in the log at open count as arrived at the open.
     pub oldest_pending_age: Duration,
     /// Items recovered from the write-ahead log at open (0 in memory mode).
     pub recovered_total: u64,

@@ -150,7 +150,7 @@ where
             cursor: CachePadded::new(Mutex::new((published.min(report.acked_through), 0))),
             base_seq: published,
             spilled: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
-            oldest_pending_since: std::sync::atomic::AtomicU64::new(0),
+            arrivals: Mutex::new(crate::shared::Arrivals::new(published)),
             epoch: Instant::now(),
         };
         Self::build(config, Some(durable), sink)
@@ -906,10 +906,14 @@ impl<T: Send + 'static> Queue<T> {
             m.recovered_total = d.recovered;
             m.corrupt_records_total = d.corrupt.load(Relaxed);
             m.dead_letters_unstored_total = d.unstored.load(Relaxed);
-            let since = d.oldest_pending_since.load(Relaxed);
-            if since > 0 && m.pending > 0 {
-                let now = d.epoch.elapsed().as_nanos() as u64;
-                m.oldest_pending_age = Duration::from_nanos(now.saturating_sub(since));
+            let now = d.epoch.elapsed().as_nanos() as u64;
+            let mut arrivals = d.arrivals.lock();
+            let resolved = s.resolved.load(SeqCst);
+            arrivals.note(d.published.load(SeqCst), resolved, now);
+            if m.pending > 0 {
+                if let Some(since) = arrivals.oldest_after(resolved) {
+                    m.oldest_pending_age = Duration::from_nanos(now.saturating_sub(since));
+                }
             }
         }
         m

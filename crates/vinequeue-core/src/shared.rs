@@ -176,10 +176,85 @@ pub(crate) struct Durable<T> {
     /// for the first item: a type whose encoding does not come back, which could never
     /// be replayed, is refused at its first `enqueue`).
     pub(crate) decode_checked: std::sync::atomic::AtomicBool,
-    /// When the batcher first saw the current oldest pending record waiting (nanoseconds
-    /// since `epoch`), 0 when nothing is pending.
-    pub(crate) oldest_pending_since: AtomicU64,
+    /// When items arrived, sampled: what `oldest_pending_age` is read from.
+    pub(crate) arrivals: Mutex<Arrivals>,
+    /// Time zero of `arrivals`: when the queue was created.
     pub(crate) epoch: Instant,
+}
+
+/// Samples of (the last sequence number published, when it was seen), in increasing
+/// order of both, from which the age of the oldest pending item is read: it arrived no
+/// later than the first sample above the resolved mark (and after the one before that).
+///
+/// Taken by the batcher at every step (also while it backs off from a failing sink) and
+/// by every `metrics()` call, at most one per `interval`. Bounded: when full, every
+/// other sample goes (the first, which dates the oldest pending item, stays) and the
+/// interval doubles, so a long backlog is dated with a coarser grain (about a
+/// thousandth of its span), never forgotten.
+pub(crate) struct Arrivals {
+    samples: std::collections::VecDeque<(u64, u64)>,
+    /// Shortest time between two samples now (nanoseconds).
+    interval: u64,
+}
+
+/// Shortest interval between two arrival samples (1 ms).
+const ARRIVAL_SAMPLE_NS: u64 = 1_000_000;
+/// Most arrival samples kept.
+const ARRIVAL_SAMPLES: usize = 2048;
+
+impl Arrivals {
+    /// Starts with what the log holds at open (`published`), dated at the open.
+    pub(crate) fn new(published: u64) -> Self {
+        let mut samples = std::collections::VecDeque::with_capacity(ARRIVAL_SAMPLES + 1);
+        samples.push_back((published, 0));
+        Arrivals {
+            samples,
+            interval: ARRIVAL_SAMPLE_NS,
+        }
+    }
+
+    /// Everything up to `published` had arrived `now` (nanoseconds since the epoch), and
+    /// everything up to `resolved` is resolved.
+    pub(crate) fn note(&mut self, published: u64, resolved: u64, now: u64) {
+        self.forget_through(resolved);
+        if let Some(&(seq, at)) = self.samples.back() {
+            if published <= seq || now < at.saturating_add(self.interval) {
+                return;
+            }
+        }
+        self.samples.push_back((published, now));
+        if self.samples.len() > ARRIVAL_SAMPLES {
+            let mut i = 0;
+            self.samples.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.interval = self.interval.saturating_mul(2);
+        }
+    }
+
+    /// When the oldest item above `resolved` had arrived at the latest: the first
+    /// sample above it.
+    pub(crate) fn oldest_after(&mut self, resolved: u64) -> Option<u64> {
+        self.forget_through(resolved);
+        self.samples.front().map(|&(_, at)| at)
+    }
+
+    /// Drops the samples of items all resolved, so that the first one left (which
+    /// thinning keeps) dates the oldest pending item.
+    fn forget_through(&mut self, resolved: u64) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(seq, _)| seq <= resolved)
+        {
+            self.samples.pop_front();
+        }
+        // A backlog draining: a finer grain again for what arrives now.
+        if self.samples.len() < ARRIVAL_SAMPLES / 4 && self.interval > ARRIVAL_SAMPLE_NS {
+            self.interval /= 2;
+        }
+    }
 }
 
 /// "No wake-up wanted" value of `Shared::wake_at`.
@@ -457,8 +532,46 @@ impl<T> Shared<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::Codec;
+    use super::{Arrivals, Codec, ARRIVAL_SAMPLES, ARRIVAL_SAMPLE_NS};
     use proptest::prelude::*;
+
+    const MS: u64 = ARRIVAL_SAMPLE_NS;
+
+    #[test]
+    fn the_oldest_pending_item_is_dated_by_the_first_sample_above_the_mark() {
+        let mut a = Arrivals::new(10); // ten records found at open, time 0
+        a.note(20, 0, 5 * MS);
+        a.note(25, 0, 5 * MS + 1); // too soon after the last sample: skipped
+        a.note(30, 0, 9 * MS);
+        assert_eq!(a.oldest_after(0), Some(0), "the recovered records");
+        assert_eq!(a.oldest_after(10), Some(5 * MS));
+        assert_eq!(a.oldest_after(22), Some(9 * MS));
+        assert_eq!(a.oldest_after(30), None, "nothing above the mark");
+        // The mark never goes back, so what lies below it is forgotten.
+        a.note(40, 30, 12 * MS);
+        assert_eq!(a.oldest_after(30), Some(12 * MS));
+    }
+
+    #[test]
+    fn a_long_backlog_keeps_its_first_sample_exact_and_memory_bounded() {
+        let mut a = Arrivals::new(0);
+        a.note(1, 0, MS); // the oldest pending item arrives at 1 ms
+        for i in 2..100_000u64 {
+            a.note(i, 0, i * MS);
+        }
+        assert!(a.samples.len() <= ARRIVAL_SAMPLES);
+        assert_eq!(a.oldest_after(0), Some(MS));
+        // Deeper into the backlog the date is coarser, but never later than the truth
+        // by more than a small fraction of the backlog's age.
+        let truth = 60_000 * MS;
+        let dated = a.oldest_after(59_999).unwrap();
+        assert!(dated >= truth, "dated before it arrived");
+        assert!(
+            dated - truth <= 100_000 * MS / 500,
+            "{} ms late",
+            (dated - truth) / MS
+        );
+    }
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Item {

@@ -345,3 +345,41 @@ fn an_item_that_cannot_come_back_from_the_log_is_refused_under_immediate() {
     }
     assert_eq!(queue.metrics().enqueued_total, 0, "nothing reached the log");
 }
+
+#[test]
+fn oldest_pending_age_grows_through_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&down);
+    let (sink, _) = recorder(move |_, _: &Batch<u32>| {
+        if flag.load(Ordering::SeqCst) {
+            Err(SendError::retry("down"))
+        } else {
+            Ok(())
+        }
+    });
+    let config = durable(dir.path())
+        .retry_limit(u32::MAX)
+        .retry_backoff(Duration::from_millis(5), Duration::from_millis(20));
+    let queue = Queue::new(config, sink).unwrap();
+    queue.start().unwrap();
+    // One batch takes everything and retries it: the oldest item is in that batch.
+    for i in 0..5 {
+        queue.enqueue(i).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let age = queue.metrics().oldest_pending_age;
+    assert!(
+        age >= Duration::from_millis(350),
+        "five items pending for 400 ms reported {age:?} old"
+    );
+    // More items keep coming; the age is still the oldest one's.
+    for i in 5..10 {
+        queue.enqueue(i).unwrap();
+    }
+    let age = queue.metrics().oldest_pending_age;
+    assert!(age >= Duration::from_millis(350), "{age:?}");
+    down.store(false, Ordering::SeqCst);
+    queue.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(queue.metrics().oldest_pending_age, Duration::ZERO);
+}
