@@ -52,6 +52,10 @@ pub(crate) struct Batcher<T> {
     /// before it looks). Items that spill after that wake the batcher only if it waits
     /// (`wake_at` set), so before it parks it checks the count again.
     spills_seen: u64,
+    /// Durable mode: the last read of the log failed. A flush then does not keep the
+    /// batcher from parking (it would retry the read in a busy loop); it tries again
+    /// when woken or after the backstop.
+    log_unreadable: bool,
     phase: Phase<T>,
 }
 
@@ -127,6 +131,7 @@ impl<T: Send + 'static> Batcher<T> {
             abandoned: 0,
             give_up: false,
             spills_seen: 0,
+            log_unreadable: false,
             phase: Phase::Idle { waited: false },
         }
     }
@@ -439,8 +444,11 @@ impl<T: Send + 'static> Batcher<T> {
             };
             let room = max - batch.len();
             let Some(visited) = self.read_back(batch, max, upto) else {
-                break; // the log could not be read: go with what we have, retry later
+                // The log could not be read: go with what we have, retry later.
+                self.log_unreadable = true;
+                break;
             };
+            self.log_unreadable = false;
             if visited < room && self.next_deliver <= upto {
                 // The log ran out before `upto`: the records up to there were lost to
                 // corruption (counted when found). Move past them, and acknowledge their
@@ -522,6 +530,12 @@ impl<T: Send + 'static> Batcher<T> {
         self.shared.flush_target.load(SeqCst) > self.shared.resolved.load(Relaxed)
     }
 
+    /// Whether a wait must not start because a `flush` wants the items now (unless the
+    /// log could not be read: retrying at once would spin).
+    pub(crate) fn flush_pressing(&self) -> bool {
+        self.flush_wanted() && !self.log_unreadable
+    }
+
     /// Parks until `ring.pushed() >= threshold`, a timeout, or an unpark.
     fn park_until(&self, threshold: u64, timeout: Option<Duration>) {
         let s = &self.shared;
@@ -530,7 +544,7 @@ impl<T: Send + 'static> Batcher<T> {
         for step in 0..SPIN_BEFORE_PARK {
             if s.ring.pushed() >= threshold
                 || s.ring.is_closed()
-                || self.flush_wanted()
+                || self.flush_pressing()
                 || self.spilled_since_look()
             {
                 return;
@@ -540,7 +554,7 @@ impl<T: Send + 'static> Batcher<T> {
         s.wake_at.store(threshold, SeqCst);
         if s.ring.pushed() < threshold
             && !s.ring.is_closed()
-            && !self.flush_wanted()
+            && !self.flush_pressing()
             && !self.spilled_since_look()
         {
             thread::park_timeout(timeout.map_or(PARK_BACKSTOP, |t| t.min(PARK_BACKSTOP)));

@@ -108,7 +108,7 @@ impl<T: Send + 'static> BatchDriver<T> {
                     shared.wake_at.store(threshold, SeqCst);
                     if shared.ring.pushed() >= threshold
                         || shared.ring.is_closed()
-                        || shared.flush_target.load(SeqCst) > shared.resolved.load(SeqCst)
+                        || batcher.flush_pressing()
                         || batcher.spilled_since_look()
                     {
                         shared.wake_at.store(NO_WAKE, SeqCst);

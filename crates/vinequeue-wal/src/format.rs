@@ -23,7 +23,8 @@
 //! reclaim) keep working on a full disk.
 //!
 //! An all-zero frame header marks the end of a segment's data. Sequence numbers start at
-//! 1, so a zero header can never be a record. The salt is random per segment: a stale
+//! 1, so a zero header can never be a record. (Recovery checks that no intact frame
+//! follows: if one does, the zeros are a lost or zeroed block, which is damage.) The salt is random per segment: a stale
 //! frame left in a reused or preallocated file cannot pass the checksum of a new segment.
 
 /// Magic bytes opening a segment file.
@@ -36,8 +37,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 40;
 /// Length of a frame header.
 pub const FRAME_HEADER_LEN: usize = 16;
-/// Largest sequence number the log hands out or believes (2^62): far beyond any real
-/// log, and low enough that arithmetic on sequence numbers cannot overflow.
+/// Largest sequence number the log believes (2^62): far beyond any real log, and low
+/// enough that arithmetic on sequence numbers cannot overflow. The log hands out numbers
+/// below it only; `next_seq` reaching it means the numbers are used up.
 pub const MAX_SEQ: u64 = 1 << 62;
 
 /// Length of one checkpoint slot.
@@ -115,7 +117,8 @@ pub enum Frame {
         /// Payload length.
         len: u32,
     },
-    /// An all-zero header (or nothing at all): the end of the segment's data.
+    /// An all-zero header (or nothing at all): the end of the segment's data, unless
+    /// intact frames follow it (then it is damage, which the caller checks).
     End,
     /// Not a valid frame, and why.
     Bad(&'static str),

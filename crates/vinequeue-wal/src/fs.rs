@@ -261,20 +261,7 @@ impl Fs for RealFs {
     }
 
     fn create(&self, path: &Path, len: u64) -> io::Result<MappedFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        let prepared = preallocate(&file, len).and_then(|()| file.sync_all());
-        if let Err(e) = prepared {
-            // A failed fallocate may leave blocks allocated: do not keep them.
-            drop(file);
-            let _ = std::fs::remove_file(path);
-            return Err(e);
-        }
-        MappedFile::map(file, len, 0)
+        create_mapped(path, len, MappedFile::map)
     }
 
     fn open(&self, path: &Path) -> io::Result<MappedFile> {
@@ -345,6 +332,31 @@ impl Fs for RealFs {
     }
 }
 
+/// Creates `path`, preallocates `len` bytes, makes that durable and maps the file with
+/// `map`. On any failure the file is removed again: a preallocated file nobody knows of
+/// would hold its blocks (and, left in the log's directory, look like a segment whose
+/// header was never written).
+fn create_mapped(
+    path: &Path,
+    len: u64,
+    map: impl FnOnce(File, u64, u64) -> io::Result<MappedFile>,
+) -> io::Result<MappedFile> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let created = preallocate(&file, len)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| map(file, len, 0));
+    if created.is_err() {
+        // (The file, if `map` did not consume it, is closed by now.)
+        let _ = std::fs::remove_file(path);
+    }
+    created
+}
+
 /// Reserves `len` bytes of device space for `file`, so that later writes through a memory
 /// map cannot hit a full disk (which would be a SIGBUS, not an error).
 fn preallocate(file: &File, len: u64) -> io::Result<()> {
@@ -352,4 +364,24 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
     let len = libc::off_t::try_from(len)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large"))?;
     crate::mmap::posix_fallocate(file.as_raw_fd(), len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_whose_mapping_fails_is_not_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000001.seg");
+        let err = create_mapped(&path, 64 * 1024, |_, _, _| {
+            Err(io::Error::from_raw_os_error(libc::ENOMEM))
+        })
+        .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
+        assert!(!path.exists(), "the preallocated file was left on disk");
+        // And the name is free for the next attempt.
+        let file = RealFs.create(&path, 64 * 1024).unwrap();
+        assert_eq!(file.len(), 64 * 1024);
+    }
 }

@@ -19,8 +19,11 @@
 //! * After a failed sync the log refuses every write with [`Error::LogFailed`]: what
 //!   reached the disk is unknown, so it never retries and pretends.
 //! * Recovery cuts off a torn tail of the newest segment, handles damage elsewhere by
-//!   [`RecoveryMode`], ignores stray files, never trusts a length beyond
-//!   `max_record_size`, and always starts appending in a fresh segment.
+//!   [`RecoveryMode`] (a block of zeros with intact records after it is damage, not the
+//!   end of the data), ignores stray files, never trusts a length beyond what fits in its
+//!   segment file, and always starts appending in a fresh segment. Numbers that hold no
+//!   record after recovery (lost, reserved, skipped as damaged) count as acknowledged, so
+//!   that they never hold the acknowledged mark back.
 //! * A full disk shows up as an error when a segment is created (they are preallocated),
 //!   never as a crash; the log works again once space is freed.
 //!

@@ -63,8 +63,10 @@ impl WalOptions {
         self
     }
 
-    /// Largest record accepted (and believed at recovery). Default = 16 MiB, and never
-    /// more than fits in one segment.
+    /// Largest record `append` accepts. Default = 16 MiB, and never more than fits in one
+    /// segment. It limits new records only: records already in the log are read whatever
+    /// their length (up to what fits in their segment file), so lowering this, or
+    /// `max_size`, never turns stored records into damage.
     pub fn max_record_size(mut self, bytes: u32) -> Self {
         self.max_record_size = bytes;
         self

@@ -26,6 +26,8 @@
 //! * `process_crash` keeps the page cache (what a killed process leaves behind).
 //! * An injected sync failure also throws the dirty pages of its range away, as Linux does
 //!   ("fsyncgate"): a later sync then reports success although the data is gone.
+//! * An injected `write_small` failure leaves the file created (or truncated) and empty,
+//!   as a crash between the `open(O_TRUNC)` and the write does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -56,7 +58,9 @@ pub enum FaultOp {
     Rename,
     /// `Fs::remove`.
     Remove,
-    /// `Fs::write_small` and `Fs::overwrite`.
+    /// `Fs::write_small` and `Fs::overwrite`. A failed `write_small` fails part-way, as
+    /// a crash between its steps would leave it: the file is created (or truncated) and
+    /// none of the data is written.
     WriteSmall,
 }
 
@@ -66,6 +70,86 @@ struct Fault {
     /// Fails when this reaches 1 (counts down on each matching call).
     countdown: u64,
     kind: io::ErrorKind,
+    /// Where the failing call waits before it returns, if it is to wait.
+    hold: Option<Arc<Gate>>,
+}
+
+/// A fault that struck: the error the call returns, once its effects are done.
+struct Injected {
+    error: io::Error,
+    hold: Option<Arc<Gate>>,
+}
+
+impl Injected {
+    /// Waits at the hold, if any (call with no lock held), and returns the error.
+    fn strike(self) -> io::Error {
+        if let Some(gate) = self.hold {
+            gate.wait();
+        }
+        self.error
+    }
+}
+
+#[derive(Debug)]
+struct PausePoint {
+    op: FaultOp,
+    /// Pauses when this reaches 1 (counts down on each matching call).
+    countdown: u64,
+    gate: Arc<Gate>,
+}
+
+/// Where a paused call waits: `(reached, released)`.
+#[derive(Debug, Default)]
+struct Gate {
+    state: std::sync::Mutex<(bool, bool)>,
+    cond: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Says the call has arrived, and waits until it is released.
+    fn wait(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 = true;
+        self.cond.notify_all();
+        while !st.1 {
+            st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A call held until [`release`](SimPause::release)d (or until this handle is dropped),
+/// for tests that need threads to meet in a given order: at the start of an operation
+/// ([`SimFs::pause_nth`]), or once an injected failure has struck, before the call
+/// returns it ([`SimFs::fail_nth_and_hold`]).
+#[derive(Debug)]
+pub struct SimPause {
+    gate: Arc<Gate>,
+}
+
+impl SimPause {
+    /// Waits up to `timeout` for the paused call to arrive; whether it has.
+    pub fn wait_reached(&self, timeout: std::time::Duration) -> bool {
+        let st = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (st, _) = self
+            .gate
+            .cond
+            .wait_timeout_while(st, timeout, |s| !s.0)
+            .unwrap_or_else(|e| e.into_inner());
+        st.0
+    }
+
+    /// Lets the paused call go on (and, if it has not arrived yet, not pause at all).
+    pub fn release(&self) {
+        let mut st = self.gate.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.1 = true;
+        self.gate.cond.notify_all();
+    }
+}
+
+impl Drop for SimPause {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +172,7 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     locked: BTreeSet<PathBuf>,
     faults: Vec<Fault>,
+    pauses: Vec<PausePoint>,
     rng: u64,
     capacity: Option<u64>,
     syncs: u64,
@@ -102,14 +187,17 @@ impl State {
         z ^ (z >> 31)
     }
 
-    fn take_fault(&mut self, op: FaultOp) -> Option<io::Error> {
+    fn take_fault(&mut self, op: FaultOp) -> Option<Injected> {
         let i = self.faults.iter().position(|f| f.op == op)?;
         if self.faults[i].countdown > 1 {
             self.faults[i].countdown -= 1;
             return None;
         }
         let f = self.faults.remove(i);
-        Some(io::Error::new(f.kind, format!("injected {op:?} failure")))
+        Some(Injected {
+            error: io::Error::new(f.kind, format!("injected {op:?} failure")),
+            hold: f.hold,
+        })
     }
 
     fn used(&self) -> u64 {
@@ -142,6 +230,7 @@ impl SimFs {
                 dirs: BTreeSet::new(),
                 locked: BTreeSet::new(),
                 faults: Vec::new(),
+                pauses: Vec::new(),
                 rng: seed,
                 capacity: None,
                 syncs: 0,
@@ -161,12 +250,58 @@ impl SimFs {
             op,
             countdown: n.max(1),
             kind,
+            hold: None,
         });
     }
 
-    /// Removes every pending injected fault.
+    /// As [`fail_nth`](SimFs::fail_nth), and the failing call, its effects done (the
+    /// dirty pages of a failed sync dropped, ...), waits before it returns the error until
+    /// the returned handle is released or dropped.
+    pub fn fail_nth_and_hold(&self, op: FaultOp, n: u64, kind: io::ErrorKind) -> SimPause {
+        let gate = Arc::new(Gate::default());
+        self.state.lock().faults.push(Fault {
+            op,
+            countdown: n.max(1),
+            kind,
+            hold: Some(Arc::clone(&gate)),
+        });
+        SimPause { gate }
+    }
+
+    /// Makes the `n`-th next call of `op` (1 = the very next) wait at its start, before
+    /// it does anything (or fails by [`fail_nth`](SimFs::fail_nth)), until the returned
+    /// handle is released or dropped. Other calls go on meanwhile.
+    pub fn pause_nth(&self, op: FaultOp, n: u64) -> SimPause {
+        let gate = Arc::new(Gate::default());
+        self.state.lock().pauses.push(PausePoint {
+            op,
+            countdown: n.max(1),
+            gate: Arc::clone(&gate),
+        });
+        SimPause { gate }
+    }
+
+    /// Waits at a pause point of `op`, if one is due (see [`SimFs::pause_nth`]).
+    fn pause_point(&self, op: FaultOp) {
+        let gate = {
+            let mut st = self.state.lock();
+            let Some(i) = st.pauses.iter().position(|p| p.op == op) else {
+                return;
+            };
+            if st.pauses[i].countdown > 1 {
+                st.pauses[i].countdown -= 1;
+                return;
+            }
+            st.pauses.remove(i).gate
+        };
+        gate.wait();
+    }
+
+    /// Removes every pending injected fault and pause.
     pub fn clear_faults(&self) {
-        self.state.lock().faults.clear();
+        let mut st = self.state.lock();
+        st.faults.clear();
+        st.pauses.clear();
     }
 
     /// Number of successful `sync_range` calls so far.
@@ -238,6 +373,7 @@ impl SimFs {
                 dirs: st.dirs.clone(),
                 locked: BTreeSet::new(),
                 faults: Vec::new(),
+                pauses: Vec::new(),
                 rng: st.rng ^ 0x5555,
                 capacity: st.capacity,
                 syncs: st.syncs,
@@ -277,6 +413,7 @@ impl SimFs {
             dirs: st.dirs.clone(),
             locked: BTreeSet::new(),
             faults: Vec::new(),
+            pauses: Vec::new(),
             rng: st.rand(),
             capacity: st.capacity,
             syncs: st.syncs,
@@ -318,6 +455,22 @@ impl SimFs {
         });
         st.live.insert(path.to_path_buf(), Arc::clone(&node));
         st.durable.insert(path.to_path_buf(), node);
+    }
+
+    /// Overwrites `bytes` at `offset` of an existing file in place, in the page cache and
+    /// on the disk, as a media error or a stray write would: unlike
+    /// [`put_file`](SimFs::put_file), files already open see the change.
+    ///
+    /// # Panics
+    ///
+    /// If there is no such file or the range runs past its end.
+    pub fn scribble(&self, path: &Path, offset: u64, bytes: &[u8]) {
+        let st = self.state.lock();
+        let node = st.live.get(path).expect("no such file");
+        let mut d = node.data.lock();
+        let (at, end) = (offset as usize, offset as usize + bytes.len());
+        d.cache[at..end].copy_from_slice(bytes);
+        d.durable[at..end].copy_from_slice(bytes);
     }
 }
 
@@ -381,17 +534,19 @@ impl FsFile for SimFile {
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fs.pause_point(FaultOp::Sync);
         let mut st = self.fs.lock()?;
         let first = offset as usize / PAGE;
         let last = (offset + len).div_ceil(PAGE as u64) as usize;
-        if let Some(e) = st.take_fault(FaultOp::Sync) {
+        if let Some(f) = st.take_fault(FaultOp::Sync) {
             // fsyncgate: the kernel marks the failed pages clean; their data is gone.
             let mut d = self.node.data.lock();
             let lost: Vec<usize> = d.dirty.range(first..last).copied().collect();
             for page in lost {
                 d.dirty.remove(&page);
             }
-            return Err(e);
+            drop((d, st));
+            return Err(f.strike());
         }
         st.syncs += 1;
         let mut d = self.node.data.lock();
@@ -477,9 +632,11 @@ impl Fs for SimFs {
     }
 
     fn create(&self, path: &Path, len: u64) -> io::Result<SimFile> {
+        self.pause_point(FaultOp::Create);
         let mut st = self.lock()?;
-        if let Some(e) = st.take_fault(FaultOp::Create) {
-            return Err(e);
+        if let Some(f) = st.take_fault(FaultOp::Create) {
+            drop(st);
+            return Err(f.strike());
         }
         if st.live.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
@@ -537,9 +694,17 @@ impl Fs for SimFs {
     }
 
     fn write_small(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        self.pause_point(FaultOp::WriteSmall);
         let mut st = self.lock()?;
-        if let Some(e) = st.take_fault(FaultOp::WriteSmall) {
-            return Err(e);
+        if let Some(f) = st.take_fault(FaultOp::WriteSmall) {
+            // Opened with `O_TRUNC`, then the write failed: an empty file is left.
+            let node = st.live.entry(path.to_path_buf()).or_default().clone();
+            let mut d = node.data.lock();
+            d.cache.clear();
+            d.durable.clear();
+            d.dirty.clear();
+            drop((d, st));
+            return Err(f.strike());
         }
         if let Some(cap) = st.capacity {
             if st.used() + data.len() as u64 > cap {
@@ -555,9 +720,11 @@ impl Fs for SimFs {
     }
 
     fn overwrite(&self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.pause_point(FaultOp::WriteSmall);
         let mut st = self.lock()?;
-        if let Some(e) = st.take_fault(FaultOp::WriteSmall) {
-            return Err(e);
+        if let Some(f) = st.take_fault(FaultOp::WriteSmall) {
+            drop(st);
+            return Err(f.strike());
         }
         let node = st
             .live
@@ -578,9 +745,11 @@ impl Fs for SimFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.pause_point(FaultOp::Rename);
         let mut st = self.lock()?;
-        if let Some(e) = st.take_fault(FaultOp::Rename) {
-            return Err(e);
+        if let Some(f) = st.take_fault(FaultOp::Rename) {
+            drop(st);
+            return Err(f.strike());
         }
         let node = st
             .live
@@ -591,9 +760,11 @@ impl Fs for SimFs {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
+        self.pause_point(FaultOp::Remove);
         let mut st = self.lock()?;
-        if let Some(e) = st.take_fault(FaultOp::Remove) {
-            return Err(e);
+        if let Some(f) = st.take_fault(FaultOp::Remove) {
+            drop(st);
+            return Err(f.strike());
         }
         st.live
             .remove(path)
@@ -615,9 +786,11 @@ impl Fs for SimFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.pause_point(FaultOp::SyncDir);
         let mut st = self.lock()?;
-        if let Some(e) = st.take_fault(FaultOp::SyncDir) {
-            return Err(e);
+        if let Some(f) = st.take_fault(FaultOp::SyncDir) {
+            drop(st);
+            return Err(f.strike());
         }
         let st = &mut *st;
         st.durable.retain(|p, _| p.parent() != Some(dir));

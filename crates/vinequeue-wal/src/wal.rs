@@ -42,6 +42,24 @@ struct Segment<F: Fs> {
     read_released: AtomicU64,
     /// `(seq, offset)` of every `INDEX_EVERY`-th record, ascending.
     index: Mutex<Vec<(u64, u64)>>,
+    /// Longest payload a frame of this segment is believed to have: what fits in the
+    /// file as it was created ([`record_limit`]). Not the `max_record_size` in effect, which
+    /// limits new appends only: a log reopened with lower limits still reads the larger
+    /// records written before.
+    max_len: u32,
+}
+
+/// Longest payload a frame can have in a segment file of `file_len` bytes. A longer
+/// length field is damage, never trusted: the frame could not fit.
+fn record_limit(file_len: u64) -> u32 {
+    let fits = file_len.saturating_sub((SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64);
+    u32::try_from(fits).unwrap_or(u32::MAX)
+}
+
+/// The number after `seq`, never beyond `MAX_SEQ` (numbers read from disk may be as high
+/// as `MAX_SEQ`; the log hands out numbers below it only, see `Inner::append`).
+fn after(seq: u64) -> u64 {
+    seq.saturating_add(1).min(MAX_SEQ)
 }
 
 impl<F: Fs> Segment<F> {
@@ -87,18 +105,18 @@ impl<F: Fs> Segment<F> {
     }
 
     /// Offset of the first frame with a sequence number `>= seq` (or of the data end).
-    fn locate(&self, seq: u64, max_record: u32) -> u64 {
-        self.locate_expecting(seq, max_record).0
+    fn locate(&self, seq: u64) -> u64 {
+        self.locate_expecting(seq).0
     }
 
     /// Offset of the first frame with a sequence number `>= seq` (or of the data end, or
     /// of damage met on the way), and the sequence number expected there.
-    fn locate_expecting(&self, seq: u64, max_record: u32) -> (u64, u64) {
+    fn locate_expecting(&self, seq: u64) -> (u64, u64) {
         let (mut pos, mut expect) = self.index_before(seq);
         let end = self.file.published();
         while pos < end {
             let frame = self.file.read_with(pos, (end - pos) as usize, |b| {
-                decode_frame(b, self.salt, max_record)
+                decode_frame(b, self.salt, self.max_len)
             });
             match frame {
                 Frame::Record { seq: s, len } if s == expect && s < seq => {
@@ -123,34 +141,22 @@ struct Writer<F: Fs> {
 
 #[derive(Default)]
 struct Acks {
-    /// Every record up to here is acknowledged.
+    /// Every number up to here is acknowledged, or holds no record.
     through: u64,
-    /// Acknowledged ranges above `through + 1`: start -> end (inclusive), disjoint.
+    /// Ranges above `through` that are acknowledged or hold no record (numbers recovery
+    /// found no record for, records reads found damaged): start -> end (inclusive),
+    /// disjoint and never adjacent. Right after open a range may start at `through + 1`:
+    /// the mark moves over it with the next acknowledgement ([`Acks::add`]), so that the
+    /// mark a log reports at open is the one its checkpoint holds.
     above: BTreeMap<u64, u64>,
     /// `through` as last persisted in the checkpoint.
     checkpointed: u64,
 }
 
 impl Acks {
+    /// Acknowledges `lo..=hi`, and moves the mark over every range that now reaches it.
     fn add(&mut self, lo: u64, hi: u64) {
-        let lo = lo.max(self.through + 1);
-        if lo > hi {
-            return;
-        }
-        let (mut lo, mut hi) = (lo, hi);
-        // merge with overlapping or adjacent ranges
-        let touching: Vec<(u64, u64)> = self
-            .above
-            .range(..=hi.saturating_add(1))
-            .filter(|&(_, &e)| e.saturating_add(1) >= lo)
-            .map(|(&s, &e)| (s, e))
-            .collect();
-        for (s, e) in touching {
-            self.above.remove(&s);
-            lo = lo.min(s);
-            hi = hi.max(e);
-        }
-        self.above.insert(lo, hi);
+        self.insert(lo, hi);
         while let Some((&s, &e)) = self.above.first_key_value() {
             if s > self.through + 1 {
                 break;
@@ -158,6 +164,28 @@ impl Acks {
             self.above.remove(&s);
             self.through = self.through.max(e);
         }
+    }
+
+    /// Records `lo..=hi` as acknowledged without moving the mark: merged with the ranges
+    /// it overlaps or touches, in time logarithmic in the number of ranges (plus those
+    /// merged), however long the range.
+    fn insert(&mut self, lo: u64, hi: u64) {
+        let (mut lo, mut hi) = (lo.max(self.through + 1), hi);
+        if lo > hi {
+            return;
+        }
+        // The ranges overlapping or touching `lo..=hi` are consecutive: walk back from the
+        // last one starting at or before `hi + 1` while they reach `lo - 1` (the ranges
+        // are disjoint, so their ends ascend with their starts).
+        while let Some((&s, &e)) = self.above.range(..=hi.saturating_add(1)).next_back() {
+            if e.saturating_add(1) < lo {
+                break;
+            }
+            self.above.remove(&s);
+            lo = lo.min(s);
+            hi = hi.max(e);
+        }
+        self.above.insert(lo, hi);
     }
 }
 
@@ -334,6 +362,15 @@ struct Inner<F: Fs> {
     /// Generation of the checkpoint file's current slot; `None` while there is no file.
     /// Held while writing the checkpoint.
     checkpoint_gen: Mutex<Option<u64>>,
+    /// Held by the one `reclaim` running: it decides which segments go and deletes them
+    /// while no other reclaim can delete any of them, or change the list meanwhile.
+    reclaiming: Mutex<()>,
+    /// Held around every sync of a segment, until its failure (if it failed) is recorded.
+    /// The kernel reports a failed write-back once, to whichever sync comes first, and
+    /// then marks the lost pages clean: without this, a second sync of the same range
+    /// (a group commit racing the sync of a full segment) could succeed, and return `Ok`
+    /// to its callers, between the first one's error and the log's failed state.
+    syncing: Mutex<()>,
     sync: CachePadded<GroupCommit>,
     prefetch: Prefetch<F>,
     failed: Mutex<Option<String>>,
@@ -421,9 +458,21 @@ impl<F: Fs> Wal<F> {
             next_seq,
             size,
             has_checkpoint,
+            no_record,
         } = recovered;
         report.next_seq = next_seq;
         report.acked_through = checkpoint.acked_through;
+        // Numbers that hold no record will never be delivered, so never acknowledged by
+        // anyone: the log counts them as acknowledged, or they would hold the mark (and
+        // with it every later segment) back for good.
+        let mut acks = Acks {
+            through: checkpoint.acked_through,
+            above: BTreeMap::new(),
+            checkpointed: checkpoint.acked_through,
+        };
+        for (lo, hi) in no_record {
+            acks.insert(lo, hi);
+        }
 
         // A full disk must not keep the log from opening: what is in it can still be read
         // and acknowledged, which frees space; appends create the segment later.
@@ -452,12 +501,10 @@ impl<F: Fs> Wal<F> {
             })),
             next_seq: CachePadded::new(AtomicU64::new(next_seq)),
             segments: CachePadded::new(RwLock::new(all)),
-            acks: CachePadded::new(Mutex::new(Acks {
-                through: checkpoint.acked_through,
-                above: BTreeMap::new(),
-                checkpointed: checkpoint.acked_through,
-            })),
+            acks: CachePadded::new(Mutex::new(acks)),
             checkpoint_gen: Mutex::new(has_checkpoint.then_some(checkpoint.generation)),
+            reclaiming: Mutex::new(()),
+            syncing: Mutex::new(()),
             sync: CachePadded::new(GroupCommit {
                 synced: AtomicU64::new(next_seq - 1),
                 leading: AtomicBool::new(false),
@@ -559,6 +606,7 @@ fn create_segment<F: Fs>(
         released_end: AtomicU64::new(0),
         read_released: AtomicU64::new(0),
         index: Mutex::new(Vec::new()),
+        max_len: record_limit(segment_size),
     }))
 }
 
@@ -601,7 +649,9 @@ impl<F: Fs> Inner<F> {
             self.roll(&mut w)?;
         }
         let seq = w.next_seq;
-        if seq > MAX_SEQ {
+        // `MAX_SEQ` itself is never handed out: recovery caps `next_seq` there, also when
+        // a (damaged or crafted) frame holds `MAX_SEQ`, whose number must not be reused.
+        if seq >= MAX_SEQ {
             return Err(Error::LogFailed(format!(
                 "sequence numbers exhausted (next would be {seq}); start a new log directory"
             )));
@@ -690,7 +740,15 @@ impl<F: Fs> Inner<F> {
     }
 
     /// Makes `seg` durable up to byte `end`; a failure fails the log.
+    ///
+    /// Syncs are serialised (`syncing`), and each first checks that no sync before it
+    /// failed: a write-back error is reported to one sync only, after which the kernel
+    /// takes the lost pages for clean, so a sync that comes after a failed one may
+    /// "succeed" over data that is gone. The failure is recorded before the lock is
+    /// released, so the next sync sees it.
     fn sync_segment(&self, seg: &Segment<F>, end: u64, what: &str) -> Result<(), Error> {
+        let _one = self.syncing.lock();
+        self.check_failed()?;
         let from = seg.synced_end.load(Ordering::Acquire);
         if from < end {
             // Unmap the whole pages of the range first (they are published, so never
@@ -711,7 +769,11 @@ impl<F: Fs> Inner<F> {
     }
 
     /// Returns once record `seq` is durable; concurrent callers share one sync.
+    ///
+    /// A number not appended yet is taken as the last one appended: waiting for it could
+    /// take forever (no sync makes it durable before it is appended).
     fn sync_through(&self, seq: u64) -> Result<(), Error> {
+        let seq = seq.min(self.next_seq.load(Ordering::Acquire) - 1);
         let g = &self.sync;
         g.callers.fetch_add(1, Ordering::SeqCst);
         let result = self.sync_through_counted(seq);
@@ -738,7 +800,11 @@ impl<F: Fs> Inner<F> {
                 }
                 let before = g.synced.load(Ordering::Acquire);
                 let started = Instant::now();
-                let result = self.sync_all_appended();
+                // (The failed state is checked once more at the end: a sync that
+                // failed while this round ran, a full segment's, fails the round too.)
+                let result = self
+                    .sync_all_appended()
+                    .and_then(|upto| self.check_failed().map(|()| upto));
                 if let Ok(upto) = result {
                     g.synced.fetch_max(upto, Ordering::AcqRel);
                     g.last_group
@@ -822,10 +888,7 @@ impl<F: Fs> Inner<F> {
                 .find(|s| s.last_seq.load(Ordering::Acquire) > through)
                 .or(segs.last())
             {
-                Some(holder) => (
-                    holder.first_seq,
-                    holder.locate(through + 1, self.max_record),
-                ),
+                Some(holder) => (holder.first_seq, holder.locate(through + 1)),
                 None => (through + 1, SEGMENT_HEADER_LEN as u64),
             }
         };
@@ -843,9 +906,15 @@ impl<F: Fs> Inner<F> {
                 .overwrite(&path, slot, &cp.encode())
                 .map_err(io_err)?;
         } else {
+            // Created whole or not at all: written and synced under a temporary name, then
+            // renamed. Written in place, a crash part-way would leave an empty or short
+            // checkpoint, which `Strict` refuses to open. (A temporary file left by a
+            // crash is deleted at recovery.)
+            let tmp = self.dir.join(CHECKPOINT_TMP);
             self.fs
-                .write_small(&path, &cp.encode_file())
+                .write_small(&tmp, &cp.encode_file())
                 .map_err(io_err)?;
+            self.fs.rename(&tmp, &path).map_err(io_err)?;
             self.fs.sync_dir(&self.dir).map_err(io_err)?;
             self.size.fetch_add(CHECKPOINT_LEN as u64, Ordering::AcqRel);
         }
@@ -873,14 +942,21 @@ impl<F: Fs> Inner<F> {
 
     /// Deletes the sealed segments whose records are all acknowledged, after persisting
     /// the checkpoint that says so.
+    ///
+    /// Reclaims run one at a time (`reclaiming`), and decide what to delete under the
+    /// writer's lock: the active segment is then the one the writer uses, and every
+    /// segment listed before it is sealed for good (the active one only ever moves to a
+    /// newer segment). Deciding from an older idea of the active segment could delete the
+    /// one being written, whose later records would then vanish at the next open.
     fn reclaim(&self) -> Result<(), Error> {
+        let _one = self.reclaiming.lock();
         let through = self.acks.lock().through;
-        let active = self.writer.lock().active.clone();
         let doomed: Vec<Arc<Segment<F>>> = {
+            let w = self.writer.lock();
             let segs = self.segments.read();
             segs.iter()
                 .take_while(|s| {
-                    !active.as_ref().is_some_and(|a| Arc::ptr_eq(a, s))
+                    !w.active.as_ref().is_some_and(|a| Arc::ptr_eq(a, s))
                         && s.last_seq.load(Ordering::Acquire) <= through
                 })
                 .cloned()
@@ -890,14 +966,23 @@ impl<F: Fs> Inner<F> {
             return Ok(());
         }
         self.write_checkpoint()?;
-        self.segments
-            .write()
-            .retain(|s| !doomed.iter().any(|d| Arc::ptr_eq(d, s)));
+        let mut result = Ok(());
         for seg in &doomed {
-            self.fs.remove(&seg.path).map_err(io_err)?;
+            match self.fs.remove(&seg.path) {
+                // Gone already is as good as deleted.
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // The rest stay listed (and counted), and the next reclaim tries again.
+                    result = Err(io_err(e));
+                    break;
+                }
+            }
+            // Unlisted (and uncounted) once its file is gone, not before.
+            self.segments.write().retain(|s| !Arc::ptr_eq(s, seg));
             self.size.fetch_sub(seg.file.len(), Ordering::AcqRel);
         }
-        self.fs.sync_dir(&self.dir).map_err(io_err)
+        result.and(self.fs.sync_dir(&self.dir).map_err(io_err))
     }
 
     fn read(
@@ -912,17 +997,23 @@ impl<F: Fs> Inner<F> {
             .partition_point(|s| s.first_seq <= from)
             .saturating_sub(1);
         let mut visited = 0;
+        // Numbers stepped over as damaged: no read will ever deliver their records.
+        let mut lost: Vec<(u64, u64)> = Vec::new();
         for (i, seg) in segments.iter().enumerate().skip(start) {
             if visited >= max {
                 break;
             }
-            let end = seg.file.published();
+            // `last` first: the writer publishes a frame's bytes before it stores the
+            // frame's number in `last_seq`, so every frame up to `last` lies below `end`.
+            // A frame beyond `last` may be published already; it is the end of what this
+            // read sees, not damage.
             let last = seg.last_seq.load(Ordering::Acquire);
+            let end = seg.file.published();
             // Records in a segment are consecutive except across damage, exactly as
             // recovery read them: the next frame must hold `floor`, or it is damage and
             // the read resynchronises as recovery did.
             let (mut pos, mut floor) = if i == start {
-                seg.locate_expecting(from, self.max_record)
+                seg.locate_expecting(from)
             } else {
                 (SEGMENT_HEADER_LEN as u64, seg.first_seq)
             };
@@ -932,12 +1023,13 @@ impl<F: Fs> Inner<F> {
             } else {
                 pos
             };
-            while pos < end && visited < max {
+            let mut stopped = false;
+            while floor <= last && pos < end && visited < max {
                 let frame = seg.file.read_with(pos, (end - pos) as usize, |b| {
-                    decode_frame(b, seg.salt, self.max_record)
+                    decode_frame(b, seg.salt, seg.max_len)
                 });
                 let reason = match frame {
-                    Frame::Record { seq, len } if seq == floor && seq <= last => {
+                    Frame::Record { seq, len } if seq == floor => {
                         let body = pos + FRAME_HEADER_LEN as u64;
                         pos = body + len as u64;
                         floor = seq + 1;
@@ -945,17 +1037,20 @@ impl<F: Fs> Inner<F> {
                             continue;
                         }
                         visited += 1;
-                        let go_on = seg.file.read_with(body, len as usize, |b| visit(seq, b));
-                        if !go_on {
-                            return Ok(visited);
+                        if !seg.file.read_with(body, len as usize, |b| visit(seq, b)) {
+                            stopped = true;
+                            break;
                         }
                         continue;
                     }
-                    Frame::End => break,
+                    // Records up to `last` follow: zeros here are a zeroed block (a media
+                    // error, a lost write), not the end of the data.
+                    Frame::End => "zeroed frame header before later records",
                     Frame::Record { .. } => "frame out of sequence",
                     Frame::Bad(reason) => reason,
                 };
                 if self.opts.recovery_mode == RecoveryMode::Strict {
+                    seg.release_read(read_start, pos);
                     return Err(Error::Corrupt {
                         file: seg.path.clone(),
                         offset: pos,
@@ -963,16 +1058,29 @@ impl<F: Fs> Inner<F> {
                     });
                 }
                 self.read_corrupt.fetch_add(1, Ordering::Relaxed);
-                match find_lowest_valid(&seg.file, pos + 1, seg.salt, floor, last, self.max_record)
-                {
+                match find_lowest_valid(&seg.file, pos + 1, seg.salt, floor, last, seg.max_len) {
                     Some((p, found)) => {
+                        lost.push((floor, found - 1));
                         pos = p;
                         floor = found;
                     }
-                    None => break,
+                    None => {
+                        lost.push((floor, last));
+                        break;
+                    }
                 }
             }
             seg.release_read(read_start, pos);
+            if stopped {
+                break;
+            }
+        }
+        if !lost.is_empty() {
+            // Acknowledged on the spot, like the numbers recovery found no record for:
+            // nobody would ever acknowledge them, and the mark would stop below them.
+            // Best effort: a failed reclaim is tried again by the next acknowledgement
+            // that moves the mark, and this read did what it was asked.
+            let _ = self.ack_ranges(&lost);
         }
         Ok(visited)
     }
@@ -1012,19 +1120,65 @@ fn scan_valid<F: FsFile>(
         return;
     }
     file.read_with(from, (end - from) as usize, |b| {
-        for p in 0..b.len().saturating_sub(FRAME_HEADER_LEN - 1) {
+        let candidates = b.len().saturating_sub(FRAME_HEADER_LEN - 1);
+        let mut p = 0;
+        while p < candidates {
             let seq = u64::from_le_bytes(b[p + 8..p + 16].try_into().expect("8 bytes"));
-            let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
-            if seq < min_seq || seq > max_seq || len > max_record {
+            if seq == 0 {
+                // No frame has sequence number 0, nor does any whose sequence field lies
+                // in the zeros that follow: skip them at once (a preallocated tail is
+                // megabytes of zeros). The next candidate's field holds the next nonzero
+                // byte, at most 15 bytes after the candidate's start.
+                match first_nonzero(&b[p + 8..]) {
+                    Some(z) => p = (p + 8 + z).saturating_sub(15).max(p + 1),
+                    None => return,
+                }
                 continue;
             }
-            if let Frame::Record { seq, .. } = decode_frame(&b[p..], salt, max_record) {
-                if !visit(from + p as u64, seq) {
-                    return;
+            let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
+            if seq >= min_seq && seq <= max_seq && len <= max_record {
+                if let Frame::Record { seq, .. } = decode_frame(&b[p..], salt, max_record) {
+                    if !visit(from + p as u64, seq) {
+                        return;
+                    }
                 }
             }
+            p += 1;
         }
     })
+}
+
+/// Index of the first byte of `b` that is not zero.
+fn first_nonzero(b: &[u8]) -> Option<usize> {
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for w in words.by_ref() {
+        if u64::from_ne_bytes(w.try_into().expect("8 bytes")) != 0 {
+            return w.iter().position(|&x| x != 0).map(|i| at + i);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&x| x != 0)
+        .map(|i| at + i)
+}
+
+/// Whether a valid frame with a sequence number `>= min_seq` lies at or after `from`.
+fn any_valid_after<F: FsFile>(
+    file: &F,
+    from: u64,
+    salt: u64,
+    min_seq: u64,
+    max_record: u32,
+) -> bool {
+    let mut found = false;
+    scan_valid(file, from, salt, (min_seq, MAX_SEQ), max_record, |_, _| {
+        found = true;
+        false
+    });
+    found
 }
 
 /// Of the valid frames at or after `from` with a sequence number in `min_seq..=max_seq`,
@@ -1088,12 +1242,15 @@ struct Recovery<F: Fs> {
     /// Bytes of the kept segment files.
     size: u64,
     has_checkpoint: bool,
+    /// The numbers above the checkpoint's mark and below `next_seq` that hold no record
+    /// recovery kept (lost to a power cut or to damage, reserved, between segments), as
+    /// ascending ranges: nobody will ever acknowledge them.
+    no_record: Vec<(u64, u64)>,
 }
 
 impl<F: Fs> Recovery<F> {
     fn run(fs: &F, dir: &Path, opts: &WalOptions) -> Result<Self, Error> {
         let strict = opts.recovery_mode == RecoveryMode::Strict;
-        let max_record = opts.effective_max_record_size();
         let mut report = RecoveryReport::default();
         let mut names = Vec::new();
         let mut has_checkpoint = false;
@@ -1140,12 +1297,19 @@ impl<F: Fs> Recovery<F> {
         let mut segments: Vec<Arc<Segment<F>>> = Vec::new();
         let mut size = 0;
         let mut next_seq = checkpoint.next_seq.max(acked + 1).max(1);
+        // Ranges of the records kept, ascending (segments come in order, and each one's
+        // numbers stay below the next one's first).
+        let mut present: Vec<(u64, u64)> = Vec::new();
         let count = names.len();
         for (i, (first_seq, name)) in names.iter().enumerate() {
             let newest = i + 1 == count;
             let next_first = names.get(i + 1).map(|n| n.0);
             let path = dir.join(name);
             let file = fs.open(&path).map_err(io_err)?;
+            // Frames are believed up to what fits in this file, whatever the options in
+            // effect now: lowering `max_record_size` or `max_size` limits new appends, and
+            // must not turn the larger records already stored into damage.
+            let max_len = record_limit(file.len());
             let header =
                 file.read_with(0, file.len().min(SEGMENT_HEADER_LEN as u64) as usize, |b| {
                     if b.iter().all(|&x| x == 0) {
@@ -1190,7 +1354,7 @@ impl<F: Fs> Recovery<F> {
                         at < file.len()
                             && matches!(
                                 file.read_with(at, (file.len() - at) as usize, |b| decode_frame(
-                                    b, h.salt, max_record
+                                    b, h.salt, max_len
                                 )),
                                 Frame::Record { seq, .. } if seq == h.first_seq
                             )
@@ -1222,9 +1386,9 @@ impl<F: Fs> Recovery<F> {
                                     SEGMENT_HEADER_LEN as u64,
                                     h.salt,
                                     *first_seq,
-                                    max_record,
+                                    max_len,
                                 );
-                                reserve = reserve.max(held.map_or(0, |s| s + 1));
+                                reserve = reserve.max(held.map_or(0, after));
                             }
                             next_seq = next_seq.max(reserve.min(MAX_SEQ));
                             drop(file);
@@ -1237,9 +1401,10 @@ impl<F: Fs> Recovery<F> {
             };
 
             let ceiling = next_first.map_or(MAX_SEQ, |n| n.saturating_sub(1));
-            let scan = scan_segment(&file, header, max_record, acked, ceiling);
+            let scan = scan_segment(&file, header, max_len, acked, ceiling);
             let mut data_end = scan.data_end;
             let mut last_seq = scan.last_seq;
+            let mut held_here = vec![(header.first_seq, scan.last_seq)];
             report.records += scan.records;
             report.bytes += scan.bytes;
             if let Some((offset, reason)) = scan.bad {
@@ -1252,11 +1417,11 @@ impl<F: Fs> Recovery<F> {
                             b.iter().rposition(|&x| x != 0).map_or(0, |p| p as u64 + 1)
                         });
                     if let Some(held) =
-                        highest_valid_seq(&file, offset + 1, header.salt, last_seq + 1, max_record)
+                        highest_valid_seq(&file, offset + 1, header.salt, last_seq + 1, max_len)
                     {
                         // Their numbers must not be handed out again.
                         damaged = true;
-                        next_seq = next_seq.max(held + 1);
+                        next_seq = next_seq.max(after(held));
                     }
                 } else if strict {
                     return Err(Error::Corrupt {
@@ -1275,14 +1440,15 @@ impl<F: Fs> Recovery<F> {
                             header.salt,
                             expect,
                             ceiling,
-                            max_record,
+                            max_len,
                         ) {
                             Some((p, seq)) => {
                                 report.corrupt_records = report
                                     .corrupt_records
                                     .saturating_add(seq.saturating_sub(expect.max(acked + 1)));
                                 let more =
-                                    scan_from(&file, header, max_record, acked, p, seq, ceiling);
+                                    scan_from(&file, header, max_len, acked, p, seq, ceiling);
+                                held_here.push((seq, more.last_seq));
                                 report.records += more.records;
                                 report.bytes += more.bytes;
                                 data_end = more.data_end;
@@ -1309,14 +1475,14 @@ impl<F: Fs> Recovery<F> {
                     SEGMENT_HEADER_LEN as u64,
                     header.salt,
                     header.first_seq,
-                    max_record,
+                    max_len,
                 );
-                next_seq = next_seq.max(held.map_or(0, |h| (h + 1).min(MAX_SEQ)));
+                next_seq = next_seq.max(held.map_or(0, after));
             }
             if damaged {
                 keep_aside(fs, dir, name);
             }
-            next_seq = next_seq.max(last_seq + 1);
+            next_seq = next_seq.max(after(last_seq));
 
             if last_seq <= acked || (newest && data_end <= SEGMENT_HEADER_LEN as u64) {
                 // Everything in it was acknowledged (the unlink after the checkpoint did
@@ -1332,6 +1498,7 @@ impl<F: Fs> Recovery<F> {
                 file
             };
             size += file.len();
+            present.extend(held_here.into_iter().filter(|&(lo, hi)| lo <= hi));
             let index = scan.index;
             // The scan mapped in what it read; the replay maps pages in again as it
             // reaches them, so the backlog never sits in memory as a whole.
@@ -1346,6 +1513,7 @@ impl<F: Fs> Recovery<F> {
                 file,
                 last_seq: CachePadded::new(AtomicU64::new(last_seq)),
                 index: Mutex::new(index),
+                max_len,
             }));
         }
 
@@ -1358,7 +1526,7 @@ impl<F: Fs> Recovery<F> {
                             seg.file.read_with(
                                 checkpoint.offset,
                                 (seg.file.published() - checkpoint.offset) as usize,
-                                |b| decode_frame(b, seg.salt, max_record)
+                                |b| decode_frame(b, seg.salt, seg.max_len)
                             ),
                             Frame::Record { seq, .. } if seq > acked
                         ));
@@ -1384,8 +1552,29 @@ impl<F: Fs> Recovery<F> {
             next_seq,
             size,
             has_checkpoint,
+            no_record: complement(&present, acked + 1, next_seq),
         })
     }
+}
+
+/// The numbers in `from..to` outside the ascending, disjoint ranges `present`, as ranges.
+fn complement(present: &[(u64, u64)], from: u64, to: u64) -> Vec<(u64, u64)> {
+    let mut gaps = Vec::new();
+    let mut next = from;
+    for &(lo, hi) in present {
+        if hi < next {
+            continue;
+        }
+        if lo > next {
+            gaps.push((next, (lo - 1).min(to.saturating_sub(1))));
+        }
+        next = next.max(hi + 1);
+    }
+    if next < to {
+        gaps.push((next, to - 1));
+    }
+    gaps.retain(|&(lo, hi)| lo <= hi);
+    gaps
 }
 
 struct Scan {
@@ -1447,7 +1636,16 @@ fn scan_from<F: FsFile>(
                 expect += 1;
                 pos += FRAME_HEADER_LEN as u64 + len as u64;
             }
-            Frame::End => break,
+            Frame::End => {
+                // The end of the data, unless intact records follow: then the zeros are
+                // a block lost to a media error or a write that never reached the disk,
+                // and what follows must not be dropped unnoticed (or, in the newest
+                // segment, its numbers handed out again).
+                if any_valid_after(file, pos + 1, h.salt, expect, max_record) {
+                    scan.bad = Some((pos, "zeroed frame header before later records"));
+                }
+                break;
+            }
             Frame::Record { .. } => {
                 scan.bad = Some((pos, "frame out of sequence"));
                 break;
@@ -1508,7 +1706,7 @@ impl<F: Fs> Storage for Wal<F> {
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for s in sorted {
             match ranges.last_mut() {
-                Some((_, hi)) if s <= *hi + 1 => *hi = (*hi).max(s),
+                Some((_, hi)) if s <= hi.saturating_add(1) => *hi = (*hi).max(s),
                 _ => ranges.push((s, s)),
             }
         }
@@ -1542,7 +1740,7 @@ impl<F: Fs> Storage for Wal<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::Acks;
+    use super::{complement, Acks};
 
     #[test]
     fn acks_merge_into_a_contiguous_mark() {
@@ -1564,5 +1762,54 @@ mod tests {
         a.add(25, 31);
         assert_eq!(a.above.len(), 1);
         assert_eq!(a.above.get(&25), Some(&35));
+    }
+
+    #[test]
+    fn numbers_without_records_join_the_mark_at_the_next_acknowledgement() {
+        let mut a = Acks {
+            through: 10,
+            ..Acks::default()
+        };
+        // Ranges of any length cost one entry each, and do not move the mark yet.
+        a.insert(11, 1 << 40);
+        a.insert((1 << 40) + 5, (1 << 41) - 1);
+        assert_eq!(a.through, 10);
+        assert_eq!(a.above.len(), 2);
+        // Any acknowledgement moves it over them, as far as they reach.
+        a.add(5, 5);
+        assert_eq!(a.through, 1 << 40);
+        a.add((1 << 40) + 1, (1 << 40) + 4);
+        assert_eq!(a.through, (1 << 41) - 1);
+        assert!(a.above.is_empty());
+    }
+
+    #[test]
+    fn acks_merge_many_ranges_in_one_insert() {
+        let mut a = Acks::default();
+        for k in 1..1000u64 {
+            a.add(3 * k, 3 * k);
+        }
+        assert_eq!(a.above.len(), 999);
+        a.add(10, 2000);
+        // 10..=2000 swallowed 12..=1998 and merged with 9 and 2001, which it touches.
+        assert_eq!(a.above.len(), 2 + 1 + 332);
+        assert_eq!(a.above.get(&9), Some(&2001));
+        a.add(1, 2);
+        assert_eq!(a.through, 3);
+        a.add(4, 8);
+        assert_eq!(a.through, 2001);
+        assert_eq!(a.above.first_key_value(), Some((&2004, &2004)));
+    }
+
+    #[test]
+    fn the_complement_of_the_records_kept() {
+        assert_eq!(complement(&[], 5, 5), vec![]);
+        assert_eq!(complement(&[], 5, 9), vec![(5, 8)]);
+        assert_eq!(
+            complement(&[(1, 4), (7, 7), (9, 20)], 3, 25),
+            vec![(5, 6), (8, 8), (21, 24)]
+        );
+        assert_eq!(complement(&[(3, 24)], 3, 25), vec![]);
+        assert_eq!(complement(&[(1, 2), (6, 9)], 5, 10), vec![(5, 5)]);
     }
 }

@@ -333,3 +333,69 @@ fn a_type_that_does_not_come_back_from_its_encoding_is_refused_at_the_first_enqu
     }
     assert_eq!(queue.metrics().enqueued_total, 0);
 }
+
+/// A storage whose reads all fail (an I/O error), counting them.
+struct Unreadable {
+    inner: MemStorage,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl Storage for Unreadable {
+    fn append(&self, record: &[u8]) -> Result<u64, Error> {
+        self.inner.append(record)
+    }
+    fn sync(&self) -> Result<(), Error> {
+        self.inner.sync()
+    }
+    fn read(
+        &self,
+        _: u64,
+        _: usize,
+        _: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<usize, Error> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        Err(Error::Io(std::io::Error::other("the disk is gone")))
+    }
+    fn ack(&self, seq: u64) -> Result<(), Error> {
+        self.inner.ack(seq)
+    }
+    fn acked_through(&self) -> u64 {
+        self.inner.acked_through()
+    }
+    fn next_seq(&self) -> u64 {
+        self.inner.next_seq()
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn recovery(&self) -> RecoveryReport {
+        self.inner.recovery()
+    }
+}
+
+#[test]
+fn a_flush_over_an_unreadable_log_times_out_without_spinning() {
+    let inner = MemStorage::default();
+    for v in 1u32..=3 {
+        inner.append(&encoded(v)).unwrap(); // a backlog to replay: only the log has it
+    }
+    let log = Arc::new(Unreadable {
+        inner,
+        reads: std::sync::atomic::AtomicU64::new(0),
+    });
+    let (sink, record) = ok_recorder::<u32>();
+    let queue = Queue::with_storage(config(), log.clone(), None, sink).unwrap();
+    queue.start().unwrap();
+    let flushed = queue.flush(Duration::from_millis(500));
+    assert!(
+        matches!(flushed, Err(Error::FlushTimeout { pending: 3 })),
+        "{flushed:?}"
+    );
+    let reads = log.reads.load(Ordering::SeqCst);
+    assert!(
+        reads < 50,
+        "the batcher retried the failing read {reads} times in half a second"
+    );
+    assert!(record.lock().delivered.is_empty());
+    let _ = queue.stop();
+}

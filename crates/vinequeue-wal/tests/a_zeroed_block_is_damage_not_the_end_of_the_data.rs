@@ -1,0 +1,143 @@
+//! An all-zero frame header normally marks the end of a segment's data. A block of zeros
+//! with intact records after it (a media error, or a lost write reading back as zeros)
+//! is damage: the records after it are recovered (sealed segment) or their numbers
+//! reserved (newest segment), the loss is counted, a copy is kept, and `Strict` refuses
+//! a damaged sealed segment.
+
+use std::path::{Path, PathBuf};
+
+use vinequeue_core::{Error, RecoveryMode, Storage};
+use vinequeue_wal::sim::SimFs;
+use vinequeue_wal::{SyncMode, Wal, WalOptions};
+
+const DIR: &str = "/wal";
+const PAGE: usize = 4096;
+
+fn opts() -> WalOptions {
+    WalOptions::default()
+        .segment_size(64 * 1024)
+        .max_size(1 << 30)
+        .sync_mode(SyncMode::Immediate)
+}
+
+/// Record 1 fills the segment up to 8 KiB and every later frame is exactly one 4 KiB
+/// page, so record `n >= 2` occupies page `n` of its segment (in the first session).
+fn payload(seq: u64) -> Vec<u8> {
+    let len = if seq == 1 {
+        2 * PAGE - 40 - 16
+    } else {
+        PAGE - 16
+    };
+    let mut p = vec![(seq % 251) as u8 | 1; len];
+    p[..8].copy_from_slice(&seq.to_le_bytes());
+    p
+}
+
+fn append_through(fs: &SimFs, last: u64) {
+    let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
+    while wal.next_seq() <= last {
+        let seq = wal.next_seq();
+        wal.append(&payload(seq)).unwrap();
+    }
+    drop(wal);
+}
+
+fn segments(fs: &SimFs) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs
+        .files()
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.parent() == Some(Path::new(DIR)) && p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_all(wal: &Wal<SimFs>) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    wal.read(1, usize::MAX, &mut |seq, b| {
+        assert_eq!(b, payload(seq), "record {seq}");
+        seqs.push(seq);
+        true
+    })
+    .unwrap();
+    seqs
+}
+
+fn damaged_copies(fs: &SimFs) -> usize {
+    fs.files()
+        .iter()
+        .filter(|(p, _)| p.starts_with(Path::new(DIR).join("damaged")))
+        .count()
+}
+
+#[test]
+fn a_zeroed_block_in_a_sealed_segment_loses_only_the_records_in_it() {
+    let fs = SimFs::new(1);
+    append_through(&fs, 10); // segment 1: records 1..=10
+    append_through(&fs, 15); // segment 11: records 11..=15
+    let fs = fs.process_crash();
+    let sealed = segments(&fs).remove(0);
+    fs.scribble(&sealed, 3 * PAGE as u64, &[0; PAGE]); // record 3
+
+    match Wal::open_with(fs.fork(), DIR, opts().recovery_mode(RecoveryMode::Strict)) {
+        Err(Error::Corrupt { file, offset, .. }) => {
+            assert_eq!((file, offset), (sealed.clone(), 3 * PAGE as u64));
+        }
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("strict recovery accepted a sealed segment with a zeroed block"),
+    }
+
+    let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
+    let r = wal.recovery();
+    assert_eq!(r.corrupt_records, 1, "{r:?}");
+    assert_eq!(r.records, 14, "{r:?}");
+    let mut expect: Vec<u64> = (1..=15).collect();
+    expect.retain(|&s| s != 3);
+    assert_eq!(read_all(&wal), expect);
+    assert_eq!(
+        wal.corrupt_records_read(),
+        1,
+        "a read steps over the damage too"
+    );
+    assert_eq!(
+        damaged_copies(&fs),
+        1,
+        "a copy of the damaged segment is kept"
+    );
+    assert_eq!(wal.next_seq(), 16);
+}
+
+#[test]
+fn a_zeroed_block_in_the_newest_segment_never_lets_its_later_numbers_be_reused() {
+    let fs = SimFs::new(2);
+    append_through(&fs, 10);
+    // The pages of records 3 and 4 never reached the disk; those of 5..=10 did.
+    let fs = fs.process_crash();
+    let newest = segments(&fs).pop().unwrap();
+    fs.scribble(&newest, 3 * PAGE as u64, &[0; 2 * PAGE]);
+
+    let wal = Wal::open_with(fs.clone(), DIR, opts().recovery_mode(RecoveryMode::Strict))
+        .expect("damage in the newest segment is a torn tail: strict opens");
+    assert_eq!(read_all(&wal), vec![1, 2]);
+    assert!(
+        wal.next_seq() > 10,
+        "next_seq {} hands out numbers that intact records hold",
+        wal.next_seq()
+    );
+    assert_eq!(
+        damaged_copies(&fs),
+        1,
+        "a copy of the damaged segment is kept"
+    );
+    let seq = wal.append(b"after").unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal = Wal::open_with(
+        fs.process_crash(),
+        DIR,
+        opts().recovery_mode(RecoveryMode::Strict),
+    )
+    .unwrap();
+    assert_eq!(wal.next_seq(), seq + 1);
+}
