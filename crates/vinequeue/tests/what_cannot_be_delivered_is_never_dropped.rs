@@ -59,13 +59,30 @@ impl Storage for Refusing {
     }
 }
 
-/// A storage that has lost record `lost` (as a log does to damage): reads skip it.
-struct Lossy {
+/// An in-memory storage with a fault in its reads.
+struct Faulty {
     inner: MemStorage,
-    lost: u64,
+    fault: Fault,
 }
 
-impl Storage for Lossy {
+enum Fault {
+    /// It has lost this record (as a log does to damage): reads skip it.
+    Lost(u64),
+    /// Every read fails (an I/O error); counts the attempts.
+    Unreadable(std::sync::atomic::AtomicU64),
+}
+
+impl Faulty {
+    fn new(fault: Fault, records: impl IntoIterator<Item = u32>) -> Self {
+        let inner = MemStorage::default();
+        for v in records {
+            inner.append(&encoded(v)).unwrap();
+        }
+        Faulty { inner, fault }
+    }
+}
+
+impl Storage for Faulty {
     fn append(&self, record: &[u8]) -> Result<u64, Error> {
         self.inner.append(record)
     }
@@ -78,9 +95,14 @@ impl Storage for Lossy {
         max: usize,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<usize, Error> {
-        let lost = self.lost;
+        let lost = match &self.fault {
+            Fault::Lost(lost) => *lost,
+            Fault::Unreadable(reads) => {
+                reads.fetch_add(1, Ordering::SeqCst);
+                return Err(Error::Io(std::io::Error::other("the disk is gone")));
+            }
+        };
         let mut visited = 0;
-        let mut go_on = true;
         // Read one more than asked for, so that skipping the lost one still hands over
         // up to `max`.
         self.inner.read(from, max + 1, &mut |seq, bytes| {
@@ -91,8 +113,7 @@ impl Storage for Lossy {
                 return false;
             }
             visited += 1;
-            go_on = visit(seq, bytes);
-            go_on
+            visit(seq, bytes)
         })?;
         Ok(visited)
     }
@@ -231,14 +252,7 @@ fn without_a_dead_letter_log_a_record_that_does_not_decode_stays_in_the_log() {
 /// Six records, of which the log has lost `lost`; the rest are delivered and the mark
 /// reaches the last number.
 fn lost_record_is_acknowledged(lost: u32) {
-    let inner = MemStorage::default();
-    for v in 1u32..=6 {
-        inner.append(&encoded(v)).unwrap();
-    }
-    let log = Arc::new(Lossy {
-        inner,
-        lost: lost as u64,
-    });
+    let log = Arc::new(Faulty::new(Fault::Lost(lost as u64), 1..=6));
     let (sink, record) = ok_recorder::<u32>();
     let queue = Queue::with_storage(config(), log.clone(), None, sink).unwrap();
     queue.start().unwrap();
@@ -334,55 +348,13 @@ fn a_type_that_does_not_come_back_from_its_encoding_is_refused_at_the_first_enqu
     assert_eq!(queue.metrics().enqueued_total, 0);
 }
 
-/// A storage whose reads all fail (an I/O error), counting them.
-struct Unreadable {
-    inner: MemStorage,
-    reads: std::sync::atomic::AtomicU64,
-}
-
-impl Storage for Unreadable {
-    fn append(&self, record: &[u8]) -> Result<u64, Error> {
-        self.inner.append(record)
-    }
-    fn sync(&self) -> Result<(), Error> {
-        self.inner.sync()
-    }
-    fn read(
-        &self,
-        _: u64,
-        _: usize,
-        _: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<usize, Error> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        Err(Error::Io(std::io::Error::other("the disk is gone")))
-    }
-    fn ack(&self, seq: u64) -> Result<(), Error> {
-        self.inner.ack(seq)
-    }
-    fn acked_through(&self) -> u64 {
-        self.inner.acked_through()
-    }
-    fn next_seq(&self) -> u64 {
-        self.inner.next_seq()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn recovery(&self) -> RecoveryReport {
-        self.inner.recovery()
-    }
-}
-
 #[test]
 fn a_flush_over_an_unreadable_log_times_out_without_spinning() {
-    let inner = MemStorage::default();
-    for v in 1u32..=3 {
-        inner.append(&encoded(v)).unwrap(); // a backlog to replay: only the log has it
-    }
-    let log = Arc::new(Unreadable {
-        inner,
-        reads: std::sync::atomic::AtomicU64::new(0),
-    });
+    // A backlog to replay, which only the log has.
+    let log = Arc::new(Faulty::new(
+        Fault::Unreadable(std::sync::atomic::AtomicU64::new(0)),
+        1..=3,
+    ));
     let (sink, record) = ok_recorder::<u32>();
     let queue = Queue::with_storage(config(), log.clone(), None, sink).unwrap();
     queue.start().unwrap();
@@ -391,7 +363,10 @@ fn a_flush_over_an_unreadable_log_times_out_without_spinning() {
         matches!(flushed, Err(Error::FlushTimeout { pending: 3 })),
         "{flushed:?}"
     );
-    let reads = log.reads.load(Ordering::SeqCst);
+    let Fault::Unreadable(reads) = &log.fault else {
+        unreachable!()
+    };
+    let reads = reads.load(Ordering::SeqCst);
     assert!(
         reads < 50,
         "the batcher retried the failing read {reads} times in half a second"
