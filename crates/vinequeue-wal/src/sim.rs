@@ -443,6 +443,18 @@ impl SimFs {
             .collect()
     }
 
+    /// The segment files (`*.seg`) directly in `dir`, in name order (which is sequence
+    /// order), with their page-cache contents.
+    pub fn segment_files(&self, dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut segments: Vec<_> = self
+            .files()
+            .into_iter()
+            .filter(|(p, _)| p.parent() == Some(dir) && p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segments.sort();
+        segments
+    }
+
     /// Replaces a file's contents outright (durably), e.g. to flip bits in a test.
     pub fn put_file(&self, path: &Path, bytes: &[u8]) {
         let mut st = self.state.lock();

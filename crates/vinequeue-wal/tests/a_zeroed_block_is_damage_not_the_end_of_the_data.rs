@@ -43,14 +43,10 @@ fn append_through(fs: &SimFs, last: u64) {
 }
 
 fn segments(fs: &SimFs) -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs
-        .files()
+    fs.segment_files(Path::new(DIR))
         .into_iter()
         .map(|(p, _)| p)
-        .filter(|p| p.parent() == Some(Path::new(DIR)) && p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 fn read_all(wal: &Wal<SimFs>) -> Vec<u64> {

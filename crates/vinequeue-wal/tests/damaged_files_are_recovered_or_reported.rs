@@ -41,15 +41,7 @@ fn read_all<S: Storage>(s: &S) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn segments(fs: &SimFs) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v: Vec<_> = fs
-        .files()
-        .into_iter()
-        .filter(|(p, _)| {
-            p.parent() == Some(Path::new(DIR)) && p.extension().is_some_and(|e| e == "seg")
-        })
-        .collect();
-    v.sort();
-    v
+    fs.segment_files(Path::new(DIR))
 }
 
 /// Writes `n` records in one session and closes cleanly; returns the file system.

@@ -114,15 +114,7 @@ fn records_lost_to_a_power_cut_under_the_checkpoints_next_seq_do_not_block_the_m
 }
 
 fn segments(fs: &SimFs) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut v: Vec<_> = fs
-        .files()
-        .into_iter()
-        .filter(|(p, _)| {
-            p.parent() == Some(Path::new(DIR)) && p.extension().is_some_and(|e| e == "seg")
-        })
-        .collect();
-    v.sort();
-    v
+    fs.segment_files(Path::new(DIR))
 }
 
 /// Offset of the frame of record `seq` in a segment image starting at `first`.
