@@ -530,36 +530,34 @@ impl<T: Send + 'static> Batcher<T> {
         self.shared.flush_target.load(SeqCst) > self.shared.resolved.load(Relaxed)
     }
 
-    /// Whether a wait must not start because a `flush` wants the items now (unless the
-    /// log could not be read: retrying at once would spin).
-    pub(crate) fn flush_pressing(&self) -> bool {
-        self.flush_wanted() && !self.log_unreadable
-    }
-
     /// Parks until `ring.pushed() >= threshold`, a timeout, or an unpark.
     fn park_until(&self, threshold: u64, timeout: Option<Duration>) {
         let s = &self.shared;
         // Under load the items are microseconds away: wait a little before parking, so
         // that producers rarely pay for waking us (a futex call inside their enqueue).
         for step in 0..SPIN_BEFORE_PARK {
-            if s.ring.pushed() >= threshold
-                || s.ring.is_closed()
-                || self.flush_pressing()
-                || self.spilled_since_look()
-            {
+            if self.must_not_wait(threshold) {
                 return;
             }
             crate::loom::spin_hint(step);
         }
         s.wake_at.store(threshold, SeqCst);
-        if s.ring.pushed() < threshold
-            && !s.ring.is_closed()
-            && !self.flush_pressing()
-            && !self.spilled_since_look()
-        {
+        if !self.must_not_wait(threshold) {
             thread::park_timeout(timeout.map_or(PARK_BACKSTOP, |t| t.min(PARK_BACKSTOP)));
         }
         s.wake_at.store(NO_WAKE, SeqCst);
+    }
+
+    /// Whether a wait for `threshold` pushes must not start (checked again after
+    /// `wake_at` is stored): the items are there, items spilled, or a flush or the stop
+    /// wants what there is now. Not for the last two while the log cannot be read:
+    /// trying again at once would spin; the wait's timeout (or a wake-up) brings the next
+    /// try.
+    pub(crate) fn must_not_wait(&self, threshold: u64) -> bool {
+        let s = &self.shared;
+        s.ring.pushed() >= threshold
+            || self.spilled_since_look()
+            || ((s.ring.is_closed() || self.flush_wanted()) && !self.log_unreadable)
     }
 
     fn publish_resolved(&self, upto: u64) {
@@ -696,20 +694,8 @@ fn store_dead_letters(dead: &dyn Storage, records: Vec<StoredRecord>) -> Vec<u64
     stored
 }
 
-/// Acknowledges the numbers `from..=to`, which hold no record (lost to damage), a bounded
-/// slice at a time.
+/// Acknowledges the numbers `from..=to`, which hold no record (lost to damage). An error
+/// leaves them for the next start, whose recovery finds no record for them either.
 fn ack_lost(storage: &dyn Storage, from: u64, to: u64) {
-    const SLICE: u64 = 64 * 1024;
-    let mut at = from;
-    while at <= to {
-        let end = to.min(at.saturating_add(SLICE - 1));
-        let seqs: Vec<u64> = (at..=end).collect();
-        if storage.ack_all(&seqs).is_err() {
-            return;
-        }
-        if end == u64::MAX {
-            return;
-        }
-        at = end + 1;
-    }
+    let _ = storage.ack_range(from, to);
 }

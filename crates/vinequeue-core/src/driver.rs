@@ -106,11 +106,7 @@ impl<T: Send + 'static> BatchDriver<T> {
                 Ok(Step::Send(batch)) => return Next::Send(batch),
                 Ok(Step::Wait { threshold, until }) => {
                     shared.wake_at.store(threshold, SeqCst);
-                    if shared.ring.pushed() >= threshold
-                        || shared.ring.is_closed()
-                        || batcher.flush_pressing()
-                        || batcher.spilled_since_look()
-                    {
+                    if batcher.must_not_wait(threshold) {
                         shared.wake_at.store(NO_WAKE, SeqCst);
                         continue;
                     }
@@ -120,14 +116,14 @@ impl<T: Send + 'static> BatchDriver<T> {
                 Ok(Step::Done(abandoned)) => {
                     *state = DriverState::Finished;
                     drop(state);
-                    self.control.batcher_exited(abandoned);
+                    self.control.batcher_exited(abandoned, shared);
                     return Next::Done;
                 }
                 Err(_) => {
                     // A bug in the batcher: what is still pending is undelivered.
                     *state = DriverState::Finished;
                     drop(state);
-                    self.control.batcher_exited(shared.pending().max(1));
+                    self.control.batcher_exited(shared.pending().max(1), shared);
                     return Next::Done;
                 }
             }
@@ -200,7 +196,7 @@ pub(crate) fn take_over<T: Send + 'static>(
                 (*batcher).run()
             }
         }));
-        control.batcher_exited(ran.unwrap_or_else(|_| shared.pending().max(1)));
+        control.batcher_exited(ran.unwrap_or_else(|_| shared.pending().max(1)), &shared);
     };
     if !spawn {
         finish(batcher, true);

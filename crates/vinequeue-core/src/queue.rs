@@ -55,10 +55,22 @@ pub(crate) struct Control<T> {
 }
 
 impl<T> Control<T> {
-    /// The batcher has finished, having abandoned `abandoned` items.
-    pub(crate) fn batcher_exited(&self, abandoned: u64) {
+    /// The batcher has finished, having abandoned `abandoned` items. If `stop()` was
+    /// called on the batcher's own thread and nobody has waited for it since, this
+    /// completes the stop.
+    pub(crate) fn batcher_exited(&self, abandoned: u64, shared: &Shared<T>) {
         let mut life = self.life.lock();
         life.exited = Some(abandoned);
+        if life.stop_on_exit {
+            life.stop_on_exit = false;
+            life.stage = Stage::Stopped;
+            life.handle = None; // the exiting thread itself: nobody joins it
+            drop(life);
+            shared.progress.notify_always();
+            shared.wakers.wake();
+        } else {
+            drop(life);
+        }
         self.changed.notify_all();
     }
 }
@@ -245,18 +257,7 @@ impl<T: Send + 'static> Queue<T> {
                 // A batcher that died leaves everything still pending undelivered.
                 let abandoned = catch_unwind(AssertUnwindSafe(|| batcher.run()))
                     .unwrap_or_else(|_| shared.pending().max(1));
-                let mut life = control.life.lock();
-                life.exited = Some(abandoned);
-                if life.stop_on_exit {
-                    life.stage = Stage::Stopped;
-                    life.handle = None; // this thread: nobody joins it
-                    drop(life);
-                    shared.progress.notify_always();
-                    shared.wakers.wake();
-                    control.changed.notify_all();
-                    return;
-                }
-                control.changed.notify_all();
+                control.batcher_exited(abandoned, &shared);
             });
         match spawned {
             Ok(handle) => {
@@ -801,12 +802,19 @@ impl<T: Send + 'static> Queue<T> {
     pub fn stop(&self) -> Result<(), Error> {
         let s = &self.shared;
         let mut life = self.control.life.lock();
+        // A stop begun on the batcher thread, which did not wait: this call waits for it.
+        let mut adopted = false;
         loop {
             match life.stage {
                 Stage::Stopped => return Ok(()),
                 // (On the batcher thread the stop is under way and completes as the
                 // batcher exits; waiting here would wait for itself.)
                 Stage::Stopping if s.on_batcher_thread() => return Ok(()),
+                Stage::Stopping if life.stop_on_exit => {
+                    life.stop_on_exit = false;
+                    adopted = true;
+                    break;
+                }
                 Stage::Stopping => {
                     self.control.changed.wait(&mut life);
                 }
@@ -825,19 +833,26 @@ impl<T: Send + 'static> Queue<T> {
                 Stage::Running => break,
             }
         }
-        life.stage = Stage::Stopping;
-        let deadline = after(Instant::now(), s.config.shutdown_timeout);
-        *s.shutdown_deadline.lock() = Some(deadline);
-        self.close_ring();
-        s.space.notify_always();
-        s.wakers.wake();
-        s.unpark_batcher();
-        if s.on_batcher_thread() {
-            // From inside the sink or a dead-letter handler: the batcher drains once this
-            // call is back, within the deadline, and marks the queue stopped as it exits.
-            life.stop_on_exit = true;
-            return Ok(());
-        }
+        let deadline = match s.shutdown_deadline() {
+            Some(deadline) if adopted => deadline,
+            _ => {
+                life.stage = Stage::Stopping;
+                let deadline = after(Instant::now(), s.config.shutdown_timeout);
+                *s.shutdown_deadline.lock() = Some(deadline);
+                self.close_ring();
+                s.space.notify_always();
+                s.wakers.wake();
+                s.unpark_batcher();
+                if s.on_batcher_thread() {
+                    // From inside the sink or a dead-letter handler: the batcher drains
+                    // once this call is back, within the deadline, and completes the stop
+                    // as it exits (or a later `stop()` elsewhere waits for it).
+                    life.stop_on_exit = true;
+                    return Ok(());
+                }
+                deadline
+            }
+        };
 
         let give_up = after(deadline, EXIT_GRACE);
         while life.exited.is_none() {
@@ -971,16 +986,19 @@ impl<T: Send + 'static> Queue<T> {
     /// from the dead-letter log. Returns how many were re-enqueued.
     ///
     /// Only the letters there when the call starts: an item that fails again while this
-    /// runs is dead-lettered anew and waits for the next call. Letters that do not decode
-    /// (`item: None` in [`dead_letters`](Queue::dead_letters)) stay. The re-enqueued
-    /// items are made durable in the main log ([`sync`](Queue::sync)) before their
-    /// letters are removed.
+    /// runs is dead-lettered anew and waits for the next call. A letter that does not
+    /// decode (`item: None` in [`dead_letters`](Queue::dead_letters)) cannot be enqueued:
+    /// it moves to the back of the dead-letter log (a new `dead_letter_seq`, the rest
+    /// unchanged) and stays until [`discard_dead_letter`](Queue::discard_dead_letter).
+    /// The re-enqueued items (and moved letters) are durable before their letters are
+    /// removed.
     ///
     /// # Errors
     ///
-    /// As [`dead_letters`](Queue::dead_letters), or the first enqueue or sync error
-    /// (letters of the items enqueued before it in the same round of 256 stay too: they
-    /// may be delivered twice, never lost).
+    /// As [`dead_letters`](Queue::dead_letters); the first enqueue error, with
+    /// [`Error::Full`] also for an item `DropNewest` would discard; a sync error. The
+    /// letters of the round of 256 it happened in stay, so their items may be delivered
+    /// twice, never lost.
     pub fn redrive_dead_letters(&self) -> Result<u64, Error> {
         let (d, dead) = self.dead_letter_log()?;
         let end = dead.next_seq();
@@ -993,19 +1011,39 @@ impl<T: Send + 'static> Queue<T> {
             };
             from = last.dead_letter_seq + 1;
             let mut done = Vec::with_capacity(letters.len());
+            let mut requeued = 0;
             for letter in letters {
-                if let Some(item) = letter.item {
-                    self.enqueue(item)?;
-                    done.push(letter.dead_letter_seq);
+                match letter.item {
+                    Some(item) => {
+                        let seq = self.with_encoded(d, item, |buf, item| {
+                            self.append_or_overflow(d, buf, item, true)
+                        })?;
+                        if seq == 0 {
+                            return Err(Error::Full); // `DropNewest` would drop it
+                        }
+                        requeued += 1;
+                    }
+                    None => {
+                        // To the back: the letters removed around it stay a contiguous
+                        // run, which the log reclaims and remembers across restarts.
+                        let record = StoredRecord {
+                            seq: letter.seq,
+                            reason: letter.reason,
+                            error: letter.error,
+                            payload: letter.payload,
+                        };
+                        let bytes = postcard::to_allocvec(&record)
+                            .map_err(|e| Error::Codec(e.to_string()))?;
+                        dead.append(&bytes)?;
+                    }
                 }
-            }
-            if done.is_empty() {
-                continue;
+                done.push(letter.dead_letter_seq);
             }
             self.sync()?;
+            dead.sync()?;
             dead.ack_all(&done)?;
             dead.sync()?;
-            moved += done.len() as u64;
+            moved += requeued;
         }
         Ok(moved)
     }
@@ -1069,7 +1107,8 @@ fn undecodable(e: Error) -> Error {
     ))
 }
 
-/// Up to `max` letters of the dead-letter log numbered `from..=to`, oldest first.
+/// Up to `max` letters of the dead-letter log numbered `from..=to`, oldest first, leaving
+/// out those removed out of order.
 fn read_dead_letters<T>(
     d: &Durable<T>,
     dead: &dyn Storage,
@@ -1078,31 +1117,43 @@ fn read_dead_letters<T>(
     max: usize,
 ) -> Result<Vec<StoredDeadLetter<T>>, Error> {
     let mut out = Vec::new();
-    let mut failure = None;
-    dead.read(from, max, &mut |dseq, bytes| {
-        if dseq > to {
-            return false;
-        }
-        match postcard::from_bytes::<StoredRecord>(bytes) {
-            Ok(record) => out.push(StoredDeadLetter {
-                dead_letter_seq: dseq,
-                seq: record.seq,
-                reason: record.reason,
-                error: record.error,
-                item: (d.codec.decode)(&record.payload).ok(),
-                payload: record.payload,
-            }),
-            Err(e) => {
-                failure = Some(Error::Codec(format!(
-                    "dead letter {dseq} is not a dead-letter record: {e}"
-                )));
+    let mut at = from;
+    while out.len() < max && at <= to {
+        let mut failure = None;
+        let mut last = None;
+        dead.read(at, max - out.len(), &mut |dseq, bytes| {
+            if dseq > to {
                 return false;
             }
+            last = Some(dseq);
+            if dead.is_acked(dseq) {
+                return true; // removed out of order (`discard_dead_letter`)
+            }
+            match postcard::from_bytes::<StoredRecord>(bytes) {
+                Ok(record) => out.push(StoredDeadLetter {
+                    dead_letter_seq: dseq,
+                    seq: record.seq,
+                    reason: record.reason,
+                    error: record.error,
+                    item: (d.codec.decode)(&record.payload).ok(),
+                    payload: record.payload,
+                }),
+                Err(e) => {
+                    failure = Some(Error::Codec(format!(
+                        "dead letter {dseq} is not a dead-letter record: {e}"
+                    )));
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
         }
-        true
-    })?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(out),
+        match last {
+            Some(l) => at = l + 1,
+            None => break,
+        }
     }
+    Ok(out)
 }

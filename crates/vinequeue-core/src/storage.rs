@@ -116,6 +116,34 @@ pub trait Storage: Send + Sync + 'static {
         seqs.iter().try_for_each(|&s| self.ack(s))
     }
 
+    /// Acknowledges every number in `from..=to`, however many: the queue uses it for
+    /// numbers that hold no record (lost to damage). The default acknowledges them a
+    /// bounded slice at a time with [`ack_all`](Storage::ack_all); a storage that keeps
+    /// acknowledged ranges should take the range at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`ack`](Storage::ack).
+    fn ack_range(&self, from: u64, to: u64) -> Result<(), Error> {
+        const SLICE: u64 = 64 * 1024;
+        let to = to.min(self.next_seq().saturating_sub(1));
+        let mut at = from.max(self.acked_through() + 1);
+        while at <= to {
+            let end = to.min(at.saturating_add(SLICE - 1));
+            self.ack_all(&(at..=end).collect::<Vec<u64>>())?;
+            at = end + 1;
+        }
+        Ok(())
+    }
+
+    /// Whether record `seq` is acknowledged. The default knows only the low-water mark
+    /// (`seq <= acked_through()`); a storage that tracks acknowledgements above it
+    /// should say so for those too (the queue's dead-letter listing uses it to leave out
+    /// letters removed out of order).
+    fn is_acked(&self, seq: u64) -> bool {
+        seq <= self.acked_through()
+    }
+
     /// Every record up to and including this number is acknowledged (0: none).
     fn acked_through(&self) -> u64;
 
@@ -235,6 +263,11 @@ impl Storage for MemStorage {
             }
         }
         Ok(())
+    }
+
+    fn is_acked(&self, seq: u64) -> bool {
+        let s = self.inner.lock();
+        seq <= s.acked_through || s.acked_above.contains(&seq)
     }
 
     fn acked_through(&self) -> u64 {

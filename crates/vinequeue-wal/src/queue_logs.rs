@@ -9,6 +9,14 @@ use crate::{Wal, WalOptions};
 /// Name of the dead-letter log's directory inside `wal_path`.
 pub const DEAD_LETTER_DIR: &str = "dead-letters";
 
+/// Segment size of the dead-letter log: also the bound on a dead letter, and so on an
+/// item.
+const DEAD_LETTER_SEGMENT: u64 = 4 * 1024 * 1024;
+
+/// Room a dead letter needs besides its item: the sequence number, the reason, the
+/// sink's error (cut to 4 KiB) and their lengths.
+const DEAD_LETTER_OVERHEAD: u32 = 8 * 1024;
+
 /// The logs behind a durable queue: the main log in `wal_path` and the dead-letter log in
 /// `wal_path/dead-letters`, ready for `Queue::with_storage`.
 #[derive(Clone)]
@@ -31,8 +39,13 @@ impl std::fmt::Debug for QueueLogs {
 impl QueueLogs {
     /// Opens (and recovers) the logs for `config`, or returns `None` when it has no
     /// `wal_path` (a memory-only queue). The main log takes `wal_max_size`, `sync_mode`
-    /// and `recovery_mode` from the config; the dead-letter log uses small segments, a
-    /// quarter of `wal_max_size` (at least 1 MiB) and `Immediate` syncs.
+    /// and `recovery_mode` from the config; the dead-letter log uses 4 MiB segments, a
+    /// quarter of `wal_max_size` (at least 16 MiB) and `Immediate` syncs.
+    ///
+    /// The main log takes only records the dead-letter log could keep as dead letters
+    /// (a little under 4 MiB): a larger item is refused at `enqueue` with
+    /// [`Error::RecordTooLarge`], rather than accepted and found impossible to
+    /// dead-letter later.
     ///
     /// # Errors
     ///
@@ -44,14 +57,16 @@ impl QueueLogs {
         };
         config.validate()?;
         let max = config.get_wal_max_size();
+        let dead_opts = WalOptions::default()
+            .segment_size(DEAD_LETTER_SEGMENT)
+            .max_size((max / 4).max(4 * DEAD_LETTER_SEGMENT))
+            .sync_mode(SyncMode::Immediate)
+            .recovery_mode(config.get_recovery_mode());
+        let largest_letter = dead_opts.effective_max_record_size();
         let opts = WalOptions::default()
             .max_size(max)
+            .max_record_size(largest_letter.saturating_sub(DEAD_LETTER_OVERHEAD))
             .sync_mode(config.get_sync_mode())
-            .recovery_mode(config.get_recovery_mode());
-        let dead_opts = WalOptions::default()
-            .segment_size(256 * 1024)
-            .max_size((max / 4).max(1024 * 1024))
-            .sync_mode(SyncMode::Immediate)
             .recovery_mode(config.get_recovery_mode());
         let log = Wal::open(path, opts)?;
         let dead_letters = Wal::open(path.join(DEAD_LETTER_DIR), dead_opts)?;

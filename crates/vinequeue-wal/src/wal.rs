@@ -166,6 +166,16 @@ impl Acks {
         }
     }
 
+    /// Whether `seq` is acknowledged (or holds no record).
+    fn covers(&self, seq: u64) -> bool {
+        seq <= self.through
+            || self
+                .above
+                .range(..=seq)
+                .next_back()
+                .is_some_and(|(_, &end)| seq <= end)
+    }
+
     /// Records `lo..=hi` as acknowledged without moving the mark: merged with the ranges
     /// it overlaps or touches, in time logarithmic in the number of ranges (plus those
     /// merged), however long the range.
@@ -1711,6 +1721,17 @@ impl<F: Fs> Storage for Wal<F> {
             }
         }
         self.inner.ack_ranges(&ranges)
+    }
+
+    fn ack_range(&self, from: u64, to: u64) -> Result<(), Error> {
+        if from > to {
+            return Ok(());
+        }
+        self.inner.ack_ranges(&[(from, to)])
+    }
+
+    fn is_acked(&self, seq: u64) -> bool {
+        self.inner.acks.lock().covers(seq)
     }
 
     fn acked_through(&self) -> u64 {

@@ -54,32 +54,7 @@ fn acknowledging_the_largest_numbers_neither_panics_nor_moves_the_mark() {
 
 #[test]
 fn a_frame_holding_max_seq_leaves_the_numbering_at_max_seq_and_the_log_usable() {
-    let fs = SimFs::new(3);
-    let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
-    for _ in 0..3 {
-        wal.append(b"record").unwrap();
-    }
-    drop(wal);
-    let fs = fs.process_crash();
-    // After the three records: a few damaged bytes, then an intact frame (this segment's
-    // salt, a correct checksum) claiming the largest number there is.
-    let (path, mut image) = fs
-        .files()
-        .into_iter()
-        .find(|(p, _)| {
-            p.parent() == Some(Path::new(DIR)) && p.extension().is_some_and(|e| e == "seg")
-        })
-        .unwrap();
-    let salt = u64::from_le_bytes(image[24..32].try_into().unwrap());
-    let data_end = SEGMENT_HEADER_LEN + 3 * (FRAME_HEADER_LEN + 6);
-    image[data_end..data_end + 5].copy_from_slice(&[0xAB; 5]);
-    let at = data_end + 64;
-    let payload = b"crafted";
-    let header = frame_header(crc32c::crc32c(payload), salt, MAX_SEQ, payload.len() as u32);
-    image[at..at + FRAME_HEADER_LEN].copy_from_slice(&header);
-    image[at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + payload.len()].copy_from_slice(payload);
-    fs.put_file(&path, &image);
-
+    let fs = log_with_a_max_seq_frame();
     let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
     assert!(
         wal.next_seq() <= MAX_SEQ,
@@ -109,4 +84,64 @@ fn a_frame_holding_max_seq_leaves_the_numbering_at_max_seq_and_the_log_usable() 
     .unwrap();
     assert!(wal.next_seq() <= MAX_SEQ);
     assert_eq!(wal.recovery().unknown_files, 0);
+}
+
+/// A log of three records, then damage, then an intact frame (this segment's salt, a
+/// correct checksum) claiming the largest number there is.
+fn log_with_a_max_seq_frame() -> SimFs {
+    let fs = SimFs::new(3);
+    let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
+    for _ in 0..3 {
+        wal.append(b"record").unwrap();
+    }
+    drop(wal);
+    let fs = fs.process_crash();
+    // After the three records: a few damaged bytes, then an intact frame (this segment's
+    // salt, a correct checksum) claiming the largest number there is.
+    let (path, mut image) = fs
+        .files()
+        .into_iter()
+        .find(|(p, _)| {
+            p.parent() == Some(Path::new(DIR)) && p.extension().is_some_and(|e| e == "seg")
+        })
+        .unwrap();
+    let salt = u64::from_le_bytes(image[24..32].try_into().unwrap());
+    let data_end = SEGMENT_HEADER_LEN + 3 * (FRAME_HEADER_LEN + 6);
+    image[data_end..data_end + 5].copy_from_slice(&[0xAB; 5]);
+    let at = data_end + 64;
+    let payload = b"crafted";
+    let header = frame_header(crc32c::crc32c(payload), salt, MAX_SEQ, payload.len() as u32);
+    image[at..at + FRAME_HEADER_LEN].copy_from_slice(&header);
+    image[at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + payload.len()].copy_from_slice(payload);
+    fs.put_file(&path, &image);
+
+    fs
+}
+
+#[test]
+fn a_queue_over_a_log_whose_numbers_are_used_up_delivers_and_acknowledges_promptly() {
+    // Everything between record 3 and the last number holds no record: 2^62 numbers the
+    // batcher steps over, and must acknowledge in one go, not one by one. (The records
+    // are six bytes, which postcard decodes as a `[u8; 6]`.)
+    let fs = log_with_a_max_seq_frame();
+    let wal = std::sync::Arc::new(Wal::open_with(fs, DIR, opts()).unwrap());
+    let delivered = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let d = std::sync::Arc::clone(&delivered);
+    let sink = move |b: &vinequeue_core::Batch<[u8; 6]>| -> Result<(), vinequeue_core::SendError> {
+        d.lock().extend(b.seqs().iter().copied());
+        Ok(())
+    };
+    let config =
+        vinequeue_core::Config::default().flush_timeout(std::time::Duration::from_millis(5));
+    let queue = vinequeue_core::Queue::with_storage(config, wal.clone(), None, sink).unwrap();
+    queue.start().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(queue.flush(std::time::Duration::from_secs(60)));
+        let _ = queue.stop();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the batcher is still stepping over the lost numbers")
+        .unwrap();
+    assert_eq!(*delivered.lock(), vec![1, 2, 3]);
 }

@@ -324,13 +324,12 @@ fn stop_and_flush_from_inside_the_sink_return_at_once() {
         queue.enqueue(i).unwrap();
     }
     queue.start().unwrap();
-    // The stop from inside the sink completes once the batcher has drained.
-    let waited = Instant::now();
-    queue.stop().unwrap();
+    // Nobody else stops it: the batcher drains and completes the stop as it exits.
     assert!(
-        waited.elapsed() < Duration::from_secs(10),
-        "stop waited for the inner one"
+        common::eventually(Duration::from_secs(10), || !queue.is_started()),
+        "the stop begun inside the sink never completed"
     );
+    queue.stop().unwrap();
     let (elapsed, flushed, stopped, stopped_again) = took.lock().take().expect("the sink ran");
     assert!(
         elapsed < Duration::from_secs(5),
@@ -380,4 +379,43 @@ fn a_blocking_enqueue_from_inside_the_sink_does_not_wait_for_itself() {
         "{results:?}"
     );
     queue.stop().unwrap();
+}
+
+#[test]
+fn a_stop_elsewhere_waits_for_one_begun_inside_the_sink_but_not_forever() {
+    let config = Config::default()
+        .batch_size(1)
+        .flush_timeout(Duration::from_millis(5))
+        .shutdown_timeout(Duration::from_millis(200));
+    let inner_done = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&inner_done);
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = parking_lot::Mutex::new(held);
+    let (queue, delivered) = reaching_back(config, move |q| {
+        q.stop().unwrap();
+        done.store(true, Ordering::SeqCst);
+        // Then the send hangs, far past the shutdown deadline.
+        let _ = held.lock().recv_timeout(Duration::from_secs(60));
+    });
+    for i in 0..5 {
+        queue.enqueue(i).unwrap();
+    }
+    queue.start().unwrap();
+    assert!(common::eventually(Duration::from_secs(10), || inner_done
+        .load(Ordering::SeqCst)));
+    // This stop takes over the wait the inner one could not do, with its deadline.
+    let started = Instant::now();
+    let stopped = queue.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the outer stop waited {:?} for a sink stuck in send",
+        started.elapsed()
+    );
+    assert!(
+        matches!(stopped, Err(Error::ShutdownTimeout { .. })),
+        "{stopped:?}"
+    );
+    assert!(!queue.is_started());
+    assert!(delivered.lock().is_empty());
+    let _ = release.send(());
 }

@@ -220,12 +220,13 @@ fn a_record_that_does_not_decode_is_dead_lettered_and_the_rest_delivered() {
     assert_eq!(letters[0].reason, "Undecodable");
     assert_eq!(letters[0].item, None);
     assert_eq!(letters[0].payload, NOT_A_U32);
-    // Redriving leaves it (it cannot be enqueued); it can be removed by hand.
+    // Redriving leaves it (it cannot be enqueued: it moves to the back); it can be
+    // removed by hand.
     assert_eq!(queue.redrive_dead_letters().unwrap(), 0);
-    assert_eq!(queue.dead_letters(10).unwrap().len(), 1);
-    queue
-        .discard_dead_letter(letters[0].dead_letter_seq)
-        .unwrap();
+    let left = queue.dead_letters(10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].seq, &left[0].payload[..]), (3, NOT_A_U32));
+    queue.discard_dead_letter(left[0].dead_letter_seq).unwrap();
     assert!(queue.dead_letters(10).unwrap().is_empty());
 }
 
@@ -372,5 +373,116 @@ fn a_flush_over_an_unreadable_log_times_out_without_spinning() {
         "the batcher retried the failing read {reads} times in half a second"
     );
     assert!(record.lock().delivered.is_empty());
-    let _ = queue.stop();
+    // Nor does a stop: it waits out its deadline with the log still unreadable.
+    let stopped = queue.stop();
+    assert!(
+        matches!(stopped, Err(Error::ShutdownTimeout { .. })),
+        "{stopped:?}"
+    );
+    let Fault::Unreadable(reads_now) = &log.fault else {
+        unreachable!()
+    };
+    let during_stop = reads_now.load(Ordering::SeqCst) - reads;
+    assert!(
+        during_stop < 50,
+        "the stopping batcher retried the failing read {during_stop} times"
+    );
+}
+
+/// A dead-letter record as the queue stores it (postcard: the same fields in order).
+#[derive(serde::Serialize)]
+struct Letter<'a> {
+    seq: u64,
+    reason: &'a str,
+    error: &'a str,
+    payload: &'a [u8],
+}
+
+/// A dead-letter log holding a letter for each payload, in order.
+fn dead_letter_log(payloads: &[&[u8]]) -> Arc<MemStorage> {
+    let dead = Arc::new(MemStorage::default());
+    for (i, payload) in payloads.iter().enumerate() {
+        let letter = Letter {
+            seq: i as u64 + 1,
+            reason: "Permanent",
+            error: "rejected",
+            payload,
+        };
+        dead.append(&postcard::to_allocvec(&letter).unwrap())
+            .unwrap();
+    }
+    dead
+}
+
+#[test]
+fn redriving_past_a_letter_that_does_not_decode_enqueues_each_item_once() {
+    let dead = dead_letter_log(&[NOT_A_U32, &encoded(5), &encoded(6)]);
+    let (sink, record) = ok_recorder::<u32>();
+    let queue = Queue::with_storage(
+        config(),
+        Arc::new(MemStorage::default()),
+        Some(dead.clone() as Arc<dyn Storage>),
+        sink,
+    )
+    .unwrap();
+    queue.start().unwrap();
+    assert_eq!(queue.redrive_dead_letters().unwrap(), 2);
+    assert_eq!(queue.redrive_dead_letters().unwrap(), 0);
+    queue.flush(Duration::from_secs(10)).unwrap();
+    let delivered: Vec<u32> = record.lock().delivered.iter().map(|d| d.1).collect();
+    assert_eq!(delivered, vec![5, 6], "a redriven letter came back");
+    let left = queue.dead_letters(10).unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].item, None);
+    assert_eq!(left[0].payload, NOT_A_U32);
+    // It moved to the back each time: the removed letters before it are a contiguous
+    // run, which the log can reclaim and still knows after a restart.
+    assert_eq!(dead.acked_through(), left[0].dead_letter_seq - 1);
+    queue.discard_dead_letter(left[0].dead_letter_seq).unwrap();
+    assert!(queue.dead_letters(10).unwrap().is_empty());
+}
+
+#[test]
+fn a_letter_discarded_out_of_order_is_no_longer_listed() {
+    let dead = dead_letter_log(&[&encoded(7), &encoded(8), &encoded(9)]);
+    let (sink, _) = ok_recorder::<u32>();
+    let queue = Queue::with_storage(
+        config(),
+        Arc::new(MemStorage::default()),
+        Some(dead as Arc<dyn Storage>),
+        sink,
+    )
+    .unwrap();
+    queue.discard_dead_letter(2).unwrap();
+    let items: Vec<Option<u32>> = queue
+        .dead_letters(10)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.item)
+        .collect();
+    assert_eq!(items, vec![Some(7), Some(9)]);
+}
+
+#[test]
+fn redrive_into_a_full_log_under_drop_newest_keeps_the_letter() {
+    let dead = dead_letter_log(&[&encoded(42)]);
+    let log = Arc::new(MemStorage::new(8)); // room for a few one-byte items
+    let (sink, _) = ok_recorder::<u32>();
+    let queue = Queue::with_storage(
+        config().overflow(vinequeue::OverflowPolicy::DropNewest),
+        log,
+        Some(dead as Arc<dyn Storage>),
+        sink,
+    )
+    .unwrap();
+    while queue.metrics().dropped_total == 0 {
+        queue.enqueue(1).unwrap(); // not started: the log fills
+    }
+    assert!(
+        matches!(queue.redrive_dead_letters(), Err(Error::Full)),
+        "redrive let DropNewest discard the item"
+    );
+    let left = queue.dead_letters(10).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].item, Some(42));
 }
