@@ -19,8 +19,11 @@ pub(crate) enum DriverState<T> {
     /// `start()` has not run yet.
     NotStarted,
     Running(Box<Batcher<T>>),
-    /// Finished (the queue stopped and everything is resolved), or taken over by a thread
-    /// because the driver went away.
+    /// Taken over by another thread (`take_over`), still running: the driver waits for
+    /// it to finish, so that it sees every dead letter that batcher still hands over.
+    Elsewhere,
+    /// Finished (the queue stopped and everything is resolved), or moved to a thread of
+    /// its own because the driver went away.
     Finished,
 }
 
@@ -90,7 +93,8 @@ impl<T: Send + 'static> BatchDriver<T> {
                 *state = DriverState::Finished;
                 return Next::Done;
             }
-            DriverState::NotStarted => return Next::Wait(None),
+            // (Woken when that batcher finishes.)
+            DriverState::NotStarted | DriverState::Elsewhere => return Next::Wait(None),
             DriverState::Finished => return Next::Done,
             DriverState::Running(b) => b,
         };
@@ -171,7 +175,14 @@ pub(crate) fn take_over<T: Send + 'static>(
         };
         match &*state {
             DriverState::Running(b) if !b.is_sending() => {
-                match std::mem::replace(&mut *state, DriverState::Finished) {
+                // Finished only once it has run to the end: a driver that saw it finished
+                // earlier would stop looking for the dead letters it hands over.
+                let next = if spawn {
+                    DriverState::Finished
+                } else {
+                    DriverState::Elsewhere
+                };
+                match std::mem::replace(&mut *state, next) {
                     DriverState::Running(b) => b,
                     _ => unreachable!("matched above"),
                 }
@@ -186,6 +197,7 @@ pub(crate) fn take_over<T: Send + 'static>(
     };
     let control = Arc::clone(control);
     let shared = Arc::clone(&batcher.shared);
+    let slot = Arc::clone(slot);
     // As on the batcher thread: a batcher that panics (a bug) leaves everything still
     // pending undelivered, and `stop()` still learns that it has finished.
     let finish = move |batcher: Box<Batcher<T>>, here: bool| {
@@ -196,6 +208,9 @@ pub(crate) fn take_over<T: Send + 'static>(
                 (*batcher).run()
             }
         }));
+        *slot.state.lock() = DriverState::Finished;
+        // A driver still polling learns it (after the last dead letter is handed over).
+        shared.unpark_batcher();
         control.batcher_exited(ran.unwrap_or_else(|_| shared.pending().max(1)), &shared);
     };
     if !spawn {

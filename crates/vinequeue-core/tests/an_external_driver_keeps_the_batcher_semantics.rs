@@ -245,6 +245,60 @@ fn stop_with_nobody_driving_gives_up_at_the_deadline_and_dead_letters_the_rest()
     assert!(seen.batches.lock().unwrap().is_empty());
 }
 
+/// A queue sink whose dead-letter handler holds each letter until released.
+struct HoldsLetters {
+    entered: std::sync::mpsc::Sender<()>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Sink<u32> for HoldsLetters {
+    fn send(&mut self, _: &Batch<u32>) -> Result<(), SendError> {
+        Ok(())
+    }
+
+    fn on_dead_letter(&mut self, _: DeadLetter<u32>) {
+        let _ = self.entered.send(());
+        let _ = self
+            .release
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(30));
+    }
+}
+
+#[test]
+fn a_driver_is_not_done_while_a_stop_still_runs_its_batcher() {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let sink = HoldsLetters {
+        entered: entered_tx,
+        release: Mutex::new(release_rx),
+    };
+    let config = config().shutdown_timeout(Duration::from_millis(50));
+    let queue = Arc::new(Queue::new(config, sink).unwrap());
+    let driver = queue.drive_externally().unwrap();
+    queue.start().unwrap();
+    queue.enqueue(1).unwrap();
+    // Nobody drives: the stop runs the batcher itself past its deadline, and hands the
+    // item to the dead-letter handler, which holds it.
+    let q = Arc::clone(&queue);
+    let stopping = thread::spawn(move || q.stop());
+    entered
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the stop never dead-lettered the item");
+    let (_, waker) = this_thread_waker();
+    assert!(
+        matches!(driver.next(&waker), Next::Wait(_)),
+        "the driver was told Done while dead letters were still being handed over"
+    );
+    release.send(()).unwrap();
+    assert!(matches!(
+        stopping.join().unwrap(),
+        Err(Error::ShutdownTimeout { undelivered: 1 })
+    ));
+    assert!(matches!(driver.next(&waker), Next::Done));
+}
+
 #[test]
 fn a_driver_is_taken_once_and_only_before_start() {
     let queue = Queue::new(config(), Recording(Arc::default())).unwrap();
