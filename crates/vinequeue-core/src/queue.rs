@@ -152,7 +152,7 @@ where
         let durable = Durable {
             corrupt: std::sync::atomic::AtomicU64::new(report.corrupt_records),
             unstored: std::sync::atomic::AtomicU64::new(0),
-            decode_checked: std::sync::atomic::AtomicBool::new(false),
+            decode_checked: CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
             recovered: report.records,
             published: CachePadded::new(std::sync::atomic::AtomicU64::new(published)),
             storage,

@@ -175,7 +175,8 @@ pub(crate) struct Durable<T> {
     /// Whether an item has been checked to decode from its own encoding (done once,
     /// for the first item: a type whose encoding does not come back, which could never
     /// be replayed, is refused at its first `enqueue`).
-    pub(crate) decode_checked: std::sync::atomic::AtomicBool,
+    /// (On a cache line of its own: it is read by every `enqueue`, and written once.)
+    pub(crate) decode_checked: CachePadded<std::sync::atomic::AtomicBool>,
     /// When items arrived, sampled: what `oldest_pending_age` is read from.
     pub(crate) arrivals: Mutex<Arrivals>,
     /// Time zero of `arrivals`: when the queue was created.

@@ -40,6 +40,11 @@ struct Segment<F: Fs> {
     released_end: AtomicU64,
     /// Where reads release the pages behind them from (see [`Segment::release_read`]).
     read_released: AtomicU64,
+    /// Where the last read in this segment stopped: the number it expected next and the
+    /// offset of the frame that should hold it. A read that goes on from there (the
+    /// queue's replay and spill read-back do, in pieces as small as one record) starts
+    /// there, not at the sparse index entry before it, up to 255 frames back.
+    read_hint: Mutex<(u64, u64)>,
     /// `(seq, offset)` of every `INDEX_EVERY`-th record, ascending.
     index: Mutex<Vec<(u64, u64)>>,
     /// Longest payload a frame of this segment is believed to have: what fits in the
@@ -77,21 +82,24 @@ impl<F: Fs> Segment<F> {
     /// A read looked at bytes `start..pos` of this segment: drops the mapping of the
     /// pages behind it, from where the reads' last release stopped (or from before
     /// `start`, for a read of something read before), once that is `READ_RELEASE_STEP`
-    /// or more. Reads go forward (a replay, a spill read-back), and what they passed need
-    /// not stay mapped: a replayed backlog would otherwise sit in the process's memory
-    /// until its segment is deleted.
+    /// or more, or when the read went through to the segment's end. Reads go forward (a
+    /// replay, a spill read-back), and what they passed need not stay mapped: a replayed
+    /// backlog would otherwise sit in the process's memory until its segment is deleted.
+    /// (Each release interrupts every other core running the process, the producers'
+    /// included: hence a step of a megabyte, not a page.)
     ///
     /// The kernel maps pages in around a fault, in aligned windows of up to
     /// `FAULT_AROUND` bytes, so a read may have mapped pages before `start` too; those
     /// were published long ago, and releasing them is harmless.
-    fn release_read(&self, start: u64, pos: u64) {
-        let from = self
-            .read_released
-            .load(Ordering::Acquire)
-            .min(start / FAULT_AROUND * FAULT_AROUND);
-        if pos >= from + READ_RELEASE_STEP {
+    fn release_read(&self, start: u64, pos: u64, read_to_the_end: bool) {
+        let released = self.read_released.load(Ordering::Acquire);
+        let from = released.min(start / FAULT_AROUND * FAULT_AROUND);
+        if pos >= from + READ_RELEASE_STEP || (read_to_the_end && pos > from) {
             let upto = self.file.release(from, pos - from);
-            self.read_released.fetch_max(upto, Ordering::AcqRel);
+            self.read_released.store(upto, Ordering::Release);
+        } else if from < released {
+            // Reading again what was released: count the step from here.
+            self.read_released.store(from, Ordering::Release);
         }
     }
 
@@ -113,6 +121,10 @@ impl<F: Fs> Segment<F> {
     /// of damage met on the way), and the sequence number expected there.
     fn locate_expecting(&self, seq: u64) -> (u64, u64) {
         let (mut pos, mut expect) = self.index_before(seq);
+        let (hint_seq, hint_pos) = *self.read_hint.lock();
+        if hint_seq <= seq && hint_seq > expect {
+            (pos, expect) = (hint_pos, hint_seq);
+        }
         let end = self.file.published();
         while pos < end {
             let frame = self.file.read_with(pos, (end - pos) as usize, |b| {
@@ -222,7 +234,7 @@ struct GroupCommit {
 const PREPARE_CHUNK: u64 = 1 << 20;
 
 /// Bytes a read passes before it releases the pages behind it (`Segment::release_read`).
-const READ_RELEASE_STEP: u64 = 64 << 10;
+const READ_RELEASE_STEP: u64 = 1 << 20;
 
 /// The kernel's `fault_around_bytes` default: a fault on a file mapping maps in the
 /// pages of the page cache around it, in an aligned window of up to this many bytes.
@@ -615,6 +627,7 @@ fn create_segment<F: Fs>(
         synced_end: AtomicU64::new(0),
         released_end: AtomicU64::new(0),
         read_released: AtomicU64::new(0),
+        read_hint: Mutex::new((0, 0)),
         index: Mutex::new(Vec::new()),
         max_len: record_limit(segment_size),
     }))
@@ -1060,7 +1073,9 @@ impl<F: Fs> Inner<F> {
                     Frame::Bad(reason) => reason,
                 };
                 if self.opts.recovery_mode == RecoveryMode::Strict {
-                    seg.release_read(read_start, pos);
+                    if i + 1 < segments.len() {
+                        seg.release_read(read_start, pos, false);
+                    }
                     return Err(Error::Corrupt {
                         file: seg.path.clone(),
                         offset: pos,
@@ -1080,7 +1095,13 @@ impl<F: Fs> Inner<F> {
                     }
                 }
             }
-            seg.release_read(read_start, pos);
+            // Sealed segments only: behind the writer, the active segment's pages leave
+            // the mapping as it moves on (under `Periodic` and `Immediate`), and
+            // unmapping them here too would interrupt the writer's core once more.
+            if i + 1 < segments.len() {
+                seg.release_read(read_start, pos, floor > last || pos >= end);
+            }
+            *seg.read_hint.lock() = (floor, pos);
             if stopped {
                 break;
             }
@@ -1520,6 +1541,7 @@ impl<F: Fs> Recovery<F> {
                 synced_end: AtomicU64::new(file.len()),
                 released_end: AtomicU64::new(released),
                 read_released: AtomicU64::new(0),
+                read_hint: Mutex::new((0, 0)),
                 file,
                 last_seq: CachePadded::new(AtomicU64::new(last_seq)),
                 index: Mutex::new(index),
