@@ -46,6 +46,9 @@ struct Lifecycle<T> {
     /// `stop()` was called on the batcher thread itself and did not wait: the batcher
     /// completes the stop as it exits.
     stop_on_exit: bool,
+    /// The thread on which `stop()` runs a driven batcher nobody drove to its end: a
+    /// `stop()` from its dead-letter handler must not wait for that very call.
+    finishing: Option<thread::ThreadId>,
 }
 
 pub(crate) struct Control<T> {
@@ -181,6 +184,7 @@ where
                     handle: None,
                     exited: None,
                     stop_on_exit: false,
+                    finishing: None,
                     driven: None,
                 }),
                 changed: Condvar::new(),
@@ -809,7 +813,11 @@ impl<T: Send + 'static> Queue<T> {
                 Stage::Stopped => return Ok(()),
                 // (On the batcher thread the stop is under way and completes as the
                 // batcher exits; waiting here would wait for itself.)
-                Stage::Stopping if s.on_batcher_thread() => return Ok(()),
+                Stage::Stopping
+                    if s.on_batcher_thread() || life.finishing == Some(thread::current().id()) =>
+                {
+                    return Ok(())
+                }
                 Stage::Stopping if life.stop_on_exit => {
                     life.stop_on_exit = false;
                     adopted = true;
@@ -868,9 +876,11 @@ impl<T: Send + 'static> Queue<T> {
         if let (None, Some(slot)) = (life.exited, life.driven.clone()) {
             // Nobody drove the batcher to the end: past its deadline it has nothing left
             // to wait for, so finish it here (unless a batch is out with the driver).
+            life.finishing = Some(thread::current().id());
             MutexGuard::unlocked(&mut life, || {
                 crate::driver::take_over(&slot, &self.control, false)
             });
+            life.finishing = None;
         }
         let result = match life.exited {
             Some(0) => Ok(()),

@@ -300,6 +300,32 @@ fn a_driver_is_not_done_while_a_stop_still_runs_its_batcher() {
 }
 
 #[test]
+fn a_stop_from_a_dead_letter_handler_while_stop_finishes_the_batcher_returns() {
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let config = config().shutdown_timeout(Duration::from_millis(50));
+    let queue = Arc::new(Queue::new(config, StopsOnDeadLetter(Arc::clone(&slot))).unwrap());
+    slot.set(Arc::downgrade(&queue)).unwrap();
+    let _driver = queue.drive_externally().unwrap();
+    queue.start().unwrap();
+    queue.enqueue(1).unwrap();
+    // Nobody drives: the stop finishes the batcher on its own thread, whose dead letter
+    // goes to the handler, which calls `stop()` again on that same thread.
+    let q = Arc::clone(&queue);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(q.stop());
+    });
+    let stopped = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("stop() waited for itself");
+    assert!(
+        matches!(stopped, Err(Error::ShutdownTimeout { undelivered: 1 })),
+        "{stopped:?}"
+    );
+    assert!(!queue.is_started());
+}
+
+#[test]
 fn a_driver_is_taken_once_and_only_before_start() {
     let queue = Queue::new(config(), Recording(Arc::default())).unwrap();
     let _driver = queue.drive_externally().unwrap();

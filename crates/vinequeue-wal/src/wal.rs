@@ -120,11 +120,19 @@ impl<F: Fs> Segment<F> {
     /// Offset of the first frame with a sequence number `>= seq` (or of the data end, or
     /// of damage met on the way), and the sequence number expected there.
     fn locate_expecting(&self, seq: u64) -> (u64, u64) {
+        let (_, pos, expect) = self.locate_walking(seq);
+        (pos, expect)
+    }
+
+    /// As [`locate_expecting`](Segment::locate_expecting), with the offset the walk to
+    /// it began at first (the last read's stop, or the sparse index entry before `seq`).
+    fn locate_walking(&self, seq: u64) -> (u64, u64, u64) {
         let (mut pos, mut expect) = self.index_before(seq);
         let (hint_seq, hint_pos) = *self.read_hint.lock();
         if hint_seq <= seq && hint_seq > expect {
             (pos, expect) = (hint_pos, hint_seq);
         }
+        let began = pos;
         let end = self.file.published();
         while pos < end {
             let frame = self.file.read_with(pos, (end - pos) as usize, |b| {
@@ -138,7 +146,7 @@ impl<F: Fs> Segment<F> {
                 _ => break,
             }
         }
-        (pos, expect)
+        (began, pos, expect)
     }
 }
 
@@ -1035,16 +1043,12 @@ impl<F: Fs> Inner<F> {
             // Records in a segment are consecutive except across damage, exactly as
             // recovery read them: the next frame must hold `floor`, or it is damage and
             // the read resynchronises as recovery did.
-            let (mut pos, mut floor) = if i == start {
-                seg.locate_expecting(from)
+            // (`read_start`: where the search for `from` began reading.)
+            let (read_start, mut pos, mut floor) = if i == start {
+                seg.locate_walking(from)
             } else {
-                (SEGMENT_HEADER_LEN as u64, seg.first_seq)
-            };
-            // (Where the search for `from` began reading.)
-            let read_start = if i == start {
-                seg.index_before(from).0
-            } else {
-                pos
+                let header = SEGMENT_HEADER_LEN as u64;
+                (header, header, seg.first_seq)
             };
             let mut stopped = false;
             while floor <= last && pos < end && visited < max {
