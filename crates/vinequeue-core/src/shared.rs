@@ -395,7 +395,9 @@ impl AsyncWakers {
 pub(crate) type Entry<T> = (u64, T);
 
 pub(crate) struct Shared<T> {
-    pub(crate) config: Config,
+    /// (On cache lines of its own: every `enqueue` reads it, and the fields the batcher
+    /// writes at every batch must not share its line.)
+    pub(crate) config: CachePadded<Config>,
     pub(crate) ring: Ring<Entry<T>>,
     /// Present in durable mode.
     pub(crate) durable: Option<Durable<T>>,
@@ -444,7 +446,7 @@ impl<T> Shared<T> {
             ring: Ring::new(config.memory_size),
             durable,
             counters: Counters::new(config.enable_metrics),
-            config,
+            config: CachePadded::new(config),
             batcher: OnceLock::new(),
             driver_waker: Mutex::new(None),
             driver_registered: AtomicBool::new(false),
