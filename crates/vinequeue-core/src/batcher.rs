@@ -56,6 +56,12 @@ pub(crate) struct Batcher<T> {
     /// batcher from parking (it would retry the read in a busy loop); it tries again
     /// when woken or after the backstop.
     log_unreadable: bool,
+    /// Durable mode: dead letters the dead-letter log could not take (full, or failing),
+    /// still unacknowledged in the main log: tried again now and then, so that room
+    /// made later (a redrive) takes them without waiting for a restart.
+    unstored: Vec<Unstored>,
+    /// When to try `unstored` again.
+    unstored_retry_at: Instant,
     phase: Phase<T>,
 }
 
@@ -132,6 +138,8 @@ impl<T: Send + 'static> Batcher<T> {
             give_up: false,
             spills_seen: 0,
             log_unreadable: false,
+            unstored: Vec::new(),
+            unstored_retry_at: Instant::now(),
             phase: Phase::Idle { waited: false },
         }
     }
@@ -190,6 +198,7 @@ impl<T: Send + 'static> Batcher<T> {
     pub(crate) fn step(&mut self) -> Step<T> {
         let batch_size = self.shared.config.batch_size;
         self.note_arrivals();
+        self.retry_unstored();
         loop {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Idle { waited } => {
@@ -362,6 +371,7 @@ impl<T: Send + 'static> Batcher<T> {
             }
             let _ = d.storage.ack_all(&seqs);
         }
+        self.retry_unstored();
         self.shared.in_flight.store(0, SeqCst);
         if self.give_up {
             self.phase = Phase::Done;
@@ -515,6 +525,53 @@ impl<T: Send + 'static> Batcher<T> {
         result.ok().map(|_| visited)
     }
 
+    /// Durable mode: tries again to store the dead letters the dead-letter log refused
+    /// (at most every `UNSTORED_RETRY`), reading their records back from the main log;
+    /// those it takes are acknowledged there.
+    fn retry_unstored(&mut self) {
+        if self.unstored.is_empty() || Instant::now() < self.unstored_retry_at {
+            return;
+        }
+        self.unstored_retry_at = Instant::now() + UNSTORED_RETRY;
+        let Some(d) = &self.shared.durable else {
+            return;
+        };
+        let Some(dead) = &d.dead_letters else {
+            return;
+        };
+        let take = self.unstored.len().min(256);
+        let mut records = Vec::with_capacity(take);
+        let mut gone = Vec::new();
+        for letter in &self.unstored[..take] {
+            let mut payload = None;
+            let _ = d.storage.read(letter.seq, 1, &mut |seq, bytes| {
+                if seq == letter.seq {
+                    payload = Some(bytes.to_vec());
+                }
+                false
+            });
+            match payload {
+                Some(payload) => records.push(StoredRecord {
+                    seq: letter.seq,
+                    reason: letter.reason.clone(),
+                    error: letter.error.clone(),
+                    payload,
+                }),
+                // Not in the log any more (shed by `DropOldest`): nothing to keep.
+                None => gone.push(letter.seq),
+            }
+        }
+        if records.is_empty() && gone.is_empty() {
+            return;
+        }
+        let stored = store_dead_letters(dead.as_ref(), records);
+        if !stored.is_empty() && d.storage.ack_all(&stored).is_err() {
+            return;
+        }
+        self.unstored
+            .retain(|l| stored.binary_search(&l.seq).is_err() && !gone.contains(&l.seq));
+    }
+
     /// Durable mode: samples what has arrived, for `oldest_pending_age`.
     fn note_arrivals(&self) {
         if let Some(d) = &self.shared.durable {
@@ -604,11 +661,19 @@ impl<T: Send + 'static> Batcher<T> {
                 }
                 let wanted: Vec<u64> = records.iter().map(|r| r.seq).collect();
                 let stored = store_dead_letters(dead.as_ref(), records);
-                kept.extend(
-                    wanted
-                        .into_iter()
-                        .filter(|s| stored.binary_search(s).is_err()),
-                );
+                let refused = wanted
+                    .into_iter()
+                    .filter(|s| stored.binary_search(s).is_err())
+                    .collect::<Vec<u64>>();
+                if self.unstored.len() < MAX_UNSTORED_TRACKED {
+                    self.unstored.extend(refused.iter().map(|&seq| Unstored {
+                        seq,
+                        reason: format!("{reason:?}"),
+                        error: text.clone(),
+                    }));
+                    self.unstored_retry_at = Instant::now() + UNSTORED_RETRY;
+                }
+                kept.extend(refused);
                 kept.sort_unstable();
                 d.unstored.fetch_add(kept.len() as u64, Relaxed);
             }
@@ -657,6 +722,20 @@ impl<T: Send + 'static> Batcher<T> {
         Vec::new()
     }
 }
+
+/// A dead letter the dead-letter log refused, to be tried again.
+struct Unstored {
+    seq: u64,
+    reason: String,
+    error: String,
+}
+
+/// How often refused dead letters are tried again.
+const UNSTORED_RETRY: Duration = Duration::from_secs(1);
+
+/// Most refused dead letters kept for another try (beyond that they wait in the main
+/// log for the next start).
+const MAX_UNSTORED_TRACKED: usize = 100_000;
 
 /// `reason` of a record stored because it did not decode.
 pub(crate) const UNDECODABLE: &str = "Undecodable";

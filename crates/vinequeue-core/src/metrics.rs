@@ -54,8 +54,9 @@ pub struct Metrics {
     /// Records lost to corruption found at recovery (0 in memory mode).
     pub corrupt_records_total: u64,
     /// Dead-lettered items the dead-letter log could not take (it is full, the record
-    /// is over its size limit, or it failed): they stay unacknowledged in the main log
-    /// and come back, to be delivered again, at the next start (durable mode). Also
+    /// is over its size limit, or it failed): they stay unacknowledged in the main log,
+    /// are offered to the dead-letter log again about once a second, and come back, to
+    /// be delivered again, at the next start if still there (durable mode). Also
     /// counts records read back from the log that do not decode when there is no
     /// dead-letter log to keep them in.
     pub dead_letters_unstored_total: u64,

@@ -24,38 +24,55 @@ fn config() -> Config {
         .shutdown_timeout(Duration::from_millis(500))
 }
 
-/// A storage that takes nothing: every append fails as a full one does.
-struct Refusing;
+/// A storage that takes nothing while `full` is set: every append fails as a full one
+/// does. (Otherwise a `MemStorage`.)
+#[derive(Default)]
+struct Refusing {
+    full: AtomicBool,
+    inner: MemStorage,
+}
+
+impl Refusing {
+    fn full() -> Self {
+        Refusing {
+            full: AtomicBool::new(true),
+            inner: MemStorage::default(),
+        }
+    }
+}
 
 impl Storage for Refusing {
-    fn append(&self, _: &[u8]) -> Result<u64, Error> {
-        Err(Error::LogFull { size: 0, limit: 0 })
+    fn append(&self, record: &[u8]) -> Result<u64, Error> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(Error::LogFull { size: 0, limit: 0 });
+        }
+        self.inner.append(record)
     }
     fn sync(&self) -> Result<(), Error> {
-        Ok(())
+        self.inner.sync()
     }
     fn read(
         &self,
-        _: u64,
-        _: usize,
-        _: &mut dyn FnMut(u64, &[u8]) -> bool,
+        from: u64,
+        max: usize,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<usize, Error> {
-        Ok(0)
+        self.inner.read(from, max, visit)
     }
-    fn ack(&self, _: u64) -> Result<(), Error> {
-        Ok(())
+    fn ack(&self, seq: u64) -> Result<(), Error> {
+        self.inner.ack(seq)
     }
     fn acked_through(&self) -> u64 {
-        0
+        self.inner.acked_through()
     }
     fn next_seq(&self) -> u64 {
-        1
+        self.inner.next_seq()
     }
     fn size(&self) -> u64 {
-        0
+        self.inner.size()
     }
     fn recovery(&self) -> RecoveryReport {
-        RecoveryReport::default()
+        self.inner.recovery()
     }
 }
 
@@ -148,8 +165,13 @@ fn a_dead_letter_the_dead_letter_log_refuses_stays_in_the_main_log() {
     {
         let log: Arc<dyn Storage> = Arc::new(Wal::open(dir.path(), options()).unwrap());
         let (sink, record) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("rejected")));
-        let queue = Queue::with_storage(config(), Arc::clone(&log), Some(Arc::new(Refusing)), sink)
-            .unwrap();
+        let queue = Queue::with_storage(
+            config(),
+            Arc::clone(&log),
+            Some(Arc::new(Refusing::full())),
+            sink,
+        )
+        .unwrap();
         queue.start().unwrap();
         queue.enqueue(7).unwrap();
         queue.flush(Duration::from_secs(10)).unwrap();
@@ -485,4 +507,37 @@ fn redrive_into_a_full_log_under_drop_newest_keeps_the_letter() {
     let left = queue.dead_letters(10).unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].item, Some(42));
+}
+
+#[test]
+fn a_dead_letter_refused_for_lack_of_room_is_stored_once_there_is_room() {
+    let dead = Arc::new(Refusing::full());
+    let log = Arc::new(MemStorage::default());
+    let (sink, _) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("rejected")));
+    let queue = Queue::with_storage(
+        config(),
+        log.clone(),
+        Some(dead.clone() as Arc<dyn Storage>),
+        sink,
+    )
+    .unwrap();
+    queue.start().unwrap();
+    queue.enqueue(7).unwrap();
+    queue.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(queue.metrics().dead_letters_unstored_total, 1);
+    assert_eq!(log.acked_through(), 0, "kept in the main log");
+    // Room comes (a redrive elsewhere, say): the letter moves over without a restart.
+    dead.full.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(10), || log.acked_through() == 1),
+        "the refused letter stayed in the main log"
+    );
+    let letters = queue.dead_letters(10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0].seq, letters[0].item), (1, Some(7)));
+    assert!(
+        letters[0].error.contains("rejected"),
+        "{}",
+        letters[0].error
+    );
 }
