@@ -435,14 +435,14 @@ pub const NAMES: &[&str] = &[
 
 /// The genuine logs an input can start from (`base - 1`).
 pub const GENUINE_LOGS: &[&str] = &[
-    "5 records, one session",
-    "6 + 4 records in two sessions (a sealed and a newest segment)",
+    "5 records, one opening",
+    "6 + 4 records in two openings (a sealed and a newest segment)",
     "10 records, 1..=4 acknowledged",
     "60 records of 3000 bytes over 3 segments, 1..=25 acknowledged (the first reclaimed)",
     "4 synced + 4 unsynced records of 300 bytes, then a power cut tearing record 5",
     "opened and closed, no record",
     "records of 0, 1, 15, 16, 17, 4095, 4096 and 20000 bytes",
-    "3 records all acknowledged, then 2 more in a second session",
+    "3 records all acknowledged, then 2 more in a second opening",
 ];
 
 /// A directory image: file name -> contents.

@@ -21,7 +21,7 @@ fn opts() -> WalOptions {
 }
 
 /// Record 1 fills the segment up to 8 KiB and every later frame is exactly one 4 KiB
-/// page, so record `n >= 2` occupies page `n` of its segment (in the first session).
+/// page, so record `n >= 2` occupies page `n` of its segment (in the first opening of the log).
 fn payload(seq: u64) -> Vec<u8> {
     let len = if seq == 1 {
         2 * PAGE - 40 - 16

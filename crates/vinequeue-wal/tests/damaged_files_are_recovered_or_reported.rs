@@ -44,7 +44,7 @@ fn segments(fs: &SimFs) -> Vec<(PathBuf, Vec<u8>)> {
     fs.segment_files(Path::new(DIR))
 }
 
-/// Writes `n` records in one session and closes cleanly; returns the file system.
+/// Writes `n` records in one opening of the log and closes it cleanly; returns the file system.
 fn written(n: u64) -> SimFs {
     let fs = SimFs::new(1);
     let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
@@ -56,9 +56,9 @@ fn written(n: u64) -> SimFs {
     fs
 }
 
-/// Two sessions: records 1..=a in the first segment, a+1..=a+b in a later one, so that
+/// Two openings: records 1..=a in the first segment, a+1..=a+b in a later one, so that
 /// the first is sealed (not the newest) at the next recovery.
-fn two_sessions(a: u64, b: u64) -> SimFs {
+fn two_openings(a: u64, b: u64) -> SimFs {
     let fs = written(a);
     let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
     for i in a + 1..=a + b {
@@ -117,7 +117,7 @@ fn a_torn_last_record_is_cut_off_at_every_byte_offset() {
 
 #[test]
 fn a_bit_flip_in_any_field_of_a_sealed_segment_is_skipped_and_counted_or_refused() {
-    let base = two_sessions(6, 4);
+    let base = two_openings(6, 4);
     let (path, image) = segments(&base).remove(0);
     let target = frame_offset(&image, 1, 3);
     let len = u32::from_le_bytes(image[target..target + 4].try_into().unwrap()) as usize;
@@ -168,7 +168,7 @@ fn a_bit_flip_in_any_field_of_a_sealed_segment_is_skipped_and_counted_or_refused
 
 #[test]
 fn a_truncated_sealed_segment_loses_only_its_missing_records() {
-    let base = two_sessions(6, 4);
+    let base = two_openings(6, 4);
     let (path, image) = segments(&base).remove(0);
     let cut = frame_offset(&image, 1, 5) + 7;
     let fs = base.fork();
@@ -190,7 +190,7 @@ fn a_truncated_sealed_segment_loses_only_its_missing_records() {
 
 #[test]
 fn a_garbage_segment_is_set_aside_and_its_records_counted() {
-    let base = two_sessions(6, 4);
+    let base = two_openings(6, 4);
     let (path, image) = segments(&base).remove(0);
     let fs = base.fork();
     let garbage: Vec<u8> = (0..image.len()).map(|i| (i * 7 + 3) as u8).collect();
@@ -233,7 +233,7 @@ fn stray_files_and_directories_are_left_alone() {
 
 #[test]
 fn a_length_field_beyond_the_limit_is_corruption_not_an_allocation() {
-    let base = two_sessions(3, 2);
+    let base = two_openings(3, 2);
     let (path, image) = segments(&base).remove(0);
     let at = frame_offset(&image, 1, 2);
     let fs = base.fork();

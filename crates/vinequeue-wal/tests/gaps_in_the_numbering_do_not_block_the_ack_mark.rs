@@ -127,11 +127,11 @@ fn frame_offset(image: &[u8], first: u64, seq: u64) -> usize {
     pos
 }
 
-/// `sessions` sessions of `n` records each, closed cleanly: as many sealed segments at the
+/// `openings` openings of the log, of `n` records each, closed cleanly: as many sealed segments at the
 /// next open.
-fn sessions(sessions: usize, n: u64) -> SimFs {
+fn openings(openings: usize, n: u64) -> SimFs {
     let fs = SimFs::new(1);
-    for _ in 0..sessions {
+    for _ in 0..openings {
         let wal = Wal::open_with(fs.clone(), DIR, opts(SyncMode::Immediate)).unwrap();
         for _ in 0..n {
             let seq = wal.next_seq();
@@ -144,7 +144,7 @@ fn sessions(sessions: usize, n: u64) -> SimFs {
 
 #[test]
 fn records_skipped_as_damaged_at_recovery_do_not_block_the_mark() {
-    let fs = sessions(2, 20);
+    let fs = openings(2, 20);
     let (path, image) = segments(&fs).remove(0);
     let mut bad = image.clone();
     bad[frame_offset(&image, 1, 7) + FRAME_HEADER_LEN + 50] ^= 0x40;
@@ -158,7 +158,7 @@ fn records_skipped_as_damaged_at_recovery_do_not_block_the_mark() {
 fn numbers_between_segments_do_not_block_the_mark() {
     // The middle segment is garbage and set aside: numbers 21..=40 lie between the first
     // segment's last record and the third one's first.
-    let fs = sessions(3, 20);
+    let fs = openings(3, 20);
     let (path, _) = segments(&fs).remove(1);
     let garbage: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 + 3) as u8).collect();
     fs.put_file(&path, &garbage);
@@ -170,7 +170,7 @@ fn numbers_between_segments_do_not_block_the_mark() {
 #[test]
 fn numbers_reserved_for_a_damaged_newest_segment_do_not_block_the_mark() {
     // The newest segment is garbage: recovery reserves every number it could have held.
-    let fs = sessions(2, 20);
+    let fs = openings(2, 20);
     let (path, _) = segments(&fs).remove(1);
     let garbage: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 + 3) as u8).collect();
     fs.put_file(&path, &garbage);
@@ -181,7 +181,7 @@ fn numbers_reserved_for_a_damaged_newest_segment_do_not_block_the_mark() {
 
 #[test]
 fn records_found_damaged_by_a_later_read_do_not_block_the_mark() {
-    let fs = sessions(2, 20);
+    let fs = openings(2, 20);
     let wal = Wal::open_with(fs.clone(), DIR, opts(SyncMode::Immediate)).unwrap();
     assert_eq!(wal.recovery().corrupt_records, 0);
     // Damage appears after the open (a media error): the read steps over record 7.

@@ -16,7 +16,7 @@ fn small(seq: u64) -> Vec<u8> {
     seq.to_le_bytes().to_vec()
 }
 
-/// Two sessions, each a large record between small ones: records 1..=3 in a segment
+/// Two openings of the log, each a large record between small ones: records 1..=3 in a segment
 /// that is sealed at the next open, 4..=6 in the newest.
 fn written() -> SimFs {
     let fs = SimFs::new(4);
