@@ -62,6 +62,12 @@ pub(crate) struct Batcher<T> {
     unstored: Vec<Unstored>,
     /// When to try `unstored` again.
     unstored_retry_at: Instant,
+    /// Durable mode: what a take found to settle once it has let go of the cursor
+    /// (writing to the dead-letter log and acknowledging can wait on the disk, and
+    /// producers shedding the oldest items take the cursor too): numbers the log lost,
+    /// and records that do not decode.
+    lost: Vec<(u64, u64)>,
+    undecodable: Vec<StoredRecord>,
     phase: Phase<T>,
 }
 
@@ -140,6 +146,8 @@ impl<T: Send + 'static> Batcher<T> {
             log_unreadable: false,
             unstored: Vec::new(),
             unstored_retry_at: Instant::now(),
+            lost: Vec::new(),
+            undecodable: Vec::new(),
             phase: Phase::Idle { waited: false },
         }
     }
@@ -463,31 +471,55 @@ impl<T: Send + 'static> Batcher<T> {
                 // The log ran out before `upto`: the records up to there were lost to
                 // corruption (counted when found). Move past them, and acknowledge their
                 // numbers, or the log's low-water mark would stop below them for good.
-                ack_lost(d.storage.as_ref(), self.next_deliver, upto);
+                self.lost.push((self.next_deliver, upto));
                 self.next_deliver = upto + 1;
             }
         }
         cursor.0 = self.next_deliver - 1;
+        drop(cursor);
+        self.settle_read_back();
+    }
+
+    /// Acknowledges the numbers the last take found lost and dead-letters the records
+    /// it found undecodable (as bytes: to the dead-letter log, or, without one or if
+    /// that fails, left unacknowledged in the log).
+    fn settle_read_back(&mut self) {
+        let Some(d) = &self.shared.durable else {
+            return;
+        };
+        for (from, to) in self.lost.drain(..) {
+            ack_lost(d.storage.as_ref(), from, to);
+        }
+        if !self.undecodable.is_empty() {
+            let undecodable = std::mem::take(&mut self.undecodable);
+            let n = undecodable.len() as u64;
+            self.shared.counters.dead_lettered.fetch_add(n, Relaxed);
+            let stored = match &d.dead_letters {
+                Some(dead) => store_dead_letters(dead.as_ref(), undecodable),
+                None => Vec::new(),
+            };
+            let _ = d.storage.ack_all(&stored);
+            d.unstored.fetch_add(n - stored.len() as u64, Relaxed);
+        }
     }
 
     /// Reads records `next_deliver..=upto` back from the log into `batch`, up to its
     /// room. Returns how many records the log handed over (those that did not decode
     /// included), or `None` if the log could not be read.
     ///
-    /// Numbers the log skipped (records lost to damage) are acknowledged. A record that
-    /// does not decode (its type does not come back from its own encoding, or changed
-    /// since it was written) is dead-lettered as it is: its bytes go to the dead-letter
-    /// log, or, without one or if that fails, it stays unacknowledged in the log.
+    /// Numbers the log skipped (records lost to damage) are to be acknowledged, and a
+    /// record that does not decode (its type does not come back from its own encoding,
+    /// or changed since it was written) to be dead-lettered as it is: both once the take
+    /// is done (`settle_read_back`).
     fn read_back(&mut self, batch: &mut Batch<T>, max: usize, upto: u64) -> Option<usize> {
         // (Borrowed, not cloned: the `Arc`'s count shares a cache line with the fields
         // every `enqueue` reads, and this runs for every gap the spill read-back fills.)
         let d = self.shared.durable.as_ref().expect("durable mode");
         let room = max - batch.len();
-        let mut undecodable = Vec::new();
-        let mut lost = Vec::new();
         let mut next = self.next_deliver;
         let mut visited = 0;
         let decode = d.codec.decode;
+        let (lost, undecodable) = (&mut self.lost, &mut self.undecodable);
         let result = d.storage.read(next, room, &mut |seq, bytes| {
             if seq > upto {
                 return false;
@@ -509,19 +541,6 @@ impl<T: Send + 'static> Batcher<T> {
             true
         });
         self.next_deliver = self.next_deliver.max(next);
-        for (from, to) in lost {
-            ack_lost(d.storage.as_ref(), from, to);
-        }
-        if !undecodable.is_empty() {
-            let n = undecodable.len() as u64;
-            self.shared.counters.dead_lettered.fetch_add(n, Relaxed);
-            let stored = match &d.dead_letters {
-                Some(dead) => store_dead_letters(dead.as_ref(), undecodable),
-                None => Vec::new(),
-            };
-            let _ = d.storage.ack_all(&stored);
-            d.unstored.fetch_add(n - stored.len() as u64, Relaxed);
-        }
         result.ok().map(|_| visited)
     }
 
