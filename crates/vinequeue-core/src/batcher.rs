@@ -59,9 +59,9 @@ pub(crate) struct Batcher<T> {
     /// Durable mode: dead letters the dead-letter log could not take (full, or failing),
     /// still unacknowledged in the main log: tried again now and then, so that room
     /// made later (a redrive) takes them without waiting for a restart.
-    unstored: Vec<Unstored>,
-    /// When to try `unstored` again.
-    unstored_retry_at: Instant,
+    refused: Vec<Refused>,
+    /// When to try `refused` again.
+    refused_retry_at: Instant,
     /// Durable mode: what a take found to settle once it has let go of the cursor
     /// (writing to the dead-letter log and acknowledging can wait on the disk, and
     /// producers shedding the oldest items take the cursor too): numbers the log lost,
@@ -144,8 +144,8 @@ impl<T: Send + 'static> Batcher<T> {
             give_up: false,
             spills_seen: 0,
             log_unreadable: false,
-            unstored: Vec::new(),
-            unstored_retry_at: Instant::now(),
+            refused: Vec::new(),
+            refused_retry_at: Instant::now(),
             lost: Vec::new(),
             undecodable: Vec::new(),
             phase: Phase::Idle { waited: false },
@@ -206,7 +206,7 @@ impl<T: Send + 'static> Batcher<T> {
     pub(crate) fn step(&mut self) -> Step<T> {
         let batch_size = self.shared.config.batch_size;
         self.note_arrivals();
-        self.retry_unstored();
+        self.retry_refused();
         loop {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Idle { waited } => {
@@ -379,7 +379,7 @@ impl<T: Send + 'static> Batcher<T> {
             }
             let _ = d.storage.ack_all(&seqs);
         }
-        self.retry_unstored();
+        self.retry_refused();
         self.shared.in_flight.store(0, SeqCst);
         if self.give_up {
             self.phase = Phase::Done;
@@ -488,7 +488,9 @@ impl<T: Send + 'static> Batcher<T> {
             return;
         };
         for (from, to) in self.lost.drain(..) {
-            ack_lost(d.storage.as_ref(), from, to);
+            // (An error leaves them for the next start, whose recovery finds no record
+            // for them either.)
+            let _ = d.storage.ack_range(from, to);
         }
         if !self.undecodable.is_empty() {
             let undecodable = std::mem::take(&mut self.undecodable);
@@ -545,23 +547,23 @@ impl<T: Send + 'static> Batcher<T> {
     }
 
     /// Durable mode: tries again to store the dead letters the dead-letter log refused
-    /// (at most every `UNSTORED_RETRY`), reading their records back from the main log;
+    /// (at most every `REFUSED_RETRY`), reading their records back from the main log;
     /// those it takes are acknowledged there.
-    fn retry_unstored(&mut self) {
-        if self.unstored.is_empty() || Instant::now() < self.unstored_retry_at {
+    fn retry_refused(&mut self) {
+        if self.refused.is_empty() || Instant::now() < self.refused_retry_at {
             return;
         }
-        self.unstored_retry_at = Instant::now() + UNSTORED_RETRY;
+        self.refused_retry_at = Instant::now() + REFUSED_RETRY;
         let Some(d) = &self.shared.durable else {
             return;
         };
         let Some(dead) = &d.dead_letters else {
             return;
         };
-        let take = self.unstored.len().min(256);
+        let take = self.refused.len().min(256);
         let mut records = Vec::with_capacity(take);
         let mut gone = Vec::new();
-        for letter in &self.unstored[..take] {
+        for letter in &self.refused[..take] {
             let mut payload = None;
             let _ = d.storage.read(letter.seq, 1, &mut |seq, bytes| {
                 if seq == letter.seq {
@@ -587,7 +589,7 @@ impl<T: Send + 'static> Batcher<T> {
         if !stored.is_empty() && d.storage.ack_all(&stored).is_err() {
             return;
         }
-        self.unstored
+        self.refused
             .retain(|l| stored.binary_search(&l.seq).is_err() && !gone.contains(&l.seq));
     }
 
@@ -684,13 +686,13 @@ impl<T: Send + 'static> Batcher<T> {
                     .into_iter()
                     .filter(|s| stored.binary_search(s).is_err())
                     .collect::<Vec<u64>>();
-                if self.unstored.len() < MAX_UNSTORED_TRACKED {
-                    self.unstored.extend(refused.iter().map(|&seq| Unstored {
+                if self.refused.len() < MAX_REFUSED_TRACKED {
+                    self.refused.extend(refused.iter().map(|&seq| Refused {
                         seq,
                         reason: format!("{reason:?}"),
                         error: text.clone(),
                     }));
-                    self.unstored_retry_at = Instant::now() + UNSTORED_RETRY;
+                    self.refused_retry_at = Instant::now() + REFUSED_RETRY;
                 }
                 kept.extend(refused);
                 kept.sort_unstable();
@@ -743,18 +745,18 @@ impl<T: Send + 'static> Batcher<T> {
 }
 
 /// A dead letter the dead-letter log refused, to be tried again.
-struct Unstored {
+struct Refused {
     seq: u64,
     reason: String,
     error: String,
 }
 
 /// How often refused dead letters are tried again.
-const UNSTORED_RETRY: Duration = Duration::from_secs(1);
+const REFUSED_RETRY: Duration = Duration::from_secs(1);
 
 /// Most refused dead letters kept for another try (beyond that they wait in the main
 /// log for the next start).
-const MAX_UNSTORED_TRACKED: usize = 100_000;
+const MAX_REFUSED_TRACKED: usize = 100_000;
 
 /// `reason` of a record stored because it did not decode.
 pub(crate) const UNDECODABLE: &str = "Undecodable";
@@ -791,10 +793,4 @@ fn store_dead_letters(dead: &dyn Storage, records: Vec<StoredRecord>) -> Vec<u64
     }
     stored.sort_unstable();
     stored
-}
-
-/// Acknowledges the numbers `from..=to`, which hold no record (lost to damage). An error
-/// leaves them for the next start, whose recovery finds no record for them either.
-fn ack_lost(storage: &dyn Storage, from: u64, to: u64) {
-    let _ = storage.ack_range(from, to);
 }

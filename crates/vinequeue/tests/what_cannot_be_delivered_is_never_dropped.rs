@@ -24,65 +24,15 @@ fn config() -> Config {
         .shutdown_timeout(Duration::from_millis(500))
 }
 
-/// A storage that takes nothing while `full` is set: every append fails as a full one
-/// does. (Otherwise a `MemStorage`.)
-#[derive(Default)]
-struct Refusing {
-    full: AtomicBool,
-    inner: MemStorage,
-}
-
-impl Refusing {
-    fn full() -> Self {
-        Refusing {
-            full: AtomicBool::new(true),
-            inner: MemStorage::default(),
-        }
-    }
-}
-
-impl Storage for Refusing {
-    fn append(&self, record: &[u8]) -> Result<u64, Error> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(Error::LogFull { size: 0, limit: 0 });
-        }
-        self.inner.append(record)
-    }
-    fn sync(&self) -> Result<(), Error> {
-        self.inner.sync()
-    }
-    fn read(
-        &self,
-        from: u64,
-        max: usize,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
-    ) -> Result<usize, Error> {
-        self.inner.read(from, max, visit)
-    }
-    fn ack(&self, seq: u64) -> Result<(), Error> {
-        self.inner.ack(seq)
-    }
-    fn acked_through(&self) -> u64 {
-        self.inner.acked_through()
-    }
-    fn next_seq(&self) -> u64 {
-        self.inner.next_seq()
-    }
-    fn size(&self) -> u64 {
-        self.inner.size()
-    }
-    fn recovery(&self) -> RecoveryReport {
-        self.inner.recovery()
-    }
-}
-
-/// An in-memory storage with a fault in its reads.
+/// An in-memory storage with a fault.
 struct Faulty {
     inner: MemStorage,
     fault: Fault,
 }
 
 enum Fault {
+    /// Appends fail as on a full storage while this is set.
+    Full(AtomicBool),
     /// It has lost this record (as a log does to damage): reads skip it.
     Lost(u64),
     /// Every read fails (an I/O error); counts the attempts.
@@ -90,6 +40,11 @@ enum Fault {
 }
 
 impl Faulty {
+    /// Empty, and full until told otherwise.
+    fn full() -> Self {
+        Faulty::new(Fault::Full(AtomicBool::new(true)), [])
+    }
+
     fn new(fault: Fault, records: impl IntoIterator<Item = u32>) -> Self {
         let inner = MemStorage::default();
         for v in records {
@@ -101,6 +56,11 @@ impl Faulty {
 
 impl Storage for Faulty {
     fn append(&self, record: &[u8]) -> Result<u64, Error> {
+        if let Fault::Full(full) = &self.fault {
+            if full.load(Ordering::SeqCst) {
+                return Err(Error::LogFull { size: 0, limit: 0 });
+            }
+        }
         self.inner.append(record)
     }
     fn sync(&self) -> Result<(), Error> {
@@ -118,6 +78,7 @@ impl Storage for Faulty {
                 reads.fetch_add(1, Ordering::SeqCst);
                 return Err(Error::Io(std::io::Error::other("the disk is gone")));
             }
+            Fault::Full(_) => return self.inner.read(from, max, visit),
         };
         let mut visited = 0;
         // Read one more than asked for, so that skipping the lost one still hands over
@@ -168,7 +129,7 @@ fn a_dead_letter_the_dead_letter_log_refuses_stays_in_the_main_log() {
         let queue = Queue::with_storage(
             config(),
             Arc::clone(&log),
-            Some(Arc::new(Refusing::full())),
+            Some(Arc::new(Faulty::full())),
             sink,
         )
         .unwrap();
@@ -511,7 +472,7 @@ fn redrive_into_a_full_log_under_drop_newest_keeps_the_letter() {
 
 #[test]
 fn a_dead_letter_refused_for_lack_of_room_is_stored_once_there_is_room() {
-    let dead = Arc::new(Refusing::full());
+    let dead = Arc::new(Faulty::full());
     let log = Arc::new(MemStorage::default());
     let (sink, _) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("rejected")));
     let queue = Queue::with_storage(
@@ -527,7 +488,10 @@ fn a_dead_letter_refused_for_lack_of_room_is_stored_once_there_is_room() {
     assert_eq!(queue.metrics().dead_letters_unstored_total, 1);
     assert_eq!(log.acked_through(), 0, "kept in the main log");
     // Room comes (a redrive elsewhere, say): the letter moves over without a restart.
-    dead.full.store(false, Ordering::SeqCst);
+    let Fault::Full(full) = &dead.fault else {
+        unreachable!()
+    };
+    full.store(false, Ordering::SeqCst);
     assert!(
         eventually(Duration::from_secs(10), || log.acked_through() == 1),
         "the refused letter stayed in the main log"
