@@ -379,7 +379,6 @@ impl<T: Send + 'static> Batcher<T> {
             }
             let _ = d.storage.ack_all(&seqs);
         }
-        self.retry_refused();
         self.shared.in_flight.store(0, SeqCst);
         if self.give_up {
             self.phase = Phase::Done;
