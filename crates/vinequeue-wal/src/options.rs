@@ -15,6 +15,7 @@ pub struct WalOptions {
     pub(crate) sync_mode: SyncMode,
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) max_record_size: u32,
+    pub(crate) background_reclaim: bool,
 }
 
 impl Default for WalOptions {
@@ -25,6 +26,7 @@ impl Default for WalOptions {
             sync_mode: SyncMode::Periodic(Duration::from_millis(100)),
             recovery_mode: RecoveryMode::SkipCorrupt,
             max_record_size: 16 * 1024 * 1024,
+            background_reclaim: true,
         }
     }
 }
@@ -69,6 +71,22 @@ impl WalOptions {
     /// `max_size`, never turns stored records into damage.
     pub fn max_record_size(mut self, bytes: u32) -> Self {
         self.max_record_size = bytes;
+        self
+    }
+
+    /// Whether segments whose records are all acknowledged are deleted on a thread of
+    /// the log's own (`true`, the default) or inside the acknowledging call (`false`).
+    ///
+    /// Deleting a segment writes the checkpoint, unlinks the file and syncs the
+    /// directory: a few hundred microseconds, and tens of milliseconds while the disk is
+    /// busy writing back. In the background, an acknowledgement returns at once (the
+    /// queue's batcher acknowledges every batch, and stalled there, it let the memory
+    /// ring fill up behind it) and [`size`](vinequeue_core::Storage::size) drops once the
+    /// deletion is done. An `append` that finds the log full while a deletion is under
+    /// way waits for it before it reports `LogFull`; a deletion that fails is reported by
+    /// the next acknowledgement, and tried again.
+    pub fn background_reclaim(mut self, on: bool) -> Self {
+        self.background_reclaim = on;
         self
     }
 

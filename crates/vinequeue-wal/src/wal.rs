@@ -375,6 +375,85 @@ impl<F: Fs> Prefetch<F> {
     }
 }
 
+/// Deletes acknowledged segments on a thread of the log's own
+/// ([`WalOptions::background_reclaim`]), so that an acknowledgement does not wait for the
+/// checkpoint write, the unlink and the directory sync.
+struct Reclaimer {
+    state: Mutex<ReclaimState>,
+    /// Wakes the thread (work, or closing) and those waiting for it to finish.
+    cond: Condvar,
+    /// The thread runs: acknowledgements hand deletions to it.
+    running: AtomicBool,
+}
+
+struct ReclaimState {
+    /// A reclaim was asked for since the thread last started one.
+    wanted: bool,
+    /// The thread is reclaiming.
+    busy: bool,
+    /// The log is closing: the thread does what was asked, then exits.
+    closed: bool,
+    /// The last background reclaim failed with this; the next acknowledgement reports it.
+    error: Option<Error>,
+}
+
+/// Longest an `append` that finds the log full waits for a deletion under way.
+const RECLAIM_WAIT: Duration = Duration::from_secs(10);
+
+impl Reclaimer {
+    fn new() -> Self {
+        Reclaimer {
+            state: Mutex::new(ReclaimState {
+                wanted: false,
+                busy: false,
+                closed: false,
+                error: None,
+            }),
+            cond: Condvar::new(),
+            running: AtomicBool::new(false),
+        }
+    }
+
+    fn request(&self) {
+        let mut st = self.state.lock();
+        if !st.wanted {
+            st.wanted = true;
+            self.cond.notify_all();
+        }
+    }
+
+    /// Whether a reclaim is asked for or running.
+    fn pending(&self) -> bool {
+        let st = self.state.lock();
+        st.wanted || st.busy
+    }
+
+    /// Waits until no reclaim is asked for or running (or `RECLAIM_WAIT` has passed).
+    fn wait_idle(&self) {
+        let deadline = Instant::now() + RECLAIM_WAIT;
+        let mut st = self.state.lock();
+        while (st.wanted || st.busy) && self.running.load(Ordering::Acquire) {
+            if self.cond.wait_until(&mut st, deadline).timed_out() {
+                return;
+            }
+        }
+    }
+
+    fn take_error(&self) -> Option<Error> {
+        self.state.lock().error.take()
+    }
+
+    /// Stops the thread after the reclaim asked for, if any, and waits for it.
+    fn close(&self, thread: Option<JoinHandle<()>>) {
+        self.state.lock().closed = true;
+        self.cond.notify_all();
+        if let Some(h) = thread {
+            let _ = h.join();
+        }
+        self.running.store(false, Ordering::Release);
+    }
+}
+
 struct Inner<F: Fs> {
     fs: F,
     dir: PathBuf,
@@ -403,6 +482,10 @@ struct Inner<F: Fs> {
     syncing: Mutex<()>,
     sync: CachePadded<GroupCommit>,
     prefetch: Prefetch<F>,
+    reclaimer: Reclaimer,
+    /// `first_seq` of the active segment (0 while there is none): every other listed
+    /// segment is sealed.
+    active_first: AtomicU64,
     failed: Mutex<Option<String>>,
     has_failed: AtomicBool,
     /// Bytes of segment files plus the checkpoint.
@@ -435,6 +518,7 @@ struct Inner<F: Fs> {
 pub struct Wal<F: Fs = RealFs> {
     inner: Arc<Inner<F>>,
     syncer: Option<JoinHandle<()>>,
+    reclaimer: Option<JoinHandle<()>>,
 }
 
 impl Wal<RealFs> {
@@ -446,6 +530,16 @@ impl Wal<RealFs> {
     /// directory, [`Error::Corrupt`] under [`RecoveryMode::Strict`], [`Error::Io`].
     pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Self, Error> {
         Self::open_with(RealFs, dir, opts)
+    }
+}
+
+/// Whether `e` (from rolling to a new segment) could go away once acknowledged segments
+/// are deleted: the log's size limit, or a full disk.
+fn frees_up(e: &Error) -> bool {
+    match e {
+        Error::LogFull { .. } => true,
+        Error::Io(io) => io.kind() == io::ErrorKind::StorageFull,
+        _ => false,
     }
 }
 
@@ -514,6 +608,7 @@ impl<F: Fs> Wal<F> {
             Err(Error::Io(e)) if e.kind() == io::ErrorKind::StorageFull => None,
             Err(e) => return Err(e),
         };
+        let active_first = active.as_ref().map_or(0, |a| a.first_seq);
         let mut all = segments;
         all.extend(active.iter().cloned());
         let size = size
@@ -544,6 +639,8 @@ impl<F: Fs> Wal<F> {
                 last_sync_ns: AtomicU64::new(0),
             }),
             prefetch: Prefetch::new(),
+            reclaimer: Reclaimer::new(),
+            active_first: AtomicU64::new(active_first),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             size: AtomicU64::new(size),
@@ -574,7 +671,23 @@ impl<F: Fs> Wal<F> {
             }
             _ => None,
         };
-        Ok(Wal { inner, syncer })
+        // Without the thread (it could not start), acknowledgements reclaim inline.
+        let reclaimer = if inner.opts.background_reclaim {
+            let worker = Arc::clone(&inner);
+            let spawned = std::thread::Builder::new()
+                .name("vinequeue-wal-reclaim".into())
+                .spawn(move || worker.reclaim_loop());
+            spawned
+                .ok()
+                .inspect(|_| inner.reclaimer.running.store(true, Ordering::Release))
+        } else {
+            None
+        };
+        Ok(Wal {
+            inner,
+            syncer,
+            reclaimer,
+        })
     }
 
     /// The directory of the log.
@@ -592,6 +705,21 @@ impl<F: Fs> Wal<F> {
         self.inner.has_failed.load(Ordering::Acquire)
     }
 
+    /// Deletes, now and on this thread, the sealed segments whose records are all
+    /// acknowledged (after a deletion the background thread has under way, if any).
+    /// With [`WalOptions::background_reclaim`] (the default) acknowledgements leave this
+    /// to the log's thread; call it to have the space back before going on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the checkpoint cannot be written or a file cannot be deleted
+    /// (what could not be deleted stays, and is tried again later).
+    pub fn reclaim(&self) -> Result<(), Error> {
+        // An earlier background failure is superseded by this attempt's outcome.
+        let _ = self.inner.reclaimer.take_error();
+        self.inner.reclaim()
+    }
+
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.inner.segments.read().len()
@@ -606,6 +734,7 @@ impl<F: Fs> Drop for Wal<F> {
             let _ = h.join();
         }
         self.inner.prefetch.close();
+        self.inner.reclaimer.close(self.reclaimer.take());
         if !self.inner.has_failed.load(Ordering::Acquire) {
             if self.inner.opts.sync_mode != SyncMode::Os {
                 let _ = self.inner.sync_all_appended();
@@ -677,7 +806,24 @@ impl<F: Fs> Inner<F> {
             .as_ref()
             .is_some_and(|a| w.pos + frame_len <= a.file.len());
         if !fits {
-            self.roll(&mut w)?;
+            match self.roll(&mut w) {
+                Ok(()) => {}
+                // Space an acknowledgement freed may be on its way: wait for the
+                // deletion (which needs the writer's lock), then look again.
+                Err(e) if frees_up(&e) && self.reclaimer.pending() => {
+                    drop(w);
+                    self.reclaimer.wait_idle();
+                    w = self.writer.lock();
+                    let fits = w
+                        .active
+                        .as_ref()
+                        .is_some_and(|a| w.pos + frame_len <= a.file.len());
+                    if !fits {
+                        self.roll(&mut w)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         let seq = w.next_seq;
         // `MAX_SEQ` itself is never handed out: recovery caps `next_seq` there, also when
@@ -746,6 +892,7 @@ impl<F: Fs> Inner<F> {
         // chunk.
         let len = (2 * PREPARE_CHUNK).min(seg.file.len());
         self.prefetch.request(Arc::clone(&seg), 0, len, None);
+        self.active_first.store(seg.first_seq, Ordering::Release);
         w.active = Some(seg);
         w.pos = SEGMENT_HEADER_LEN as u64;
         Ok(())
@@ -963,12 +1110,56 @@ impl<F: Fs> Inner<F> {
             for &(lo, hi) in ranges {
                 acks.add(lo.max(1), hi.min(next - 1));
             }
-            acks.through > before
+            (acks.through > before).then_some(acks.through)
         };
-        if advanced {
-            self.reclaim()?;
+        if !self.reclaimer.running.load(Ordering::Acquire) {
+            return match advanced {
+                Some(_) => self.reclaim(),
+                None => Ok(()),
+            };
         }
-        Ok(())
+        if advanced.is_some_and(|through| self.oldest_sealed_acked(through)) {
+            self.reclaimer.request();
+        }
+        match self.reclaimer.take_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the oldest segment is sealed and all its records are acknowledged by
+    /// `through`: the cheap test of whether a reclaim would delete anything.
+    fn oldest_sealed_acked(&self, through: u64) -> bool {
+        let segs = self.segments.read();
+        segs.first().is_some_and(|s| {
+            s.first_seq != self.active_first.load(Ordering::Acquire)
+                && s.last_seq.load(Ordering::Acquire) <= through
+        })
+    }
+
+    /// The reclaim thread: reclaims each time one is asked for, until the log closes.
+    fn reclaim_loop(&self) {
+        let r = &self.reclaimer;
+        let mut st = r.state.lock();
+        loop {
+            if st.wanted {
+                st.wanted = false;
+                st.busy = true;
+                drop(st);
+                let result = self.reclaim();
+                st = r.state.lock();
+                st.busy = false;
+                if let Err(e) = result {
+                    st.error = Some(e);
+                }
+                r.cond.notify_all();
+                continue;
+            }
+            if st.closed {
+                return;
+            }
+            r.cond.wait(&mut st);
+        }
     }
 
     /// Deletes the sealed segments whose records are all acknowledged, after persisting

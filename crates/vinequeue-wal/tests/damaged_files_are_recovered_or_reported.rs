@@ -307,6 +307,7 @@ fn fully_acknowledged_segments_are_deleted_and_numbering_continues() {
     for s in 1..=100 {
         wal.ack(s).unwrap();
     }
+    wal.reclaim().unwrap();
     assert_eq!(wal.segment_count(), 1, "only the active segment remains");
     assert!(wal.size() < before);
     drop(wal);

@@ -57,6 +57,7 @@ fn deliver_everything_and_go_on(wal: &Wal<SimFs>) {
         assert_eq!(wal.append(&payload(seq)).unwrap(), seq);
         wal.ack(seq).unwrap();
     }
+    wal.reclaim().unwrap();
     assert_eq!(wal.acked_through(), wal.next_seq() - 1);
     assert_eq!(
         wal.segment_count(),
@@ -88,6 +89,7 @@ fn records_lost_to_a_power_cut_under_the_checkpoints_next_seq_do_not_block_the_m
         // that says next_seq = 1001; records 900..=1000 are not synced.
         let acks: Vec<u64> = (1..=500).collect();
         wal.ack_all(&acks).unwrap();
+        wal.reclaim().unwrap();
         let fs = fs.power_cut();
         drop(wal);
 

@@ -1,0 +1,201 @@
+//! Deleting acknowledged segments (checkpoint write, unlink, directory sync) runs on the
+//! log's own thread by default (`WalOptions::background_reclaim`): the queue's batcher
+//! acknowledges every batch, and a deletion inside that call (tens of milliseconds while
+//! the disk writes back) let the memory ring fill up behind it. Moved off the caller, the
+//! deletion must still happen, be reported when it fails, be waited for by an `append`
+//! that needs the space, and be finished when the log closes.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vinequeue_core::{Error, Storage};
+use vinequeue_wal::sim::{FaultOp, SimFs};
+use vinequeue_wal::{SyncMode, Wal, WalOptions};
+
+const DIR: &str = "/wal";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn opts() -> WalOptions {
+    // Segments of 64 KiB: about 30 records of 2000 bytes each.
+    WalOptions::default()
+        .segment_size(64 * 1024)
+        .max_size(1 << 30)
+        .sync_mode(SyncMode::Os)
+}
+
+fn record(i: u64) -> Vec<u8> {
+    vec![i as u8; 2000]
+}
+
+/// Appends until the log has at least `segments` segment files; returns the last number.
+fn fill(wal: &Wal<SimFs>, segments: usize) -> u64 {
+    let mut last = 0;
+    while wal.segment_count() < segments {
+        last = wal.append(&record(last + 1)).unwrap();
+    }
+    last
+}
+
+/// Acknowledges `1..=last` on another thread; panics if that does not return in `WAIT`
+/// (an acknowledgement that waited for a paused deletion would never return).
+fn ack_elsewhere(wal: &Arc<Wal<SimFs>>, last: u64) -> Result<(), Error> {
+    let (tx, rx) = mpsc::channel();
+    let acker = Arc::clone(wal);
+    std::thread::spawn(move || {
+        let all: Vec<u64> = (1..=last).collect();
+        let _ = tx.send(acker.ack_all(&all));
+    });
+    rx.recv_timeout(WAIT)
+        .expect("the acknowledgement waited for the deletion")
+}
+
+fn segment_files(fs: &SimFs) -> usize {
+    fs.segment_files(Path::new(DIR)).len()
+}
+
+#[test]
+fn an_acknowledgement_returns_while_the_deletion_is_stuck() {
+    let fs = SimFs::new(1);
+    let wal = Arc::new(Wal::open_with(fs.clone(), DIR, opts()).unwrap());
+    let last = fill(&wal, 4);
+    let stuck = fs.pause_nth(FaultOp::Remove, 1);
+    ack_elsewhere(&wal, last).unwrap();
+    assert!(stuck.wait_reached(WAIT), "the deletion was never started");
+    assert!(wal.segment_count() >= 4, "nothing can be gone yet");
+    stuck.release();
+    wal.reclaim().unwrap();
+    assert_eq!(wal.segment_count(), 1, "only the active segment remains");
+    assert_eq!(segment_files(&fs), 1);
+}
+
+#[test]
+fn acknowledged_segments_go_without_anyone_asking_again() {
+    let fs = SimFs::new(2);
+    let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
+    let last = fill(&wal, 4);
+    wal.ack_range(1, last).unwrap();
+    let start = Instant::now();
+    while wal.segment_count() > 1 {
+        assert!(
+            start.elapsed() < WAIT,
+            "acknowledged segments were never deleted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(segment_files(&fs), 1);
+    assert_eq!(wal.acked_through(), last);
+}
+
+/// A log at its size limit (or on a full disk) with a deletion under way: the `append`
+/// that needs the space waits for it rather than reporting the log full.
+#[test]
+fn an_append_that_needs_the_space_waits_for_the_deletion_under_way() {
+    for full_disk in [false, true] {
+        let fs = SimFs::new(3);
+        let opts = if full_disk {
+            // The disk, not the limit, runs out: room for 4 segments and the checkpoint.
+            fs.set_capacity(Some(4 * 64 * 1024 + 4096));
+            opts()
+        } else {
+            opts().max_size(4 * 64 * 1024 + 4096)
+        };
+        let wal = Arc::new(Wal::open_with(fs.clone(), DIR, opts).unwrap());
+        let mut last = 0;
+        let full = loop {
+            match wal.append(&record(last + 1)) {
+                Ok(seq) => last = seq,
+                Err(e) => break e,
+            }
+        };
+        match (&full, full_disk) {
+            (Error::LogFull { .. }, false) => {}
+            (Error::Io(e), true) if e.kind() == std::io::ErrorKind::StorageFull => {}
+            other => panic!("expected the log to be full, got {other:?}"),
+        }
+        let stuck = fs.pause_nth(FaultOp::Remove, 1);
+        ack_elsewhere(&wal, last).unwrap();
+        assert!(stuck.wait_reached(WAIT), "the deletion was never started");
+        let (tx, rx) = mpsc::channel();
+        let appender = Arc::clone(&wal);
+        std::thread::spawn(move || tx.send(appender.append(&record(0))).unwrap());
+        match rx.recv_timeout(Duration::from_millis(300)) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            other => panic!(
+                "the append did not wait for the deletion under way (full disk: \
+                 {full_disk}): {other:?}"
+            ),
+        }
+        stuck.release();
+        let appended = rx.recv_timeout(WAIT).expect("the append never returned");
+        assert_eq!(
+            appended.unwrap(),
+            last + 1,
+            "once the space is back the append goes through"
+        );
+    }
+}
+
+#[test]
+fn a_failed_background_deletion_is_reported_once_and_tried_again() {
+    let fs = SimFs::new(4);
+    let wal = Arc::new(Wal::open_with(fs.clone(), DIR, opts()).unwrap());
+    let last = fill(&wal, 4);
+    let held = fs.fail_nth_and_hold(FaultOp::Remove, 1, std::io::ErrorKind::PermissionDenied);
+    ack_elsewhere(&wal, last).expect("the failure comes after the acknowledgement returned");
+    assert!(held.wait_reached(WAIT), "the deletion was never started");
+    held.release();
+    // The next acknowledgement (any, even one that moves nothing) reports it.
+    let start = Instant::now();
+    let reported = loop {
+        match wal.ack(1) {
+            Err(e) => break e,
+            Ok(()) => {
+                assert!(
+                    start.elapsed() < WAIT,
+                    "the failed deletion was never reported"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    assert!(
+        matches!(&reported, Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied),
+        "{reported:?}"
+    );
+    wal.ack(1).expect("a failure is reported once");
+    assert!(
+        wal.segment_count() > 1,
+        "the segment that failed stays listed"
+    );
+    wal.reclaim().unwrap();
+    assert_eq!(wal.segment_count(), 1);
+    assert_eq!(segment_files(&fs), 1);
+}
+
+#[test]
+fn closing_the_log_finishes_the_deletion_asked_for() {
+    for seed in 0..20 {
+        let fs = SimFs::new(seed);
+        let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
+        let last = fill(&wal, 4);
+        wal.ack_range(1, last).unwrap();
+        drop(wal);
+        assert_eq!(
+            segment_files(&fs),
+            1,
+            "seed {seed}: the log closed with acknowledged segments left on disk"
+        );
+    }
+}
+
+#[test]
+fn without_the_thread_the_acknowledgement_deletes() {
+    let fs = SimFs::new(5);
+    let wal = Wal::open_with(fs.clone(), DIR, opts().background_reclaim(false)).unwrap();
+    let last = fill(&wal, 4);
+    wal.ack_range(1, last).unwrap();
+    assert_eq!(wal.segment_count(), 1);
+    assert_eq!(segment_files(&fs), 1);
+}
