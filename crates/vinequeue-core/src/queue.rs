@@ -374,28 +374,37 @@ impl<T: Send + 'static> Queue<T> {
 
     /// Encodes `item` into this thread's reusable buffer (a fresh one if it is in use,
     /// which only a re-entrant call from inside a sink could cause) and runs `then`.
+    ///
+    /// Inlined, with `then` called from one place: each call level the item passes
+    /// through by value is a copy of it.
+    #[inline(always)]
     fn with_encoded(
         &self,
         d: &Durable<T>,
         item: T,
         then: impl FnOnce(&[u8], T) -> Result<u64, EnqueueError<T>>,
     ) -> Result<u64, EnqueueError<T>> {
-        let run = |buf: &mut Vec<u8>| match (d.codec.encode_into)(&item, buf) {
-            Ok(()) => then(buf, item),
-            Err(e) => Err(EnqueueError::Failed(item, e)),
-        };
-        crate::shared::ENCODE_BUF.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                buf.clear();
-                run(&mut buf)
+        crate::shared::ENCODE_BUF.with(|cell| {
+            let mut fresh = Vec::new();
+            let mut shared = cell.try_borrow_mut().ok();
+            let buf = match shared.as_deref_mut() {
+                Some(buf) => {
+                    buf.clear();
+                    buf
+                }
+                None => &mut fresh,
+            };
+            match (d.codec.encode_into)(&item, buf) {
+                Ok(()) => then(buf, item),
+                Err(e) => Err(EnqueueError::Failed(item, e)),
             }
-            Err(_) => run(&mut Vec::new()),
         })
     }
 
     /// Appends the encoded item and queues it; on a full log applies the overflow policy,
     /// waiting (for `Block` and `DropOldest`) only if `wait`. Returns the item's sequence
     /// number, 0 if `DropNewest` dropped it.
+    #[inline(always)]
     fn append_or_overflow(
         &self,
         d: &Durable<T>,
@@ -403,56 +412,66 @@ impl<T: Send + 'static> Queue<T> {
         item: T,
         wait: bool,
     ) -> Result<u64, EnqueueError<T>> {
-        let mut item = item;
+        match self.append_and_queue(d, bytes, item) {
+            Ok(seq) => Ok(seq),
+            Err(refused) => self.append_refused(d, bytes, refused, wait),
+        }
+    }
+
+    /// [`append_or_overflow`](Self::append_or_overflow) once the append was refused with
+    /// `first`: the overflow policy on a full log, the error otherwise.
+    #[cold]
+    #[inline(never)]
+    fn append_refused(
+        &self,
+        d: &Durable<T>,
+        bytes: &[u8],
+        first: (Error, T),
+        wait: bool,
+    ) -> Result<u64, EnqueueError<T>> {
+        let mut outcome = Err(first);
         let mut deadline = None;
         loop {
-            match self.append_and_queue(d, bytes, item) {
+            let item = match outcome {
                 Ok(seq) => return Ok(seq),
-                Err((Error::LogFull { .. }, back)) => {
-                    item = back;
-                    match self.shared.config.overflow {
-                        OverflowPolicy::Reject => return Err(EnqueueError::Full(item)),
-                        OverflowPolicy::DropOldest => {
-                            if self.shed_oldest(d) {
-                                continue;
-                            }
-                            if !wait || self.shared.on_batcher_thread() {
-                                return Err(EnqueueError::Full(item));
-                            }
-                            let end = *deadline
-                                .get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
-                            if Instant::now() >= end {
-                                return Err(EnqueueError::Full(item));
-                            }
-                            // Room comes once the batch in flight is acknowledged.
-                            self.wait_for_progress(
-                                end.min(Instant::now() + Duration::from_millis(10)),
-                            );
-                        }
-                        OverflowPolicy::DropNewest => {
-                            self.shared.counters.dropped_newest.fetch_add(1, Relaxed);
-                            return Ok(0);
-                        }
-                        OverflowPolicy::Block(timeout) => {
-                            // (Room comes from the batcher: on its own thread, no wait.)
-                            if !wait || self.shared.on_batcher_thread() {
-                                return Err(EnqueueError::Full(item));
-                            }
-                            let end =
-                                *deadline.get_or_insert_with(|| after(Instant::now(), timeout));
-                            if Instant::now() >= end {
-                                return Err(EnqueueError::Full(item));
-                            }
-                            // Acknowledgements free space; wait for progress, then retry.
-                            self.wait_for_progress(
-                                end.min(Instant::now() + Duration::from_millis(50)),
-                            );
-                        }
-                    }
-                }
+                Err((Error::LogFull { .. }, item)) => item,
                 Err((Error::Closed, back)) => return Err(EnqueueError::Closed(back)),
                 Err((e, back)) => return Err(EnqueueError::Failed(back, e)),
+            };
+            match self.shared.config.overflow {
+                OverflowPolicy::Reject => return Err(EnqueueError::Full(item)),
+                OverflowPolicy::DropOldest => {
+                    if !self.shed_oldest(d) {
+                        if !wait || self.shared.on_batcher_thread() {
+                            return Err(EnqueueError::Full(item));
+                        }
+                        let end = *deadline
+                            .get_or_insert_with(|| Instant::now() + Duration::from_secs(1));
+                        if Instant::now() >= end {
+                            return Err(EnqueueError::Full(item));
+                        }
+                        // Room comes once the batch in flight is acknowledged.
+                        self.wait_for_progress(end.min(Instant::now() + Duration::from_millis(10)));
+                    }
+                }
+                OverflowPolicy::DropNewest => {
+                    self.shared.counters.dropped_newest.fetch_add(1, Relaxed);
+                    return Ok(0);
+                }
+                OverflowPolicy::Block(timeout) => {
+                    // (Room comes from the batcher: on its own thread, no wait.)
+                    if !wait || self.shared.on_batcher_thread() {
+                        return Err(EnqueueError::Full(item));
+                    }
+                    let end = *deadline.get_or_insert_with(|| after(Instant::now(), timeout));
+                    if Instant::now() >= end {
+                        return Err(EnqueueError::Full(item));
+                    }
+                    // Acknowledgements free space; wait for progress, then retry.
+                    self.wait_for_progress(end.min(Instant::now() + Duration::from_millis(50)));
+                }
             }
+            outcome = self.append_and_queue(d, bytes, item);
         }
     }
 
@@ -567,6 +586,7 @@ impl<T: Send + 'static> Queue<T> {
         true
     }
 
+    #[inline(always)]
     fn append_and_queue(&self, d: &Durable<T>, bytes: &[u8], item: T) -> Result<u64, (Error, T)> {
         let s = &self.shared;
         let guard = d.append_lock.lock();
