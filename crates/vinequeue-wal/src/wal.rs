@@ -1139,7 +1139,18 @@ impl<F: Fs> Inner<F> {
 
     /// The reclaim thread: reclaims each time one is asked for, until the log closes.
     fn reclaim_loop(&self) {
+        /// However the thread ends (closing, or a panic in a file-system call), the
+        /// acknowledgements go back to deleting inline, and nobody waits for it.
+        struct Exit<'a>(&'a Reclaimer);
+        impl Drop for Exit<'_> {
+            fn drop(&mut self) {
+                self.0.running.store(false, Ordering::Release);
+                self.0.state.lock().busy = false;
+                self.0.cond.notify_all();
+            }
+        }
         let r = &self.reclaimer;
+        let _exit = Exit(r);
         let mut st = r.state.lock();
         loop {
             if st.wanted {

@@ -10,9 +10,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use vinequeue_core::{Error, Storage};
 use vinequeue_wal::sim::{FaultOp, SimFs};
-use vinequeue_wal::{SyncMode, Wal, WalOptions};
+use vinequeue_wal::{DirEntry, Fs, SyncMode, Wal, WalOptions};
 
 const DIR: &str = "/wal";
 const WAIT: Duration = Duration::from_secs(10);
@@ -198,4 +200,100 @@ fn without_the_thread_the_acknowledgement_deletes() {
     wal.ack_range(1, last).unwrap();
     assert_eq!(wal.segment_count(), 1);
     assert_eq!(segment_files(&fs), 1);
+}
+
+/// The simulated file system, with a `remove` that panics while `panics` is set.
+#[derive(Clone)]
+struct PanickyRemove {
+    fs: SimFs,
+    panics: Arc<AtomicBool>,
+}
+
+impl Fs for PanickyRemove {
+    type File = <SimFs as Fs>::File;
+    type Lock = <SimFs as Fs>::Lock;
+
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.fs.create_dir_all(dir)
+    }
+    fn try_lock(&self, dir: &Path) -> std::io::Result<Option<Self::Lock>> {
+        self.fs.try_lock(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<DirEntry>> {
+        self.fs.list(dir)
+    }
+    fn create(&self, path: &Path, len: u64) -> std::io::Result<Self::File> {
+        self.fs.create(path, len)
+    }
+    fn open(&self, path: &Path) -> std::io::Result<Self::File> {
+        self.fs.open(path)
+    }
+    fn read_small(&self, path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+        self.fs.read_small(path, limit)
+    }
+    fn write_small(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+        self.fs.write_small(path, data)
+    }
+    fn overwrite(&self, path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.fs.overwrite(path, offset, data)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.fs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        if self.panics.load(Ordering::SeqCst) {
+            panic!("remove of {} panics (injected)", path.display());
+        }
+        self.fs.remove(path)
+    }
+    fn copy(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.fs.copy(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.fs.sync_dir(dir)
+    }
+    fn file_len(&self, path: &Path) -> std::io::Result<u64> {
+        self.fs.file_len(path)
+    }
+}
+
+/// A deletion thread that dies (a panic in a file-system call) must not leave the log
+/// waiting for it: acknowledgements delete inline from then on, and an `append` on a
+/// full log does not wait for a deletion that will never finish.
+#[test]
+fn when_the_deletion_thread_dies_acknowledgements_delete_inline() {
+    let fs = PanickyRemove {
+        fs: SimFs::new(6),
+        panics: Arc::new(AtomicBool::new(true)),
+    };
+    let wal = Wal::open_with(fs.clone(), DIR, opts().max_size(4 * 64 * 1024 + 4096)).unwrap();
+    let mut last = 0;
+    let full = loop {
+        match wal.append(&record(last + 1)) {
+            Ok(seq) => last = seq,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(full, Error::LogFull { .. }), "{full:?}");
+    // The thread takes this deletion and dies in it.
+    wal.ack_range(1, last - 1).unwrap();
+    let start = Instant::now();
+    let again = wal.append(&record(0));
+    assert!(
+        matches!(again, Err(Error::LogFull { .. })),
+        "nothing could be deleted: {again:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the append waited {:?} for a dead thread",
+        start.elapsed()
+    );
+    fs.panics.store(false, Ordering::SeqCst);
+    wal.ack_range(last, last).unwrap();
+    assert_eq!(
+        wal.append(&record(0))
+            .expect("the acknowledgement deleted inline"),
+        last + 1
+    );
+    assert_eq!(segment_files(&fs.fs), 2, "the old segments are gone");
 }
