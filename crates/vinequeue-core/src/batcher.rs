@@ -377,7 +377,7 @@ impl<T: Send + 'static> Batcher<T> {
             if !kept.is_empty() {
                 seqs.retain(|s| kept.binary_search(s).is_err());
             }
-            let _ = d.storage.ack_all(&seqs);
+            d.acked(d.storage.ack_all(&seqs));
         }
         self.shared.in_flight.store(0, SeqCst);
         if self.give_up {
@@ -489,7 +489,7 @@ impl<T: Send + 'static> Batcher<T> {
         for (from, to) in self.lost.drain(..) {
             // (An error leaves them for the next start, whose recovery finds no record
             // for them either.)
-            let _ = d.storage.ack_range(from, to);
+            d.acked(d.storage.ack_range(from, to));
         }
         if !self.undecodable.is_empty() {
             let undecodable = std::mem::take(&mut self.undecodable);
@@ -499,7 +499,7 @@ impl<T: Send + 'static> Batcher<T> {
                 Some(dead) => store_dead_letters(dead.as_ref(), undecodable),
                 None => Vec::new(),
             };
-            let _ = d.storage.ack_all(&stored);
+            d.acked(d.storage.ack_all(&stored));
             d.unstored.fetch_add(n - stored.len() as u64, Relaxed);
         }
     }
@@ -585,7 +585,7 @@ impl<T: Send + 'static> Batcher<T> {
             return;
         }
         let stored = store_dead_letters(dead.as_ref(), records);
-        if !stored.is_empty() && d.storage.ack_all(&stored).is_err() {
+        if !stored.is_empty() && !d.acked(d.storage.ack_all(&stored)) {
             return;
         }
         self.refused

@@ -60,6 +60,13 @@ pub struct Metrics {
     /// counts records read back from the log that do not decode when there is no
     /// dead-letter log to keep them in.
     pub dead_letters_unstored_total: u64,
+    /// Acknowledgements the log reported as failed (durable mode): a checkpoint that
+    /// could not be written, or a delivered segment that could not be deleted. Nothing
+    /// is lost: the log tries again at the next acknowledgement, and until it succeeds
+    /// the space stays in use (and a restart may deliver the acknowledged records
+    /// again). A count that keeps growing points at the disk or the directory's
+    /// permissions.
+    pub log_errors_total: u64,
     /// Median successful send latency (0 with `enable_metrics(false)` or no sends yet).
     pub send_latency_p50: Duration,
     /// 99th percentile successful send latency.

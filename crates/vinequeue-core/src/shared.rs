@@ -172,6 +172,8 @@ pub(crate) struct Durable<T> {
     pub(crate) corrupt: AtomicU64,
     /// Dead letters the dead-letter log could not take; they stay in the main log.
     pub(crate) unstored: AtomicU64,
+    /// Acknowledgements the log reported as failed.
+    pub(crate) log_errors: AtomicU64,
     /// Whether an item has been checked to decode from its own encoding (done once,
     /// for the first item: a type whose encoding does not come back, which could never
     /// be replayed, is refused at its first `enqueue`).
@@ -181,6 +183,20 @@ pub(crate) struct Durable<T> {
     pub(crate) arrivals: Mutex<Arrivals>,
     /// Time zero of `arrivals`: when the queue was created.
     pub(crate) epoch: Instant,
+}
+
+impl<T> Durable<T> {
+    /// Counts a failed acknowledgement (a checkpoint not written, a delivered segment
+    /// not deleted: the log tries again at the next one, and until then the records or
+    /// the space stay); whether it succeeded.
+    pub(crate) fn acked(&self, result: Result<(), Error>) -> bool {
+        let ok = result.is_ok();
+        if !ok {
+            self.log_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        ok
+    }
 }
 
 /// Samples of (the last sequence number published, when it was seen), in increasing

@@ -10,30 +10,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vinequeue::wal::sim::{FaultOp, SimFs};
-use vinequeue::{Batch, Config, Queue, SendError, Storage, SyncMode, Wal, WalOptions};
+use vinequeue::{Batch, Config, NullSink, Queue, SendError, Storage, SyncMode, Wal, WalOptions};
 
 const DIR: &str = "/srv/queue";
 const WAIT: Duration = Duration::from_secs(10);
 
-#[test]
-fn delivery_goes_on_while_a_deletion_is_held() {
-    let fs = SimFs::new(11);
-    let wal = Arc::new(
-        Wal::open_with(
-            fs.clone(),
-            DIR,
-            WalOptions::default()
-                .segment_size(64 * 1024)
-                .max_size(1 << 30)
-                .sync_mode(SyncMode::Os),
-        )
-        .unwrap(),
-    );
-    let config = Config::default()
+/// A log of 64 KiB segments (a few thousand `u64` items each) on `fs`.
+fn wal_on(fs: &SimFs) -> Arc<Wal<SimFs>> {
+    let opts = WalOptions::default()
+        .segment_size(64 * 1024)
+        .max_size(1 << 30)
+        .sync_mode(SyncMode::Os);
+    Arc::new(Wal::open_with(fs.clone(), DIR, opts).unwrap())
+}
+
+/// Small batches, sent at once.
+fn config() -> Config {
+    Config::default()
         .sync_mode(SyncMode::Os)
         .memory_size(64)
         .batch_size(8)
-        .flush_timeout(Duration::from_millis(1));
+        .flush_timeout(Duration::from_millis(1))
+}
+
+#[test]
+fn delivery_goes_on_while_a_deletion_is_held() {
+    let fs = SimFs::new(11);
+    let wal = wal_on(&fs);
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&delivered);
     let sink = move |batch: &Batch<u64>| -> Result<(), SendError> {
@@ -41,7 +44,7 @@ fn delivery_goes_on_while_a_deletion_is_held() {
         Ok(())
     };
     let storage: Arc<dyn Storage> = wal.clone();
-    let queue = Queue::with_storage(config, storage, None, sink).unwrap();
+    let queue = Queue::with_storage(config(), storage, None, sink).unwrap();
     queue.start().unwrap();
 
     let held = fs.pause_nth(FaultOp::Remove, 1);
@@ -83,4 +86,45 @@ fn delivery_goes_on_while_a_deletion_is_held() {
     wal.reclaim().unwrap();
     assert_eq!(wal.segment_count(), 1, "the space came back once released");
     assert_eq!(fs.segment_files(Path::new(DIR)).len(), 1);
+}
+
+#[test]
+fn a_failed_deletion_is_counted_and_tried_again() {
+    let fs = SimFs::new(12);
+    let wal = wal_on(&fs);
+    let storage: Arc<dyn Storage> = wal.clone();
+    let queue = Queue::with_storage(config(), storage, None, NullSink).unwrap();
+    queue.start().unwrap();
+    fs.fail_nth(FaultOp::Remove, 1, std::io::ErrorKind::PermissionDenied);
+
+    let mut next = 0u64;
+    let mut deliver_more = || {
+        for _ in 0..1000 {
+            queue.enqueue(next).unwrap();
+            next += 1;
+        }
+        queue.flush(WAIT).unwrap();
+    };
+    let start = Instant::now();
+    while queue.metrics().log_errors_total == 0 {
+        assert!(
+            start.elapsed() < WAIT,
+            "the failed deletion was never counted"
+        );
+        deliver_more();
+    }
+    assert_eq!(queue.metrics().log_errors_total, 1);
+    // Later deliveries delete what the failed one left.
+    while wal.segment_count() > 2 {
+        assert!(
+            start.elapsed() < WAIT,
+            "the segments the failed deletion left stay on disk"
+        );
+        deliver_more();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    queue.stop().unwrap();
+    let m = queue.metrics();
+    assert_eq!(m.sent_total, next, "every item delivered");
+    assert_eq!(m.log_errors_total, 1, "one failure, reported once");
 }
