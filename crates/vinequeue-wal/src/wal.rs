@@ -706,7 +706,8 @@ impl<F: Fs> Wal<F> {
     }
 
     /// Deletes, now and on this thread, the sealed segments whose records are all
-    /// acknowledged (after a deletion the background thread has under way, if any).
+    /// acknowledged, once the log's own thread has finished the deletion it has under
+    /// way, if any: afterwards [`size`](Storage::size) is what the log's files hold.
     /// With [`WalOptions::background_reclaim`] (the default) acknowledgements leave this
     /// to the log's thread; call it to have the space back before going on.
     ///
@@ -715,6 +716,8 @@ impl<F: Fs> Wal<F> {
     /// [`Error::Io`] if the checkpoint cannot be written or a file cannot be deleted
     /// (what could not be deleted stays, and is tried again later).
     pub fn reclaim(&self) -> Result<(), Error> {
+        // A deletion the log's thread has under way (or was asked for) first.
+        self.inner.reclaimer.wait_idle();
         // An earlier background failure is superseded by this attempt's outcome.
         let _ = self.inner.reclaimer.take_error();
         self.inner.reclaim()
