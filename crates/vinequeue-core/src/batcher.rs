@@ -585,11 +585,16 @@ impl<T: Send + 'static> Batcher<T> {
             return;
         }
         let stored = store_dead_letters(dead.as_ref(), records);
-        if !stored.is_empty() && !d.acked(d.storage.ack_all(&stored)) {
-            return;
+        if !stored.is_empty() {
+            d.acked(d.storage.ack_all(&stored));
         }
-        self.refused
-            .retain(|l| stored.binary_search(&l.seq).is_err() && !gone.contains(&l.seq));
+        // A stored letter leaves the list once its record is acknowledged in the main
+        // log (an error can be the log's failure to free space, with the acknowledgement
+        // recorded: offered again, the letter would be stored twice).
+        self.refused.retain(|l| {
+            !gone.contains(&l.seq)
+                && (stored.binary_search(&l.seq).is_err() || !d.storage.is_acked(l.seq))
+        });
     }
 
     /// Durable mode: samples what has arrived, for `oldest_pending_age`.

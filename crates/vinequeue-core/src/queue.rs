@@ -492,7 +492,10 @@ impl<T: Send + 'static> Queue<T> {
     /// [`EnqueueError::Full`] at once; call [`register_waker`](Queue::register_waker) and
     /// try again when woken. Under `SyncMode::Immediate` it does not wait for the sync
     /// either: the item is in the log but not yet known durable; [`sync`](Queue::sync)
-    /// makes it so.
+    /// makes it so. (One wait remains, inside the log: an append that finds the log full
+    /// while the deletion of delivered segments is under way waits for that deletion,
+    /// milliseconds normally and at most a second, rather than report space missing
+    /// that is being freed.)
     ///
     /// Returns the item's sequence number (0 if `DropNewest` dropped it).
     ///

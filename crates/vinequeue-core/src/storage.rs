@@ -103,7 +103,9 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if reclaiming space failed.
+    /// [`Error::Io`] if reclaiming space failed: the acknowledgement itself is recorded.
+    /// A storage that reclaims in the background may report here a failure of an
+    /// earlier acknowledgement's reclaim.
     fn ack(&self, seq: u64) -> Result<(), Error>;
 
     /// Acknowledges every record in `seqs`. The default calls [`ack`](Storage::ack) for

@@ -83,8 +83,9 @@ impl WalOptions {
     /// queue's batcher acknowledges every batch, and stalled there, it let the memory
     /// ring fill up behind it) and [`size`](vinequeue_core::Storage::size) drops once the
     /// deletion is done. An `append` that finds the log full while a deletion is under
-    /// way waits for it before it reports `LogFull`; a deletion that fails is reported by
-    /// the next acknowledgement, and tried again.
+    /// way (at most a second) before it reports `LogFull`; a deletion that fails is
+    /// reported by the next acknowledgement, and tried again by a later one (or by
+    /// [`Wal::reclaim`](crate::Wal::reclaim), or the next segment roll).
     pub fn background_reclaim(mut self, on: bool) -> Self {
         self.background_reclaim = on;
         self

@@ -397,8 +397,9 @@ struct ReclaimState {
     error: Option<Error>,
 }
 
-/// Longest an `append` that finds the log full waits for a deletion under way.
-const RECLAIM_WAIT: Duration = Duration::from_secs(10);
+/// Longest an `append` that finds the log full waits for a deletion under way (which
+/// takes milliseconds, unless the disk is in trouble).
+const RECLAIM_WAIT: Duration = Duration::from_secs(1);
 
 impl Reclaimer {
     fn new() -> Self {
@@ -813,9 +814,10 @@ impl<F: Fs> Inner<F> {
                 Ok(()) => {}
                 // Space an acknowledgement freed may be on its way: wait for the
                 // deletion (which needs the writer's lock), then look again.
-                Err(e) if frees_up(&e) && self.reclaimer.pending() => {
+                Err(e) if frees_up(&e) && self.reclaim_pending_or_due() => {
                     drop(w);
                     self.reclaimer.wait_idle();
+                    self.check_failed()?;
                     w = self.writer.lock();
                     let fits = w
                         .active
@@ -890,14 +892,19 @@ impl<F: Fs> Inner<F> {
             return Err(self.fail("syncing the log directory", &e));
         }
         self.size.fetch_add(self.segment_size, Ordering::AcqRel);
+        // Before the segment is listed: a listed segment that is not the one named here
+        // is sealed (an acknowledgement racing this roll may ask for a reclaim that
+        // finds nothing to delete yet, never miss one).
+        self.active_first.store(seg.first_seq, Ordering::Release);
         self.segments.write().push(Arc::clone(&seg));
         // The first two chunks; `append` asks for each next one as the writer enters a
         // chunk.
         let len = (2 * PREPARE_CHUNK).min(seg.file.len());
         self.prefetch.request(Arc::clone(&seg), 0, len, None);
-        self.active_first.store(seg.first_seq, Ordering::Release);
         w.active = Some(seg);
         w.pos = SEGMENT_HEADER_LEN as u64;
+        // The segment just sealed may be acknowledged already.
+        self.request_reclaim_if_due();
         Ok(())
     }
 
@@ -1105,7 +1112,19 @@ impl<F: Fs> Inner<F> {
         Ok(())
     }
 
+    /// Records the acknowledgements and has the segments they free deleted; reports a
+    /// failed deletion (this one's, or, in the background, an earlier one's, once).
     fn ack_ranges(&self, ranges: &[(u64, u64)]) -> Result<(), Error> {
+        self.record_acks(ranges)?;
+        match self.reclaimer.take_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// [`ack_ranges`](Self::ack_ranges) without taking a background failure to report
+    /// (for acknowledgements the log makes itself, which would swallow it).
+    fn record_acks(&self, ranges: &[(u64, u64)]) -> Result<(), Error> {
         let next = self.next_seq.load(Ordering::Acquire);
         let advanced = {
             let mut acks = self.acks.lock();
@@ -1124,10 +1143,25 @@ impl<F: Fs> Inner<F> {
         if advanced.is_some_and(|through| self.oldest_sealed_acked(through)) {
             self.reclaimer.request();
         }
-        match self.reclaimer.take_error() {
-            Some(e) => Err(e),
-            None => Ok(()),
+        Ok(())
+    }
+
+    /// Asks for a reclaim if one would delete something now: for a segment sealed
+    /// after the acknowledgements that cover it (no later one may come to ask).
+    fn request_reclaim_if_due(&self) {
+        if self.reclaimer.running.load(Ordering::Acquire) {
+            let through = self.acks.lock().through;
+            if self.oldest_sealed_acked(through) {
+                self.reclaimer.request();
+            }
         }
+    }
+
+    /// Whether a background reclaim is asked for or running, asking for one first if
+    /// one would delete something now.
+    fn reclaim_pending_or_due(&self) -> bool {
+        self.request_reclaim_if_due();
+        self.reclaimer.pending()
     }
 
     /// Whether the oldest segment is sealed and all its records are acknowledged by
@@ -1163,9 +1197,8 @@ impl<F: Fs> Inner<F> {
                 let result = self.reclaim();
                 st = r.state.lock();
                 st.busy = false;
-                if let Err(e) = result {
-                    st.error = Some(e);
-                }
+                // (A success supersedes an earlier failure not yet reported.)
+                st.error = result.err();
                 r.cond.notify_all();
                 continue;
             }
@@ -1320,7 +1353,7 @@ impl<F: Fs> Inner<F> {
             // nobody would ever acknowledge them, and the mark would stop below them.
             // Best effort: a failed reclaim is tried again by the next acknowledgement
             // that moves the mark, and this read did what it was asked.
-            let _ = self.ack_ranges(&lost);
+            let _ = self.record_acks(&lost);
         }
         Ok(visited)
     }

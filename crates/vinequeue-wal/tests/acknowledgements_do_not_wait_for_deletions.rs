@@ -297,3 +297,35 @@ fn when_the_deletion_thread_dies_acknowledgements_delete_inline() {
     );
     assert_eq!(segment_files(&fs.fs), 2, "the old segments are gone");
 }
+
+/// Everything is acknowledged while the segment is still the active one; it fills and is
+/// sealed after that, and no acknowledgement follows (the queue had delivered it all):
+/// the roll that seals it asks for its deletion.
+#[test]
+fn a_segment_sealed_after_its_last_acknowledgement_is_deleted() {
+    let fs = SimFs::new(7);
+    let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
+    let mut last = 0;
+    for _ in 0..10 {
+        last = wal.append(&record(last + 1)).unwrap();
+    }
+    wal.ack_range(1, last).unwrap();
+    // The records that fill the first segment are acknowledged as they come; the one
+    // that opens the second is not.
+    while wal.segment_count() < 2 {
+        let seq = wal.append(&record(last + 1)).unwrap();
+        if wal.segment_count() < 2 {
+            wal.ack(seq).unwrap();
+        }
+        last = seq;
+    }
+    let start = Instant::now();
+    while wal.segment_count() > 1 {
+        assert!(
+            start.elapsed() < WAIT,
+            "a sealed, fully acknowledged segment stays on disk"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(segment_files(&fs), 1);
+}
