@@ -1197,8 +1197,11 @@ impl<F: Fs> Inner<F> {
                 let result = self.reclaim();
                 st = r.state.lock();
                 st.busy = false;
-                // (A success supersedes an earlier failure not yet reported.)
-                st.error = result.err();
+                // Kept until an acknowledgement reports it, even if a later reclaim
+                // succeeds: a failure is never lost to a retry that happened to run first.
+                if let Err(e) = result {
+                    st.error = Some(e);
+                }
                 r.cond.notify_all();
                 continue;
             }
