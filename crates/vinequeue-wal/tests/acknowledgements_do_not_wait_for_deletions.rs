@@ -122,7 +122,7 @@ fn an_append_that_needs_the_space_waits_for_the_deletion_under_way() {
         let (tx, rx) = mpsc::channel();
         let appender = Arc::clone(&wal);
         std::thread::spawn(move || tx.send(appender.append(&record(0))).unwrap());
-        match rx.recv_timeout(Duration::from_millis(300)) {
+        match rx.recv_timeout(Duration::from_millis(100)) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             other => panic!(
                 "the append did not wait for the deletion under way (full disk: \
@@ -275,8 +275,15 @@ fn when_the_deletion_thread_dies_acknowledgements_delete_inline() {
         }
     };
     assert!(matches!(full, Error::LogFull { .. }), "{full:?}");
-    // The thread takes this deletion and dies in it.
+    // The thread takes this deletion and dies in it (the first append may wait for
+    // that: printing the panic can take a while).
     wal.ack_range(1, last - 1).unwrap();
+    let first = wal.append(&record(0));
+    assert!(
+        matches!(first, Err(Error::LogFull { .. })),
+        "nothing could be deleted: {first:?}"
+    );
+    // Once it is gone, nothing waits for it.
     let start = Instant::now();
     let again = wal.append(&record(0));
     assert!(
