@@ -585,15 +585,14 @@ impl<T: Send + 'static> Batcher<T> {
             return;
         }
         let stored = store_dead_letters(dead.as_ref(), records);
-        if !stored.is_empty() {
-            d.acked(d.storage.ack_all(&stored));
-        }
+        let acked = stored.is_empty() || d.acked(d.storage.ack_all(&stored));
         // A stored letter leaves the list once its record is acknowledged in the main
-        // log (an error can be the log's failure to free space, with the acknowledgement
-        // recorded: offered again, the letter would be stored twice).
+        // log: when the acknowledgement succeeded, or when it failed with the
+        // acknowledgement recorded all the same (a log's failure to free space; offered
+        // again, the letter would be stored twice).
         self.refused.retain(|l| {
             !gone.contains(&l.seq)
-                && (stored.binary_search(&l.seq).is_err() || !d.storage.is_acked(l.seq))
+                && (stored.binary_search(&l.seq).is_err() || !(acked || d.storage.is_acked(l.seq)))
         });
     }
 

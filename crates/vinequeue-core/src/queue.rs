@@ -1076,8 +1076,7 @@ impl<T: Send + 'static> Queue<T> {
             }
             self.sync()?;
             dead.sync()?;
-            dead.ack_all(&done)?;
-            dead.sync()?;
+            remove_letters(d, dead.as_ref(), &done)?;
             moved += requeued;
         }
         Ok(moved)
@@ -1091,12 +1090,11 @@ impl<T: Send + 'static> Queue<T> {
     ///
     /// [`Error::Unsupported`] without a dead-letter log; the log's error.
     pub fn discard_dead_letter(&self, dead_letter_seq: u64) -> Result<(), Error> {
-        let (_, dead) = self.dead_letter_log()?;
+        let (d, dead) = self.dead_letter_log()?;
         if dead_letter_seq == 0 || dead_letter_seq >= dead.next_seq() {
             return Ok(());
         }
-        dead.ack(dead_letter_seq)?;
-        dead.sync()
+        remove_letters(d, dead.as_ref(), &[dead_letter_seq])
     }
 
     fn dead_letter_log(&self) -> Result<(&Durable<T>, &Arc<dyn Storage>), Error> {
@@ -1191,4 +1189,21 @@ fn read_dead_letters<T>(
         }
     }
     Ok(out)
+}
+
+/// Acknowledges `seqs` in the dead-letter log and syncs it. An error from a log that
+/// recorded the acknowledgements all the same (a failed deletion of space, possibly an
+/// earlier one's, reported now) is counted in `log_errors_total` rather than returned:
+/// the letters are gone, and the caller's work is done.
+fn remove_letters<T>(d: &Durable<T>, dead: &dyn Storage, seqs: &[u64]) -> Result<(), Error> {
+    let acked = dead.ack_all(seqs);
+    let synced = dead.sync();
+    match acked {
+        Ok(()) => synced,
+        Err(e) if seqs.iter().all(|&s| dead.is_acked(s)) => {
+            d.acked(Err(e));
+            synced
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -393,6 +393,10 @@ struct ReclaimState {
     busy: bool,
     /// The log is closing: the thread does what was asked, then exits.
     closed: bool,
+    /// An `append` waited `RECLAIM_WAIT` for the reclaim under way in vain: later
+    /// appends do not wait for it (each would, one after another, behind the queue's
+    /// append lock) until it ends.
+    stalled: bool,
     /// The last background reclaim failed with this; the next acknowledgement reports it.
     error: Option<Error>,
 }
@@ -408,6 +412,7 @@ impl Reclaimer {
                 wanted: false,
                 busy: false,
                 closed: false,
+                stalled: false,
                 error: None,
             }),
             cond: Condvar::new(),
@@ -423,18 +428,21 @@ impl Reclaimer {
         }
     }
 
-    /// Whether a reclaim is asked for or running.
+    /// Whether a reclaim is asked for or running, and worth waiting for (not one an
+    /// `append` already waited for in vain).
     fn pending(&self) -> bool {
         let st = self.state.lock();
-        st.wanted || st.busy
+        (st.wanted || st.busy) && !st.stalled
     }
 
-    /// Waits until no reclaim is asked for or running (or `RECLAIM_WAIT` has passed).
+    /// Waits until no reclaim is asked for or running (or `RECLAIM_WAIT` has passed:
+    /// then the reclaim under way counts as stalled until it ends).
     fn wait_idle(&self) {
         let deadline = Instant::now() + RECLAIM_WAIT;
         let mut st = self.state.lock();
         while (st.wanted || st.busy) && self.running.load(Ordering::Acquire) {
             if self.cond.wait_until(&mut st, deadline).timed_out() {
+                st.stalled = true;
                 return;
             }
         }
@@ -1197,6 +1205,7 @@ impl<F: Fs> Inner<F> {
                 let result = self.reclaim();
                 st = r.state.lock();
                 st.busy = false;
+                st.stalled = false;
                 // Kept until an acknowledgement reports it, even if a later reclaim
                 // succeeds: a failure is never lost to a retry that happened to run first.
                 if let Err(e) = result {

@@ -24,7 +24,11 @@ fn config() -> Config {
         .shutdown_timeout(Duration::from_millis(500))
 }
 
-/// An in-memory storage with a fault.
+/// Largest record a `Faulty::full()` storage takes once it has room.
+const LARGEST: usize = 1000;
+
+/// An in-memory storage with a fault. (It keeps the trait's own `is_acked`, which knows
+/// only the contiguous mark.)
 struct Faulty {
     inner: MemStorage,
     fault: Fault,
@@ -59,6 +63,12 @@ impl Storage for Faulty {
         if let Fault::Full(full) = &self.fault {
             if full.load(Ordering::SeqCst) {
                 return Err(Error::LogFull { size: 0, limit: 0 });
+            }
+            if record.len() > LARGEST {
+                return Err(Error::RecordTooLarge {
+                    len: record.len() as u64,
+                    limit: LARGEST as u64,
+                });
             }
         }
         self.inner.append(record)
@@ -504,4 +514,49 @@ fn a_dead_letter_refused_for_lack_of_room_is_stored_once_there_is_room() {
         "{}",
         letters[0].error
     );
+}
+
+/// A letter stored after a retry leaves the retry list even when the main log's mark
+/// stays below it (an earlier letter the dead-letter log can never take holds it) and
+/// the log cannot say that the number is acknowledged (the trait's default `is_acked`
+/// knows only the mark): it is stored once, not again every second.
+#[test]
+fn a_letter_stored_on_a_retry_is_stored_once_while_an_earlier_one_holds_the_mark() {
+    let log = Arc::new(Faulty::new(Fault::Full(AtomicBool::new(false)), []));
+    // Record 1: does not decode, and its letter is over the dead-letter log's limit.
+    let mut blob = NOT_A_U32.to_vec();
+    blob.resize(2 * LARGEST, 0xFF);
+    log.inner.append(&blob).unwrap(); // (past the limit, which is for the dead-letter log)
+    let dead = Arc::new(Faulty::full());
+    let (sink, _) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("rejected")));
+    let queue = Queue::with_storage(
+        config(),
+        log.clone(),
+        Some(dead.clone() as Arc<dyn Storage>),
+        sink,
+    )
+    .unwrap();
+    queue.start().unwrap();
+    queue.enqueue(7).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            queue.metrics().dead_letters_unstored_total == 2
+        }),
+        "both letters are refused while the dead-letter log is full"
+    );
+    let Fault::Full(full) = &dead.fault else {
+        unreachable!()
+    };
+    full.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(10), || dead.next_seq() > 1),
+        "the letter that fits was never stored"
+    );
+    // Several retry periods (about a second each).
+    std::thread::sleep(Duration::from_millis(3500));
+    let letters = queue.dead_letters(10).unwrap();
+    let sevens = letters.iter().filter(|l| l.item == Some(7)).count();
+    assert_eq!(sevens, 1, "the letter was stored {sevens} times");
+    assert_eq!(log.acked_through(), 0, "record 1 holds the mark");
+    queue.stop().unwrap();
 }
