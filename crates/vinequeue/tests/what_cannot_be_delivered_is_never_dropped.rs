@@ -480,19 +480,19 @@ fn redrive_into_a_full_log_under_drop_newest_keeps_the_letter() {
     assert_eq!(left[0].item, Some(42));
 }
 
+/// A started queue over `log` and `dead` whose sink rejects everything for good.
+fn rejecting_queue(log: Arc<dyn Storage>, dead: Arc<dyn Storage>) -> Queue<u32> {
+    let (sink, _) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("rejected")));
+    let queue = Queue::with_storage(config(), log, Some(dead), sink).unwrap();
+    queue.start().unwrap();
+    queue
+}
+
 #[test]
 fn a_dead_letter_refused_for_lack_of_room_is_stored_once_there_is_room() {
     let dead = Arc::new(Faulty::full());
     let log = Arc::new(MemStorage::default());
-    let (sink, _) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("rejected")));
-    let queue = Queue::with_storage(
-        config(),
-        log.clone(),
-        Some(dead.clone() as Arc<dyn Storage>),
-        sink,
-    )
-    .unwrap();
-    queue.start().unwrap();
+    let queue = rejecting_queue(log.clone(), dead.clone());
     queue.enqueue(7).unwrap();
     queue.flush(Duration::from_secs(10)).unwrap();
     assert_eq!(queue.metrics().dead_letters_unstored_total, 1);
@@ -528,15 +528,7 @@ fn a_letter_stored_on_a_retry_is_stored_once_while_an_earlier_one_holds_the_mark
     blob.resize(2 * LARGEST, 0xFF);
     log.inner.append(&blob).unwrap(); // (past the limit, which is for the dead-letter log)
     let dead = Arc::new(Faulty::full());
-    let (sink, _) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("rejected")));
-    let queue = Queue::with_storage(
-        config(),
-        log.clone(),
-        Some(dead.clone() as Arc<dyn Storage>),
-        sink,
-    )
-    .unwrap();
-    queue.start().unwrap();
+    let queue = rejecting_queue(log.clone(), dead.clone());
     queue.enqueue(7).unwrap();
     assert!(
         eventually(Duration::from_secs(10), || {
