@@ -820,11 +820,16 @@ impl<F: Fs> Inner<F> {
         if !fits {
             match self.roll(&mut w) {
                 Ok(()) => {}
-                // Space an acknowledgement freed may be on its way: wait for the
-                // deletion (which needs the writer's lock), then look again.
+                // Space acknowledgements freed may be on its way, or not asked for yet:
+                // have it deleted (which needs the writer's lock), then look again.
                 Err(e) if frees_up(&e) && self.reclaim_pending_or_due() => {
                     drop(w);
-                    self.reclaimer.wait_idle();
+                    if self.reclaimer.running.load(Ordering::Acquire) {
+                        self.reclaimer.wait_idle();
+                    } else {
+                        // (A failure leaves the space taken: the roll below reports it.)
+                        let _ = self.reclaim();
+                    }
                     self.check_failed()?;
                     w = self.writer.lock();
                     let fits = w
@@ -1166,8 +1171,14 @@ impl<F: Fs> Inner<F> {
     }
 
     /// Whether a background reclaim is asked for or running, asking for one first if
-    /// one would delete something now.
+    /// one would delete something now; without the thread, whether one would.
     fn reclaim_pending_or_due(&self) -> bool {
+        if !self.reclaimer.running.load(Ordering::Acquire) {
+            // Without the thread: whether a reclaim on this thread would delete
+            // something (a segment sealed after the acknowledgements that cover it).
+            let through = self.acks.lock().through;
+            return self.oldest_sealed_acked(through);
+        }
         self.request_reclaim_if_due();
         self.reclaimer.pending()
     }

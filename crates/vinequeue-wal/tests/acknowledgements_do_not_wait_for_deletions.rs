@@ -283,26 +283,23 @@ fn when_the_deletion_thread_dies_acknowledgements_delete_inline() {
         matches!(first, Err(Error::LogFull { .. })),
         "nothing could be deleted: {first:?}"
     );
-    // Once it is gone, nothing waits for it.
+    // Once it is gone, an acknowledgement deletes on its own thread, without waiting
+    // for the dead one.
+    fs.panics.store(false, Ordering::SeqCst);
     let start = Instant::now();
-    let again = wal.append(&record(0));
-    assert!(
-        matches!(again, Err(Error::LogFull { .. })),
-        "nothing could be deleted: {again:?}"
-    );
+    wal.ack_range(last, last).unwrap();
     assert!(
         start.elapsed() < Duration::from_millis(500),
-        "the append waited {:?} for a dead thread",
+        "the acknowledgement waited {:?} for a dead thread",
         start.elapsed()
     );
-    fs.panics.store(false, Ordering::SeqCst);
-    wal.ack_range(last, last).unwrap();
     assert_eq!(
-        wal.append(&record(0))
-            .expect("the acknowledgement deleted inline"),
-        last + 1
+        segment_files(&fs.fs),
+        1,
+        "the acknowledgement deleted the sealed segments itself"
     );
-    assert_eq!(segment_files(&fs.fs), 2, "the old segments are gone");
+    assert_eq!(wal.append(&record(0)).unwrap(), last + 1);
+    assert_eq!(segment_files(&fs.fs), 2);
 }
 
 /// Everything is acknowledged while the segment is still the active one; it fills and is
@@ -335,4 +332,56 @@ fn a_segment_sealed_after_its_last_acknowledgement_is_deleted() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(segment_files(&fs), 1);
+}
+
+/// The log at its limit, its oldest segment sealed after the acknowledgements that
+/// cover it (none came after): the `append` that needs the space has that segment
+/// deleted and goes through (without the log's thread, on its own thread).
+#[test]
+fn a_full_log_deletes_a_segment_acknowledged_before_it_was_sealed() {
+    for background in [true, false] {
+        let fs = SimFs::new(8);
+        let wal = Wal::open_with(
+            fs.clone(),
+            DIR,
+            opts()
+                .max_size(4 * 64 * 1024 + 4096)
+                .background_reclaim(background),
+        )
+        .unwrap();
+        // The first segment: every record acknowledged while it is the active one.
+        let mut last = 0;
+        while wal.segment_count() < 2 {
+            let seq = wal.append(&record(last + 1)).unwrap();
+            if wal.segment_count() < 2 {
+                wal.ack(seq).unwrap();
+            }
+            last = seq;
+        }
+        let first_unacked = last;
+        // Then records nobody acknowledges, until the log is full.
+        let full = loop {
+            match wal.append(&record(last + 1)) {
+                Ok(seq) => last = seq,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(full, Error::LogFull { .. }), "{full:?}");
+        let first_listed = fs
+            .segment_files(Path::new(DIR))
+            .iter()
+            .filter_map(|(p, _)| {
+                p.file_name()?
+                    .to_str()?
+                    .strip_suffix(".seg")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .min()
+            .unwrap();
+        assert_eq!(
+            first_listed, first_unacked,
+            "background {background}: the acknowledged segment took space until the end"
+        );
+    }
 }
