@@ -277,6 +277,22 @@ impl Checkpoint {
     }
 }
 
+/// Offset of the frame of record `seq` in the image of a segment whose first record is
+/// `first`: frames lie back to back after the header, each as long as its length field
+/// says (for tools and tests that look into segment files).
+///
+/// # Panics
+///
+/// If the image ends, or a frame is cut off, before record `seq`.
+pub fn frame_offset(image: &[u8], first: u64, seq: u64) -> usize {
+    let mut pos = SEGMENT_HEADER_LEN;
+    for _ in first..seq {
+        let len = u32::from_le_bytes(image[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        pos += FRAME_HEADER_LEN + len;
+    }
+    pos
+}
+
 /// Name of the segment file whose first record is `first_seq`.
 pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.seg")

@@ -1145,28 +1145,23 @@ impl<F: Fs> Inner<F> {
             for &(lo, hi) in ranges {
                 acks.add(lo.max(1), hi.min(next - 1));
             }
-            (acks.through > before).then_some(acks.through)
+            acks.through > before
         };
+        if !advanced {
+            return Ok(());
+        }
         if !self.reclaimer.running.load(Ordering::Acquire) {
-            return match advanced {
-                Some(_) => self.reclaim(),
-                None => Ok(()),
-            };
+            return self.reclaim();
         }
-        if advanced.is_some_and(|through| self.oldest_sealed_acked(through)) {
-            self.reclaimer.request();
-        }
+        self.request_reclaim_if_due();
         Ok(())
     }
 
     /// Asks for a reclaim if one would delete something now: for a segment sealed
     /// after the acknowledgements that cover it (no later one may come to ask).
     fn request_reclaim_if_due(&self) {
-        if self.reclaimer.running.load(Ordering::Acquire) {
-            let through = self.acks.lock().through;
-            if self.oldest_sealed_acked(through) {
-                self.reclaimer.request();
-            }
+        if self.reclaimer.running.load(Ordering::Acquire) && self.reclaim_due() {
+            self.reclaimer.request();
         }
     }
 
@@ -1176,16 +1171,16 @@ impl<F: Fs> Inner<F> {
         if !self.reclaimer.running.load(Ordering::Acquire) {
             // Without the thread: whether a reclaim on this thread would delete
             // something (a segment sealed after the acknowledgements that cover it).
-            let through = self.acks.lock().through;
-            return self.oldest_sealed_acked(through);
+            return self.reclaim_due();
         }
         self.request_reclaim_if_due();
         self.reclaimer.pending()
     }
 
-    /// Whether the oldest segment is sealed and all its records are acknowledged by
-    /// `through`: the cheap test of whether a reclaim would delete anything.
-    fn oldest_sealed_acked(&self, through: u64) -> bool {
+    /// Whether the oldest segment is sealed and all its records are acknowledged: the
+    /// cheap test of whether a reclaim would delete anything.
+    fn reclaim_due(&self) -> bool {
+        let through = self.acks.lock().through;
         let segs = self.segments.read();
         segs.first().is_some_and(|s| {
             s.first_seq != self.active_first.load(Ordering::Acquire)

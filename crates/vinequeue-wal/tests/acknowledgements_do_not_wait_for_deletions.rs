@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use vinequeue_core::{Error, Storage};
+use vinequeue_wal::format::parse_segment_name;
 use vinequeue_wal::sim::{FaultOp, SimFs};
 use vinequeue_wal::{DirEntry, Fs, SyncMode, Wal, WalOptions};
 
@@ -370,13 +371,7 @@ fn a_full_log_deletes_a_segment_acknowledged_before_it_was_sealed() {
         let first_listed = fs
             .segment_files(Path::new(DIR))
             .iter()
-            .filter_map(|(p, _)| {
-                p.file_name()?
-                    .to_str()?
-                    .strip_suffix(".seg")?
-                    .parse::<u64>()
-                    .ok()
-            })
+            .filter_map(|(p, _)| parse_segment_name(p.file_name()?.to_str()?))
             .min()
             .unwrap();
         assert_eq!(

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use vinequeue_core::{Error, RecoveryMode, Storage};
-use vinequeue_wal::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use vinequeue_wal::format::{frame_offset, FRAME_HEADER_LEN};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{Fs, SyncMode, Wal, WalOptions};
 
@@ -67,16 +67,6 @@ fn two_openings(a: u64, b: u64) -> SimFs {
     wal.sync().unwrap();
     drop(wal);
     fs
-}
-
-/// Offset of the frame of record `seq` in a segment image starting at `first`.
-fn frame_offset(image: &[u8], first: u64, seq: u64) -> usize {
-    let mut pos = SEGMENT_HEADER_LEN;
-    for _ in first..seq {
-        let len = u32::from_le_bytes(image[pos..pos + 4].try_into().unwrap()) as usize;
-        pos += FRAME_HEADER_LEN + len;
-    }
-    pos
 }
 
 #[test]

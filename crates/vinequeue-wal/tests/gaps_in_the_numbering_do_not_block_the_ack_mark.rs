@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vinequeue_core::Storage;
-use vinequeue_wal::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use vinequeue_wal::format::{frame_offset, FRAME_HEADER_LEN};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 
@@ -117,16 +117,6 @@ fn records_lost_to_a_power_cut_under_the_checkpoints_next_seq_do_not_block_the_m
 
 fn segments(fs: &SimFs) -> Vec<(PathBuf, Vec<u8>)> {
     fs.segment_files(Path::new(DIR))
-}
-
-/// Offset of the frame of record `seq` in a segment image starting at `first`.
-fn frame_offset(image: &[u8], first: u64, seq: u64) -> usize {
-    let mut pos = SEGMENT_HEADER_LEN;
-    for _ in first..seq {
-        let len = u32::from_le_bytes(image[pos..pos + 4].try_into().unwrap()) as usize;
-        pos += FRAME_HEADER_LEN + len;
-    }
-    pos
 }
 
 /// `openings` openings of the log, of `n` records each, closed cleanly: as many sealed segments at the
