@@ -65,6 +65,26 @@ pub trait FsFile: Send + Sync + 'static {
         let _ = (offset, len);
     }
 
+    /// Hint: `offset..offset + len` holds no record yet (zeros, or what `prepare` left
+    /// there) and will be written a few records at a time, each group synced: write its
+    /// current contents to the disk now, without waiting. A filesystem that preallocates
+    /// blocks marks them unwritten (ext4, XFS) and records their first write in the
+    /// file's block map, which the sync that covers that write must then also write;
+    /// written ahead, the blocks are initialized once per range, not once per sync. The
+    /// bytes are not changed. A write-back error surfaces at the next sync. The default
+    /// does nothing.
+    fn write_ahead(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
+    /// Hint: the file will be synced a few records at a time (group commits). A sync
+    /// writes back every cached page that holds a byte not yet written, in full, and
+    /// readahead fills the cache with pages of up to 2 MiB: keep this file's pages small
+    /// (one per 4 KiB), so that a sync writes only the few KiB it must. The cost is no
+    /// readahead when a read through this handle misses the page cache. The default does
+    /// nothing.
+    fn expect_small_syncs(&self) {}
+
     /// Hint: the published bytes in `offset..offset + len` need not stay in this
     /// process's memory (their contents do not change; a later read brings them back from
     /// the page cache or the disk). Synced or not: bytes not yet synced stay in the page
@@ -369,6 +389,31 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writing_ahead_and_small_pages_change_no_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("00000000000000000001.seg");
+        let len = 4 << 20;
+        let file = RealFs.create(&path, len).unwrap();
+        file.expect_small_syncs();
+        let data: Vec<u8> = (0..(3 << 20) + 1234).map(|i| (i % 251) as u8).collect();
+        file.prepare(0, len);
+        file.write_publish(0, &[&data]);
+        // Written ahead over bytes the writer has already reached (a prefetch thread
+        // that fell behind), and over bytes it has not.
+        file.write_ahead(0, len);
+        file.read_with(0, data.len(), |b| assert!(b == &data[..], "bytes changed"));
+        file.sync_range(0, data.len() as u64).unwrap();
+        drop(file);
+        let file = RealFs.open(&path).unwrap();
+        file.read_with(0, data.len(), |b| {
+            assert!(b == &data[..], "bytes changed on disk")
+        });
+        file.read_with(data.len() as u64, (len as usize) - data.len(), |b| {
+            assert!(b.iter().all(|&x| x == 0), "the rest is zeros")
+        });
+    }
 
     #[test]
     fn a_file_whose_mapping_fails_is_not_left_behind() {

@@ -68,6 +68,30 @@ impl MappedFile {
             .as_ref()
             .map_or(std::ptr::NonNull::dangling().as_ptr(), |m| m.as_mut_ptr())
     }
+
+    /// Starts writing back the dirty pages of `offset..offset + len`, without waiting.
+    /// Without `SYNC_FILE_RANGE_WAIT_*`, the call neither waits for the writes nor takes
+    /// a write-back error from the file: the error stays for the next sync (`msync` on
+    /// the same open file) to report.
+    fn kick_writeback(&self, offset: u64, len: u64) {
+        #[cfg(target_os = "linux")]
+        if len > 0 {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: a plain system call on a descriptor this file keeps open for the
+            // call's duration; it touches no memory of ours. An error changes nothing
+            // (only a hint): a failed write-back is reported by the next sync.
+            let _ = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    offset as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+    }
 }
 
 impl FsFile for MappedFile {
@@ -148,23 +172,21 @@ impl FsFile for MappedFile {
     }
 
     fn start_writeback(&self, offset: u64, len: u64) {
+        self.kick_writeback(offset, len);
+    }
+
+    fn write_ahead(&self, offset: u64, len: u64) {
+        self.kick_writeback(offset, len);
+    }
+
+    fn expect_small_syncs(&self) {
         #[cfg(target_os = "linux")]
-        if len > 0 {
-            use std::os::unix::io::AsRawFd;
-            // SAFETY: a plain system call on a descriptor this file keeps open for the
-            // call's duration; it touches no memory of ours. An error changes nothing
-            // (only a hint): a failed write-back is reported by the next sync.
-            let _ = unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    offset as libc::off64_t,
-                    len as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+        if let Some(map) = &self.map {
+            // Faults through a map advised `Random` read no pages around the one
+            // faulted, so the page cache gets one small page per fault (readahead
+            // allocates large ones). Only a hint: an error changes nothing.
+            let _ = map.advise(memmap2::Advice::Random);
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (offset, len);
     }
 
     fn release(&self, offset: u64, len: u64) -> u64 {

@@ -277,11 +277,13 @@ struct Prefetch<F: Fs> {
     state: Mutex<PrefetchState<F>>,
 }
 
-/// Work for the prefetch thread in a segment, each range `(offset, len)`: one to map in,
-/// and (`Periodic` mode) one filled and published, to unmap and start writing back.
+/// Work for the prefetch thread in a segment, each range `(offset, len)`: one to map in
+/// (and, under `Immediate`, to write ahead: `FsFile::write_ahead`), and (`Periodic`
+/// mode) one filled and published, to unmap and start writing back.
 struct PrefetchRequest<F: Fs> {
     seg: Arc<Segment<F>>,
     map_in: (u64, u64),
+    write_ahead: bool,
     behind: Option<(u64, u64)>,
 }
 
@@ -303,9 +305,16 @@ impl<F: Fs> Prefetch<F> {
         }
     }
 
-    /// Asks for `offset..offset + len` of `seg` to be mapped in soon, and for `behind`
-    /// to be unmapped and its write-back started.
-    fn request(&self, seg: Arc<Segment<F>>, offset: u64, len: u64, behind: Option<(u64, u64)>) {
+    /// Asks for `map_in` (`(offset, len)`) of `seg` to be mapped in soon (then written
+    /// ahead if `write_ahead`), and for `behind` to be unmapped and its write-back
+    /// started.
+    fn request(
+        &self,
+        seg: Arc<Segment<F>>,
+        map_in: (u64, u64),
+        write_ahead: bool,
+        behind: Option<(u64, u64)>,
+    ) {
         let mut st = self.state.lock();
         if st.requests.is_none() && !st.closed {
             // Room for a few requests: a thread that falls further behind than that is
@@ -337,6 +346,9 @@ impl<F: Fs> Prefetch<F> {
                             req.seg.file.prepare(at, piece);
                             at += piece;
                         }
+                        if req.write_ahead {
+                            req.seg.file.write_ahead(offset, len);
+                        }
                     }
                 });
             match spawned {
@@ -355,7 +367,8 @@ impl<F: Fs> Prefetch<F> {
             // sync, unmaps what this one would have).
             let _ = tx.try_send(PrefetchRequest {
                 seg,
-                map_in: (offset, len),
+                map_in,
+                write_ahead,
                 behind,
             });
         }
@@ -609,7 +622,7 @@ impl<F: Fs> Wal<F> {
 
         // A full disk must not keep the log from opening: what is in it can still be read
         // and acknowledged, which frees space; appends create the segment later.
-        let active = match create_segment(&fs, &dir, next_seq, segment_size) {
+        let active = match create_segment(&fs, &dir, next_seq, segment_size, opts.sync_mode) {
             Ok(seg) => {
                 fs.sync_dir(&dir).map_err(io_err)?;
                 Some(seg)
@@ -761,9 +774,14 @@ fn create_segment<F: Fs>(
     dir: &Path,
     first_seq: u64,
     segment_size: u64,
+    sync_mode: SyncMode,
 ) -> Result<Arc<Segment<F>>, Error> {
     let path = dir.join(segment_name(first_seq));
     let file = fs.create(&path, segment_size).map_err(io_err)?;
+    if sync_mode == SyncMode::Immediate {
+        // Group commits sync a few KiB at a time.
+        file.expect_small_syncs();
+    }
     let salt = random_salt();
     let header = SegmentHeader { first_seq, salt }.encode();
     file.write_publish(0, &[&header]);
@@ -871,7 +889,10 @@ impl<F: Fs> Inner<F> {
             // write-protecting them again (which costs an interrupt of every core
             // running this process, per page); and the sync when the segment fills
             // would otherwise write back, inside this append, whatever the last
-            // periodic sync left (up to the whole segment, tens of milliseconds).
+            // periodic sync left (up to the whole segment, tens of milliseconds). Under
+            // `Immediate`, have the next chunk written ahead instead (`write_ahead`:
+            // group commits that each initialize the blocks they cover write the
+            // file's block map too, one more disk write per sync).
             let seg = Arc::clone(w.active.as_ref().expect("still active"));
             let entered = w.pos / PREPARE_CHUNK * PREPARE_CHUNK;
             let start = entered + PREPARE_CHUNK;
@@ -883,7 +904,9 @@ impl<F: Fs> Inner<F> {
             let behind = matches!(self.opts.sync_mode, SyncMode::Periodic(_))
                 .then_some((filled_at, entered - filled_at));
             let len = PREPARE_CHUNK.min(seg.file.len().saturating_sub(start));
-            self.prefetch.request(seg, start, len, behind);
+            let write_ahead = self.opts.sync_mode == SyncMode::Immediate;
+            self.prefetch
+                .request(seg, (start, len), write_ahead, behind);
         }
         Ok(seq)
     }
@@ -900,7 +923,13 @@ impl<F: Fs> Inner<F> {
         if let (Some(old), true) = (&w.active, self.opts.sync_mode != SyncMode::Os) {
             self.sync_segment(old, old.file.published(), "syncing a full segment")?;
         }
-        let seg = create_segment(&self.fs, &self.dir, w.next_seq, self.segment_size)?;
+        let seg = create_segment(
+            &self.fs,
+            &self.dir,
+            w.next_seq,
+            self.segment_size,
+            self.opts.sync_mode,
+        )?;
         if let Err(e) = self.fs.sync_dir(&self.dir) {
             return Err(self.fail("syncing the log directory", &e));
         }
@@ -912,8 +941,11 @@ impl<F: Fs> Inner<F> {
         self.segments.write().push(Arc::clone(&seg));
         // The first two chunks; `append` asks for each next one as the writer enters a
         // chunk.
+        // (Not written ahead: the writer starts in the first chunk at once, and a log
+        // that sees few appends, as a dead-letter log, would write ahead for nothing.)
         let len = (2 * PREPARE_CHUNK).min(seg.file.len());
-        self.prefetch.request(Arc::clone(&seg), 0, len, None);
+        self.prefetch
+            .request(Arc::clone(&seg), (0, len), false, None);
         w.active = Some(seg);
         w.pos = SEGMENT_HEADER_LEN as u64;
         // The segment just sealed may be acknowledged already.

@@ -216,26 +216,41 @@ fn a_full_ext4_is_a_clean_error_never_a_sigbus() {
 
 #[test]
 fn an_ext4_whose_backing_store_fills_up_fails_the_log_on_the_first_sync_error() {
+    backing_store_fills_up("an_ext4_whose_backing_store_fills_up...", 1024 * 1024);
+}
+
+#[test]
+fn a_write_ahead_that_fails_fails_the_next_sync() {
+    // Segments of 8 MiB: under `Immediate` the log writes each next MiB of the segment
+    // ahead of the records, so the first writes to fail are those, whose error the
+    // kernel reports once: to the next sync, which must fail the log.
+    backing_store_fills_up(
+        "a_write_ahead_that_fails_fails_the_next_sync",
+        8 * 1024 * 1024,
+    );
+}
+
+fn backing_store_fills_up(test: &str, segment_size: u64) {
     // ext4 believes it has 32 MiB; the tmpfs holding its image has 6. Writes that reach
     // the loop device past that fail, and the kernel reports it once, on fsync/msync.
     let backing = match tmpfs("6m") {
         Ok(m) => m,
         Err(why) => {
-            eprintln!("skipped an_ext4_whose_backing_store_fills_up...: {why}");
+            eprintln!("skipped {test}: {why}");
             return;
         }
     };
     let disk = match ext4_on(&backing.at, "32M") {
         Ok(m) => m,
         Err(why) => {
-            eprintln!("skipped an_ext4_whose_backing_store_fills_up...: {why}");
+            eprintln!("skipped {test}: {why}");
             return;
         }
     };
     let wal = Wal::open(
         disk.at.join("wal"),
         WalOptions::default()
-            .segment_size(1024 * 1024)
+            .segment_size(segment_size)
             .max_size(1 << 40)
             .sync_mode(SyncMode::Immediate),
     )
