@@ -52,10 +52,19 @@ pub trait FsFile: Send + Sync + 'static {
 
     /// Hint: the published bytes in `offset..offset + len` will be synced later; start
     /// writing them to the disk now, without waiting, so that the sync finds less to do.
-    /// Durability is unchanged (only a sync makes bytes durable); a write-back error
-    /// surfaces at the next sync. The default does nothing.
-    fn start_writeback(&self, offset: u64, len: u64) {
+    /// Durability is unchanged (only a sync makes bytes durable). The default does
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// A write-back that could not be started. The caller must take it for a failed
+    /// sync: the file system may have dropped the range's dirty pages without keeping
+    /// the error for the next sync to report (ext4 does, when it cannot map the blocks).
+    /// An error that only says the call is not supported is not returned. A write-back
+    /// that fails later, on the device, is reported by the next sync as usual.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         let _ = (offset, len);
+        Ok(())
     }
 
     /// Hint: `offset..offset + len` will be written soon; make it ready for writing now
@@ -71,19 +80,26 @@ pub trait FsFile: Send + Sync + 'static {
     /// blocks marks them unwritten (ext4, XFS) and records their first write in the
     /// file's block map, which the sync that covers that write must then also write;
     /// written ahead, the blocks are initialized once per range, not once per sync. The
-    /// bytes are not changed. A write-back error surfaces at the next sync. The default
-    /// does nothing.
-    fn write_ahead(&self, offset: u64, len: u64) {
+    /// bytes are not changed. The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`start_writeback`](FsFile::start_writeback): to be taken for a failed sync.
+    fn write_ahead(&self, offset: u64, len: u64) -> io::Result<()> {
         let _ = (offset, len);
+        Ok(())
     }
 
-    /// Hint: the file will be synced a few records at a time (group commits). A sync
-    /// writes back every cached page that holds a byte not yet written, in full, and
-    /// readahead fills the cache with pages of up to 2 MiB: keep this file's pages small
-    /// (one per 4 KiB), so that a sync writes only the few KiB it must. The cost is no
-    /// readahead when a read through this handle misses the page cache. The default does
+    /// Hint: whether the file will be synced a few records at a time (group commits;
+    /// `false` once that is over). A sync writes back every cached page that holds a
+    /// byte not yet written, in full, and readahead fills the cache with pages of up to
+    /// 2 MiB: while `expect` is set, keep this file's new pages small (one per 4 KiB),
+    /// so that a sync writes only the few KiB it must. The cost is no readahead when a
+    /// read through this handle misses the page cache meanwhile. The default does
     /// nothing.
-    fn expect_small_syncs(&self) {}
+    fn expect_small_syncs(&self, expect: bool) {
+        let _ = expect;
+    }
 
     /// Hint: the published bytes in `offset..offset + len` need not stay in this
     /// process's memory (their contents do not change; a later read brings them back from
@@ -396,19 +412,19 @@ mod tests {
         let path = dir.path().join("00000000000000000001.seg");
         let len = 4 << 20;
         let file = RealFs.create(&path, len).unwrap();
-        file.expect_small_syncs();
+        file.expect_small_syncs(true);
         let data: Vec<u8> = (0..(3 << 20) + 1234).map(|i| (i % 251) as u8).collect();
         file.prepare(0, len);
         file.write_publish(0, &[&data]);
         // Written ahead over bytes the writer has already reached (a prefetch thread
         // that fell behind), and over bytes it has not.
-        file.write_ahead(0, len);
+        file.write_ahead(0, len).unwrap();
         file.read_with(0, data.len(), |b| assert!(b == &data[..], "bytes changed"));
         file.sync_range(0, data.len() as u64).unwrap();
         drop(file);
         let file = RealFs.open(&path).unwrap();
         file.read_with(0, data.len(), |b| {
-            assert!(b == &data[..], "bytes changed on disk")
+            assert!(b == &data[..], "bytes changed, reopened")
         });
         file.read_with(data.len() as u64, (len as usize) - data.len(), |b| {
             assert!(b.iter().all(|&x| x == 0), "the rest is zeros")

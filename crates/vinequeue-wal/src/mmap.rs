@@ -71,16 +71,16 @@ impl MappedFile {
 
     /// Starts writing back the dirty pages of `offset..offset + len`, without waiting.
     /// Without `SYNC_FILE_RANGE_WAIT_*`, the call neither waits for the writes nor takes
-    /// a write-back error from the file: the error stays for the next sync (`msync` on
-    /// the same open file) to report.
-    fn kick_writeback(&self, offset: u64, len: u64) {
+    /// the report of a write-back that fails on the device from the file: that stays
+    /// for the next sync (`msync` on the same open file). What it returns is an error of
+    /// starting the write-back (see `FsFile::start_writeback`); "not supported" is none.
+    fn kick_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         if len > 0 {
             use std::os::unix::io::AsRawFd;
             // SAFETY: a plain system call on a descriptor this file keeps open for the
-            // call's duration; it touches no memory of ours. An error changes nothing
-            // (only a hint): a failed write-back is reported by the next sync.
-            let _ = unsafe {
+            // call's duration; it touches no memory of ours.
+            let r = unsafe {
                 libc::sync_file_range(
                     self.file.as_raw_fd(),
                     offset as libc::off64_t,
@@ -88,9 +88,17 @@ impl MappedFile {
                     libc::SYNC_FILE_RANGE_WRITE,
                 )
             };
+            if r != 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EINVAL | libc::ESPIPE | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(()),
+                    _ => Err(e),
+                };
+            }
         }
         #[cfg(not(target_os = "linux"))]
         let _ = (offset, len);
+        Ok(())
     }
 }
 
@@ -171,21 +179,25 @@ impl FsFile for MappedFile {
         let _ = (offset, len);
     }
 
-    fn start_writeback(&self, offset: u64, len: u64) {
-        self.kick_writeback(offset, len);
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.kick_writeback(offset, len)
     }
 
-    fn write_ahead(&self, offset: u64, len: u64) {
-        self.kick_writeback(offset, len);
+    fn write_ahead(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.kick_writeback(offset, len)
     }
 
-    fn expect_small_syncs(&self) {
-        #[cfg(target_os = "linux")]
+    fn expect_small_syncs(&self, expect: bool) {
         if let Some(map) = &self.map {
             // Faults through a map advised `Random` read no pages around the one
             // faulted, so the page cache gets one small page per fault (readahead
             // allocates large ones). Only a hint: an error changes nothing.
-            let _ = map.advise(memmap2::Advice::Random);
+            let advice = if expect {
+                memmap2::Advice::Random
+            } else {
+                memmap2::Advice::Normal
+            };
+            let _ = map.advise(advice);
         }
     }
 

@@ -25,7 +25,9 @@
 //!   then on, so a crashed log's destructor cannot touch the survivors.
 //! * `process_crash` keeps the page cache (what a killed process leaves behind).
 //! * An injected sync failure also throws the dirty pages of its range away, as Linux does
-//!   ("fsyncgate"): a later sync then reports success although the data is gone.
+//!   ("fsyncgate"): a later sync then reports success although the data is gone. So does
+//!   an injected failure of a write-back hint (`start_writeback`, `write_ahead`);
+//!   successful hints change nothing (the pages stay dirty until a sync).
 //! * An injected `write_small` failure leaves the file created (or truncated) and empty,
 //!   as a crash between the `open(O_TRUNC)` and the write does.
 
@@ -62,6 +64,10 @@ pub enum FaultOp {
     /// a crash between its steps would leave it: the file is created (or truncated) and
     /// none of the data is written.
     WriteSmall,
+    /// `FsFile::start_writeback` and `FsFile::write_ahead`: a write-back that fails as
+    /// it starts, and throws the dirty pages of its range away (as ext4 does when it
+    /// cannot map the blocks), so that the next sync of the range finds nothing to write.
+    WriteBack,
 }
 
 #[derive(Debug)]
@@ -496,6 +502,30 @@ pub struct SimFile {
     writing: AtomicBool,
 }
 
+impl SimFile {
+    /// Marks the dirty pages `first..last` clean without making them durable.
+    fn drop_dirty(&self, first: usize, last: usize) {
+        let mut d = self.node.data.lock();
+        let lost: Vec<usize> = d.dirty.range(first..last).copied().collect();
+        for page in lost {
+            d.dirty.remove(&page);
+        }
+    }
+
+    fn write_back_hint(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fs.pause_point(FaultOp::WriteBack);
+        let mut st = self.fs.lock()?;
+        if let Some(f) = st.take_fault(FaultOp::WriteBack) {
+            let first = offset as usize / PAGE;
+            let last = (offset + len).div_ceil(PAGE as u64) as usize;
+            self.drop_dirty(first, last);
+            drop(st);
+            return Err(f.strike());
+        }
+        Ok(())
+    }
+}
+
 impl FsFile for SimFile {
     fn len(&self) -> u64 {
         self.len
@@ -552,12 +582,8 @@ impl FsFile for SimFile {
         let last = (offset + len).div_ceil(PAGE as u64) as usize;
         if let Some(f) = st.take_fault(FaultOp::Sync) {
             // fsyncgate: the kernel marks the failed pages clean; their data is gone.
-            let mut d = self.node.data.lock();
-            let lost: Vec<usize> = d.dirty.range(first..last).copied().collect();
-            for page in lost {
-                d.dirty.remove(&page);
-            }
-            drop((d, st));
+            self.drop_dirty(first, last);
+            drop(st);
             return Err(f.strike());
         }
         st.syncs += 1;
@@ -573,6 +599,14 @@ impl FsFile for SimFile {
             d.dirty.remove(&page);
         }
         Ok(())
+    }
+
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_back_hint(offset, len)
+    }
+
+    fn write_ahead(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_back_hint(offset, len)
     }
 
     fn truncate(self, len: u64) -> io::Result<Self> {

@@ -47,6 +47,13 @@ struct Segment<F: Fs> {
     read_hint: Mutex<(u64, u64)>,
     /// `(seq, offset)` of every `INDEX_EVERY`-th record, ascending.
     index: Mutex<Vec<(u64, u64)>>,
+    /// The first error of a write-back the prefetch thread started in this file
+    /// (`FsFile::start_writeback`, `FsFile::write_ahead`), held while such a call runs.
+    /// A write-back that fails as it starts may have dropped the range's dirty pages
+    /// without leaving the error for the next sync to report: every sync of the segment
+    /// takes this lock after its own call (so it waits for a call under way) and fails
+    /// the log if an error is stored.
+    hint_error: Mutex<Option<io::Error>>,
     /// Longest payload a frame of this segment is believed to have: what fits in the
     /// file as it was created ([`record_limit`]). Not the `max_record_size` in effect, which
     /// limits new appends only: a log reopened with lower limits still reads the larger
@@ -56,6 +63,17 @@ struct Segment<F: Fs> {
 
 /// Longest payload a frame can have in a segment file of `file_len` bytes. A longer
 /// length field is damage, never trusted: the frame could not fit.
+impl<F: Fs> Segment<F> {
+    /// Runs a write-back call of the prefetch thread, storing its error for the next
+    /// sync (`hint_error`).
+    fn write_back(&self, call: impl FnOnce(&F::File) -> io::Result<()>) {
+        let mut stored = self.hint_error.lock();
+        if let Err(e) = call(&self.file) {
+            stored.get_or_insert(e);
+        }
+    }
+}
+
 fn record_limit(file_len: u64) -> u32 {
     let fits = file_len.saturating_sub((SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64);
     u32::try_from(fits).unwrap_or(u32::MAX)
@@ -241,6 +259,9 @@ struct GroupCommit {
 /// Bytes of a segment mapped in ahead of the writer at once.
 const PREPARE_CHUNK: u64 = 1 << 20;
 
+/// A page of memory (and of the page cache).
+const PAGE: u64 = 4096;
+
 /// Bytes a read passes before it releases the pages behind it (`Segment::release_read`).
 const READ_RELEASE_STEP: u64 = 1 << 20;
 
@@ -336,7 +357,7 @@ impl<F: Fs> Prefetch<F> {
                             let from = req.seg.released_end.load(Ordering::Acquire).min(offset);
                             let upto = req.seg.file.release(from, offset + len - from);
                             req.seg.released_end.fetch_max(upto, Ordering::AcqRel);
-                            req.seg.file.start_writeback(offset, len);
+                            req.seg.write_back(|f| f.start_writeback(offset, len));
                         }
                         let (offset, len) = req.map_in;
                         let end = offset + len;
@@ -346,8 +367,11 @@ impl<F: Fs> Prefetch<F> {
                             req.seg.file.prepare(at, piece);
                             at += piece;
                         }
-                        if req.write_ahead {
-                            req.seg.file.write_ahead(offset, len);
+                        // Only whole pages past what the writer has published: a thread
+                        // that fell behind leaves the writer's pages alone.
+                        let from = offset.max(req.seg.file.published().next_multiple_of(PAGE));
+                        if req.write_ahead && from < end {
+                            req.seg.write_back(|f| f.write_ahead(from, end - from));
                         }
                     }
                 });
@@ -779,8 +803,8 @@ fn create_segment<F: Fs>(
     let path = dir.join(segment_name(first_seq));
     let file = fs.create(&path, segment_size).map_err(io_err)?;
     if sync_mode == SyncMode::Immediate {
-        // Group commits sync a few KiB at a time.
-        file.expect_small_syncs();
+        // Group commits sync a few KiB at a time (until the segment is sealed).
+        file.expect_small_syncs(true);
     }
     let salt = random_salt();
     let header = SegmentHeader { first_seq, salt }.encode();
@@ -796,6 +820,7 @@ fn create_segment<F: Fs>(
         read_released: AtomicU64::new(0),
         read_hint: Mutex::new((0, 0)),
         index: Mutex::new(Vec::new()),
+        hint_error: Mutex::new(None),
         max_len: record_limit(segment_size),
     }))
 }
@@ -922,6 +947,11 @@ impl<F: Fs> Inner<F> {
         }
         if let (Some(old), true) = (&w.active, self.opts.sync_mode != SyncMode::Os) {
             self.sync_segment(old, old.file.published(), "syncing a full segment")?;
+            if self.opts.sync_mode == SyncMode::Immediate {
+                // Sealed: no more small syncs, and reads that miss the page cache (a
+                // spill read-back after the pages were evicted) want readahead again.
+                old.file.expect_small_syncs(false);
+            }
         }
         let seg = create_segment(
             &self.fs,
@@ -941,8 +971,10 @@ impl<F: Fs> Inner<F> {
         self.segments.write().push(Arc::clone(&seg));
         // The first two chunks; `append` asks for each next one as the writer enters a
         // chunk.
-        // (Not written ahead: the writer starts in the first chunk at once, and a log
-        // that sees few appends, as a dead-letter log, would write ahead for nothing.)
+        // (Not written ahead: the writer starts in the first chunk at once, and a
+        // segment that sees few appends, as a dead-letter log's, would have its first
+        // two MiB written for nothing. From the third on, each chunk is written ahead
+        // when the writer enters the one before it.)
         let len = (2 * PREPARE_CHUNK).min(seg.file.len());
         self.prefetch
             .request(Arc::clone(&seg), (0, len), false, None);
@@ -996,6 +1028,9 @@ impl<F: Fs> Inner<F> {
             seg.file
                 .sync_range(from, end - from)
                 .map_err(|e| self.fail(what, &e))?;
+            if let Some(e) = seg.hint_error.lock().take() {
+                return Err(self.fail("a write-back started ahead of a sync", &e));
+            }
             seg.synced_end.fetch_max(end, Ordering::AcqRel);
         }
         Ok(())
@@ -1837,6 +1872,7 @@ impl<F: Fs> Recovery<F> {
                 file,
                 last_seq: CachePadded::new(AtomicU64::new(last_seq)),
                 index: Mutex::new(index),
+                hint_error: Mutex::new(None),
                 max_len,
             }));
         }

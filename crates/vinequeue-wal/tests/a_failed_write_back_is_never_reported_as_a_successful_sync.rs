@@ -2,7 +2,9 @@
 //! first, after which the lost pages look clean and the next sync succeeds. When a segment
 //! fills up, the append that rolls it syncs it while a group-commit leader may be syncing
 //! the same range. Whatever the interleaving, a sync that returns `Ok` must mean that its
-//! records are durable.
+//! records are durable. And a write-back the log starts ahead of a sync (the chunk just
+//! filled under `Periodic`, the chunk ahead under `Immediate`) that fails as it starts
+//! may drop its pages with no error left for the sync: the log must fail all the same.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -83,4 +85,80 @@ fn a_roll_whose_sync_fails_never_lets_a_concurrent_sync_report_success() {
             "sync_through({last}) returned Ok, but records were lost at the power cut"
         );
     }
+}
+
+/// A 1000-byte record; 1100 of them run past the first MiB of a segment, so that the
+/// writer enters its second chunk (which asks the prefetch thread for a write-back).
+const PAST_THE_FIRST_CHUNK: u64 = 1100;
+
+fn log_of_4mib_segments(fs: &SimFs, mode: SyncMode) -> Wal<SimFs> {
+    Wal::open_with(
+        fs.clone(),
+        DIR,
+        WalOptions::default()
+            .segment_size(4 << 20)
+            .max_size(1 << 30)
+            .sync_mode(mode),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_write_back_of_a_filled_chunk_that_fails_as_it_starts_fails_the_next_sync() {
+    // Under `Periodic` the prefetch thread starts the write-back of each chunk the
+    // writer has filled. Here it fails as it starts and drops the chunk's dirty pages
+    // (ext4 does, when it cannot map the blocks) without leaving the error for the
+    // next sync, which then finds nothing to write in that range.
+    let fs = SimFs::new(22);
+    let wal = log_of_4mib_segments(&fs, SyncMode::Periodic(Duration::from_secs(3600)));
+    let failure = fs.fail_nth_and_hold(FaultOp::WriteBack, 1, ErrorKind::Other);
+    let rec = [7u8; 1000];
+    for _ in 0..PAST_THE_FIRST_CHUNK {
+        wal.append(&rec).unwrap();
+    }
+    assert!(
+        failure.wait_reached(Duration::from_secs(10)),
+        "the filled chunk's write-back was started"
+    );
+    failure.release();
+    match wal.sync() {
+        Err(vinequeue_core::Error::LogFailed(why)) => assert!(why.contains("write-back"), "{why}"),
+        other => panic!("a sync over records whose pages were dropped returned {other:?}"),
+    }
+    assert!(wal.is_failed());
+}
+
+#[test]
+fn a_write_ahead_that_fails_as_it_starts_fails_the_next_sync() {
+    // Under `Immediate` the prefetch thread writes the next chunk ahead of the writer;
+    // the writer may reach it while that call runs, so a failure there fails the log.
+    let fs = SimFs::new(23);
+    let wal = log_of_4mib_segments(&fs, SyncMode::Immediate);
+    let failure = fs.fail_nth_and_hold(FaultOp::WriteBack, 1, ErrorKind::Other);
+    let rec = [9u8; 1000];
+    for i in 1..=PAST_THE_FIRST_CHUNK {
+        let seq = wal.append(&rec).unwrap();
+        // (Syncs in the first chunk only: a sync waits for a write-back the prefetch
+        // thread is running in the segment, and the failing one is held below.)
+        if i < 1000 {
+            wal.sync_through(seq).unwrap();
+        }
+    }
+    assert!(
+        failure.wait_reached(Duration::from_secs(10)),
+        "the next chunk was written ahead"
+    );
+    failure.release();
+    let seq = wal.append(&rec).unwrap();
+    assert!(
+        matches!(
+            wal.sync_through(seq),
+            Err(vinequeue_core::Error::LogFailed(_))
+        ),
+        "the sync after a failed write-ahead must fail the log"
+    );
+    assert!(matches!(
+        wal.append(&rec),
+        Err(vinequeue_core::Error::LogFailed(_))
+    ));
 }
