@@ -60,7 +60,8 @@ pub trait FsFile: Send + Sync + 'static {
     /// A write-back that could not be started. The caller must take it for a failed
     /// sync: the file system may have dropped the range's dirty pages without keeping
     /// the error for the next sync to report (ext4 does, when it cannot map the blocks).
-    /// An error that only says the call is not supported is not returned. A write-back
+    /// An error that only says the call is not supported, or that the write-back was put
+    /// off with the pages left dirty (out of memory), is not returned. A write-back
     /// that fails later, on the device, is reported by the next sync as usual.
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         let _ = (offset, len);

@@ -73,7 +73,8 @@ impl MappedFile {
     /// Without `SYNC_FILE_RANGE_WAIT_*`, the call neither waits for the writes nor takes
     /// the report of a write-back that fails on the device from the file: that stays
     /// for the next sync (`msync` on the same open file). What it returns is an error of
-    /// starting the write-back (see `FsFile::start_writeback`); "not supported" is none.
+    /// starting the write-back (see `FsFile::start_writeback`); "not supported", and a
+    /// shortage that leaves the pages dirty, are none.
     fn kick_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         if len > 0 {
@@ -91,7 +92,16 @@ impl MappedFile {
             if r != 0 {
                 let e = io::Error::last_os_error();
                 return match e.raw_os_error() {
-                    Some(libc::EINVAL | libc::ESPIPE | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(()),
+                    // Not supported; or (ENOMEM, EAGAIN) given up for now with the
+                    // pages left dirty, for the next sync to write.
+                    Some(
+                        libc::EINVAL
+                        | libc::ESPIPE
+                        | libc::ENOSYS
+                        | libc::EOPNOTSUPP
+                        | libc::ENOMEM
+                        | libc::EAGAIN,
+                    ) => Ok(()),
                     _ => Err(e),
                 };
             }

@@ -47,13 +47,15 @@ struct Segment<F: Fs> {
     read_hint: Mutex<(u64, u64)>,
     /// `(seq, offset)` of every `INDEX_EVERY`-th record, ascending.
     index: Mutex<Vec<(u64, u64)>>,
-    /// The first error of a write-back the prefetch thread started in this file
-    /// (`FsFile::start_writeback`, `FsFile::write_ahead`), held while such a call runs.
-    /// A write-back that fails as it starts may have dropped the range's dirty pages
-    /// without leaving the error for the next sync to report: every sync of the segment
-    /// takes this lock after its own call (so it waits for a call under way) and fails
-    /// the log if an error is stored.
-    hint_error: Mutex<Option<io::Error>>,
+    /// The write-backs the prefetch thread starts in this file
+    /// (`FsFile::start_writeback`, `FsFile::write_ahead`). One that fails as it starts
+    /// may have dropped its range's dirty pages without leaving the error for the next
+    /// sync to report: a sync of the segment with anything new to write looks here
+    /// after its own call (`write_back_error`), waiting for a call under way over its
+    /// range, and fails the log if an error is stored.
+    write_backs: Mutex<WriteBacks>,
+    /// Signalled when a write-back call ends.
+    write_back_done: Condvar,
     /// Longest payload a frame of this segment is believed to have: what fits in the
     /// file as it was created ([`record_limit`]). Not the `max_record_size` in effect, which
     /// limits new appends only: a log reopened with lower limits still reads the larger
@@ -61,19 +63,44 @@ struct Segment<F: Fs> {
     max_len: u32,
 }
 
-/// Longest payload a frame can have in a segment file of `file_len` bytes. A longer
-/// length field is damage, never trusted: the frame could not fit.
+/// The write-back calls of the prefetch thread in one segment: the range of the one
+/// running, and the first error not yet reported.
+#[derive(Debug, Default)]
+struct WriteBacks {
+    running: Option<(u64, u64)>,
+    error: Option<io::Error>,
+}
+
 impl<F: Fs> Segment<F> {
-    /// Runs a write-back call of the prefetch thread, storing its error for the next
-    /// sync (`hint_error`).
-    fn write_back(&self, call: impl FnOnce(&F::File) -> io::Result<()>) {
-        let mut stored = self.hint_error.lock();
-        if let Err(e) = call(&self.file) {
-            stored.get_or_insert(e);
+    /// Runs a write-back call of the prefetch thread over `offset..offset + len`,
+    /// storing its error for the next sync (`write_backs`).
+    fn write_back(&self, offset: u64, len: u64, call: impl FnOnce(&F::File) -> io::Result<()>) {
+        self.write_backs.lock().running = Some((offset, offset + len));
+        let result = call(&self.file);
+        let mut wb = self.write_backs.lock();
+        wb.running = None;
+        if let Err(e) = result {
+            wb.error.get_or_insert(e);
         }
+        drop(wb);
+        self.write_back_done.notify_all();
+    }
+
+    /// For a sync of `from..end`, after its own call: the error of a write-back call
+    /// that failed, once none is running over that range. A call running elsewhere (the
+    /// chunk ahead of the writer) can drop no page this sync covers, and is not waited
+    /// for: a later sync, of the records written there, sees its error.
+    fn write_back_error(&self, from: u64, end: u64) -> Option<io::Error> {
+        let mut wb = self.write_backs.lock();
+        while wb.running.is_some_and(|(lo, hi)| lo < end && from < hi) {
+            self.write_back_done.wait(&mut wb);
+        }
+        wb.error.take()
     }
 }
 
+/// Longest payload a frame can have in a segment file of `file_len` bytes. A longer
+/// length field is damage, never trusted: the frame could not fit.
 fn record_limit(file_len: u64) -> u32 {
     let fits = file_len.saturating_sub((SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64);
     u32::try_from(fits).unwrap_or(u32::MAX)
@@ -357,7 +384,8 @@ impl<F: Fs> Prefetch<F> {
                             let from = req.seg.released_end.load(Ordering::Acquire).min(offset);
                             let upto = req.seg.file.release(from, offset + len - from);
                             req.seg.released_end.fetch_max(upto, Ordering::AcqRel);
-                            req.seg.write_back(|f| f.start_writeback(offset, len));
+                            req.seg
+                                .write_back(offset, len, |f| f.start_writeback(offset, len));
                         }
                         let (offset, len) = req.map_in;
                         let end = offset + len;
@@ -371,7 +399,8 @@ impl<F: Fs> Prefetch<F> {
                         // that fell behind leaves the writer's pages alone.
                         let from = offset.max(req.seg.file.published().next_multiple_of(PAGE));
                         if req.write_ahead && from < end {
-                            req.seg.write_back(|f| f.write_ahead(from, end - from));
+                            req.seg
+                                .write_back(from, end - from, |f| f.write_ahead(from, end - from));
                         }
                     }
                 });
@@ -820,7 +849,8 @@ fn create_segment<F: Fs>(
         read_released: AtomicU64::new(0),
         read_hint: Mutex::new((0, 0)),
         index: Mutex::new(Vec::new()),
-        hint_error: Mutex::new(None),
+        write_backs: Mutex::new(WriteBacks::default()),
+        write_back_done: Condvar::new(),
         max_len: record_limit(segment_size),
     }))
 }
@@ -1028,7 +1058,7 @@ impl<F: Fs> Inner<F> {
             seg.file
                 .sync_range(from, end - from)
                 .map_err(|e| self.fail(what, &e))?;
-            if let Some(e) = seg.hint_error.lock().take() {
+            if let Some(e) = seg.write_back_error(from, end) {
                 return Err(self.fail("a write-back started ahead of a sync", &e));
             }
             seg.synced_end.fetch_max(end, Ordering::AcqRel);
@@ -1872,7 +1902,8 @@ impl<F: Fs> Recovery<F> {
                 file,
                 last_seq: CachePadded::new(AtomicU64::new(last_seq)),
                 index: Mutex::new(index),
-                hint_error: Mutex::new(None),
+                write_backs: Mutex::new(WriteBacks::default()),
+                write_back_done: Condvar::new(),
                 max_len,
             }));
         }

@@ -130,33 +130,36 @@ fn a_write_back_of_a_filled_chunk_that_fails_as_it_starts_fails_the_next_sync() 
 
 #[test]
 fn a_write_ahead_that_fails_as_it_starts_fails_the_next_sync() {
-    // Under `Immediate` the prefetch thread writes the next chunk ahead of the writer;
-    // the writer may reach it while that call runs, so a failure there fails the log.
+    // Under `Immediate` the prefetch thread writes the next chunk ahead of the writer.
+    // Here that call is held as it starts while the writer appends records into the
+    // chunk, then fails and drops the chunk's dirty pages, the new records' included.
     let fs = SimFs::new(23);
     let wal = log_of_4mib_segments(&fs, SyncMode::Immediate);
-    let failure = fs.fail_nth_and_hold(FaultOp::WriteBack, 1, ErrorKind::Other);
+    let held = fs.pause_nth(FaultOp::WriteBack, 1);
+    fs.fail_nth(FaultOp::WriteBack, 1, ErrorKind::Other);
     let rec = [9u8; 1000];
-    for i in 1..=PAST_THE_FIRST_CHUNK {
+    // Synced one by one; past the first MiB the write-ahead of the third starts and is
+    // held: syncs of the second MiB must not wait for it.
+    for _ in 0..PAST_THE_FIRST_CHUNK {
         let seq = wal.append(&rec).unwrap();
-        // (Syncs in the first chunk only: a sync waits for a write-back the prefetch
-        // thread is running in the segment, and the failing one is held below.)
-        if i < 1000 {
-            wal.sync_through(seq).unwrap();
-        }
+        wal.sync_through(seq).unwrap();
     }
     assert!(
-        failure.wait_reached(Duration::from_secs(10)),
-        "the next chunk was written ahead"
+        held.wait_reached(Duration::from_secs(10)),
+        "the third MiB is being written ahead"
     );
-    failure.release();
-    let seq = wal.append(&rec).unwrap();
-    assert!(
-        matches!(
-            wal.sync_through(seq),
-            Err(vinequeue_core::Error::LogFailed(_))
-        ),
-        "the sync after a failed write-ahead must fail the log"
-    );
+    // Into the third MiB, without a sync.
+    let mut last = 0;
+    for _ in 0..PAST_THE_FIRST_CHUNK {
+        last = wal.append(&rec).unwrap();
+    }
+    held.release();
+    // The failed call returns its error (held or not: the sync waits for a call still
+    // running over its range).
+    match wal.sync_through(last) {
+        Err(vinequeue_core::Error::LogFailed(why)) => assert!(why.contains("write-back"), "{why}"),
+        other => panic!("a sync over records whose pages were dropped returned {other:?}"),
+    }
     assert!(matches!(
         wal.append(&rec),
         Err(vinequeue_core::Error::LogFailed(_))
