@@ -396,7 +396,7 @@ impl<F: Fs> Prefetch<F> {
                             at += piece;
                         }
                         // Only whole pages past what the writer has published: a thread
-                        // that fell behind leaves the writer's pages alone.
+                        // that fell behind leaves the pages of published records alone.
                         let from = offset.max(req.seg.file.published().next_multiple_of(PAGE));
                         if req.write_ahead && from < end {
                             req.seg
