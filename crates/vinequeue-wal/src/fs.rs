@@ -50,10 +50,15 @@ pub trait FsFile: Send + Sync + 'static {
     /// The operating system's error; after it, what reached the disk is unknown.
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()>;
 
-    /// Hint: the published bytes in `offset..offset + len` will be synced later; start
-    /// writing them to the disk now, without waiting, so that the sync finds less to do.
-    /// Durability is unchanged (only a sync makes bytes durable). The default does
-    /// nothing.
+    /// Hint: start writing the bytes in `offset..offset + len` to the disk now, without
+    /// waiting, and without changing them. For published bytes that will be synced
+    /// later: the sync finds less to do. For a range that holds no record yet (zeros, or
+    /// what `prepare` left there) and will be written a few records at a time, each group
+    /// synced: a file system that preallocates blocks marks them unwritten (ext4, XFS)
+    /// and records their first write in the file's block map, which the sync covering
+    /// that write must then also write; written ahead, the blocks are initialized once
+    /// per range, not once per sync. Durability is unchanged (only a sync makes bytes
+    /// durable). The default does nothing.
     ///
     /// # Errors
     ///
@@ -73,22 +78,6 @@ pub trait FsFile: Send + Sync + 'static {
     /// does nothing.
     fn prepare(&self, offset: u64, len: u64) {
         let _ = (offset, len);
-    }
-
-    /// Hint: `offset..offset + len` holds no record yet (zeros, or what `prepare` left
-    /// there) and will be written a few records at a time, each group synced: write its
-    /// current contents to the disk now, without waiting. A filesystem that preallocates
-    /// blocks marks them unwritten (ext4, XFS) and records their first write in the
-    /// file's block map, which the sync that covers that write must then also write;
-    /// written ahead, the blocks are initialized once per range, not once per sync. The
-    /// bytes are not changed. The default does nothing.
-    ///
-    /// # Errors
-    ///
-    /// As [`start_writeback`](FsFile::start_writeback): to be taken for a failed sync.
-    fn write_ahead(&self, offset: u64, len: u64) -> io::Result<()> {
-        let _ = (offset, len);
-        Ok(())
     }
 
     /// Hint: whether the file will be synced a few records at a time (group commits;
@@ -419,7 +408,7 @@ mod tests {
         file.write_publish(0, &[&data]);
         // Written ahead over bytes the writer has already reached (a prefetch thread
         // that fell behind), and over bytes it has not.
-        file.write_ahead(0, len).unwrap();
+        file.start_writeback(0, len).unwrap();
         file.read_with(0, data.len(), |b| assert!(b == &data[..], "bytes changed"));
         file.sync_range(0, data.len() as u64).unwrap();
         drop(file);

@@ -68,48 +68,6 @@ impl MappedFile {
             .as_ref()
             .map_or(std::ptr::NonNull::dangling().as_ptr(), |m| m.as_mut_ptr())
     }
-
-    /// Starts writing back the dirty pages of `offset..offset + len`, without waiting.
-    /// Without `SYNC_FILE_RANGE_WAIT_*`, the call neither waits for the writes nor takes
-    /// the report of a write-back that fails on the device from the file: that stays
-    /// for the next sync (`msync` on the same open file). What it returns is an error of
-    /// starting the write-back (see `FsFile::start_writeback`); "not supported", and a
-    /// shortage that leaves the pages dirty, are none.
-    fn kick_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
-        #[cfg(target_os = "linux")]
-        if len > 0 {
-            use std::os::unix::io::AsRawFd;
-            // SAFETY: a plain system call on a descriptor this file keeps open for the
-            // call's duration; it touches no memory of ours.
-            let r = unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    offset as libc::off64_t,
-                    len as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-            if r != 0 {
-                let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    // Not supported; or (ENOMEM, EAGAIN) given up for now with the
-                    // pages left dirty, for the next sync to write.
-                    Some(
-                        libc::EINVAL
-                        | libc::ESPIPE
-                        | libc::ENOSYS
-                        | libc::EOPNOTSUPP
-                        | libc::ENOMEM
-                        | libc::EAGAIN,
-                    ) => Ok(()),
-                    _ => Err(e),
-                };
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (offset, len);
-        Ok(())
-    }
 }
 
 impl FsFile for MappedFile {
@@ -189,12 +147,45 @@ impl FsFile for MappedFile {
         let _ = (offset, len);
     }
 
+    /// Without `SYNC_FILE_RANGE_WAIT_*`, `sync_file_range` neither waits for the writes
+    /// nor takes the report of a write-back that fails on the device from the file: that
+    /// stays for the next sync (`msync` on the same open file). What it returns is an
+    /// error of starting the write-back; "not supported", and a shortage that leaves the
+    /// pages dirty, are none.
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.kick_writeback(offset, len)
-    }
-
-    fn write_ahead(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.kick_writeback(offset, len)
+        #[cfg(target_os = "linux")]
+        if len > 0 {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: a plain system call on a descriptor this file keeps open for the
+            // call's duration; it touches no memory of ours.
+            let r = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    offset as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            if r != 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    // Not supported; or (ENOMEM, EAGAIN) given up for now with the
+                    // pages left dirty, for the next sync to write.
+                    Some(
+                        libc::EINVAL
+                        | libc::ESPIPE
+                        | libc::ENOSYS
+                        | libc::EOPNOTSUPP
+                        | libc::ENOMEM
+                        | libc::EAGAIN,
+                    ) => Ok(()),
+                    _ => Err(e),
+                };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+        Ok(())
     }
 
     fn expect_small_syncs(&self, expect: bool) {

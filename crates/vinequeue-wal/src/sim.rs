@@ -26,7 +26,7 @@
 //! * `process_crash` keeps the page cache (what a killed process leaves behind).
 //! * An injected sync failure also throws the dirty pages of its range away, as Linux does
 //!   ("fsyncgate"): a later sync then reports success although the data is gone. So does
-//!   an injected failure of a write-back hint (`start_writeback`, `write_ahead`);
+//!   an injected failure of a write-back hint (`start_writeback`);
 //!   successful hints change nothing (the pages stay dirty until a sync).
 //! * An injected `write_small` failure leaves the file created (or truncated) and empty,
 //!   as a crash between the `open(O_TRUNC)` and the write does.
@@ -64,7 +64,7 @@ pub enum FaultOp {
     /// a crash between its steps would leave it: the file is created (or truncated) and
     /// none of the data is written.
     WriteSmall,
-    /// `FsFile::start_writeback` and `FsFile::write_ahead`: a write-back that fails as
+    /// `FsFile::start_writeback`: a write-back that fails as
     /// it starts, and throws the dirty pages of its range away (as ext4 does when it
     /// cannot map the blocks), so that the next sync of the range finds nothing to write.
     WriteBack,
@@ -511,19 +511,6 @@ impl SimFile {
             d.dirty.remove(&page);
         }
     }
-
-    fn write_back_hint(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.fs.pause_point(FaultOp::WriteBack);
-        let mut st = self.fs.lock()?;
-        if let Some(f) = st.take_fault(FaultOp::WriteBack) {
-            let first = offset as usize / PAGE;
-            let last = (offset + len).div_ceil(PAGE as u64) as usize;
-            self.drop_dirty(first, last);
-            drop(st);
-            return Err(f.strike());
-        }
-        Ok(())
-    }
 }
 
 impl FsFile for SimFile {
@@ -602,11 +589,16 @@ impl FsFile for SimFile {
     }
 
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.write_back_hint(offset, len)
-    }
-
-    fn write_ahead(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.write_back_hint(offset, len)
+        self.fs.pause_point(FaultOp::WriteBack);
+        let mut st = self.fs.lock()?;
+        if let Some(f) = st.take_fault(FaultOp::WriteBack) {
+            let first = offset as usize / PAGE;
+            let last = (offset + len).div_ceil(PAGE as u64) as usize;
+            self.drop_dirty(first, last);
+            drop(st);
+            return Err(f.strike());
+        }
+        Ok(())
     }
 
     fn truncate(self, len: u64) -> io::Result<Self> {

@@ -48,7 +48,7 @@ struct Segment<F: Fs> {
     /// `(seq, offset)` of every `INDEX_EVERY`-th record, ascending.
     index: Mutex<Vec<(u64, u64)>>,
     /// The write-backs the prefetch thread starts in this file
-    /// (`FsFile::start_writeback`, `FsFile::write_ahead`). One that fails as it starts
+    /// (`FsFile::start_writeback`). One that fails as it starts
     /// may have dropped its range's dirty pages without leaving the error for the next
     /// sync to report: a sync of the segment with anything new to write looks here
     /// after its own call (`write_back_error`), waiting for a call under way over its
@@ -72,11 +72,11 @@ struct WriteBacks {
 }
 
 impl<F: Fs> Segment<F> {
-    /// Runs a write-back call of the prefetch thread over `offset..offset + len`,
+    /// Starts the write-back of `offset..offset + len` (on the prefetch thread),
     /// storing its error for the next sync (`write_backs`).
-    fn write_back(&self, offset: u64, len: u64, call: impl FnOnce(&F::File) -> io::Result<()>) {
+    fn start_writeback(&self, offset: u64, len: u64) {
         self.write_backs.lock().running = Some((offset, offset + len));
-        let result = call(&self.file);
+        let result = self.file.start_writeback(offset, len);
         let mut wb = self.write_backs.lock();
         wb.running = None;
         if let Err(e) = result {
@@ -204,6 +204,15 @@ struct Writer<F: Fs> {
     pos: u64,
 }
 
+impl<F: Fs> Writer<F> {
+    /// Whether a frame of `frame_len` bytes fits in the active segment.
+    fn fits(&self, frame_len: u64) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| self.pos + frame_len <= a.file.len())
+    }
+}
+
 #[derive(Default)]
 struct Acks {
     /// Every number up to here is acknowledged, or holds no record.
@@ -326,7 +335,7 @@ struct Prefetch<F: Fs> {
 }
 
 /// Work for the prefetch thread in a segment, each range `(offset, len)`: one to map in
-/// (and, under `Immediate`, to write ahead: `FsFile::write_ahead`), and (`Periodic`
+/// (and, under `Immediate`, to write ahead: its zeros written back), and (`Periodic`
 /// mode) one filled and published, to unmap and start writing back.
 struct PrefetchRequest<F: Fs> {
     seg: Arc<Segment<F>>,
@@ -384,8 +393,7 @@ impl<F: Fs> Prefetch<F> {
                             let from = req.seg.released_end.load(Ordering::Acquire).min(offset);
                             let upto = req.seg.file.release(from, offset + len - from);
                             req.seg.released_end.fetch_max(upto, Ordering::AcqRel);
-                            req.seg
-                                .write_back(offset, len, |f| f.start_writeback(offset, len));
+                            req.seg.start_writeback(offset, len);
                         }
                         let (offset, len) = req.map_in;
                         let end = offset + len;
@@ -399,8 +407,7 @@ impl<F: Fs> Prefetch<F> {
                         // that fell behind leaves the pages of published records alone.
                         let from = offset.max(req.seg.file.published().next_multiple_of(PAGE));
                         if req.write_ahead && from < end {
-                            req.seg
-                                .write_back(from, end - from, |f| f.write_ahead(from, end - from));
+                            req.seg.start_writeback(from, end - from);
                         }
                     }
                 });
@@ -886,11 +893,7 @@ impl<F: Fs> Inner<F> {
         let payload_crc = crc32c::crc32c(record); // outside the lock
         let frame_len = FRAME_HEADER_LEN as u64 + len as u64;
         let mut w = self.writer.lock();
-        let fits = w
-            .active
-            .as_ref()
-            .is_some_and(|a| w.pos + frame_len <= a.file.len());
-        if !fits {
+        if !w.fits(frame_len) {
             match self.roll(&mut w) {
                 Ok(()) => {}
                 // Space acknowledgements freed may be on its way, or not asked for yet:
@@ -905,11 +908,7 @@ impl<F: Fs> Inner<F> {
                     }
                     self.check_failed()?;
                     w = self.writer.lock();
-                    let fits = w
-                        .active
-                        .as_ref()
-                        .is_some_and(|a| w.pos + frame_len <= a.file.len());
-                    if !fits {
+                    if !w.fits(frame_len) {
                         self.roll(&mut w)?;
                     }
                 }
@@ -945,7 +944,7 @@ impl<F: Fs> Inner<F> {
             // running this process, per page); and the sync when the segment fills
             // would otherwise write back, inside this append, whatever the last
             // periodic sync left (up to the whole segment, tens of milliseconds). Under
-            // `Immediate`, have the next chunk written ahead instead (`write_ahead`:
+            // `Immediate`, have the next chunk written ahead instead (its zeros written back:
             // group commits that each initialize the blocks they cover write the
             // file's block map too, one more disk write per sync).
             let seg = Arc::clone(w.active.as_ref().expect("still active"));
