@@ -143,8 +143,12 @@ where
 /// A group of items handed to [`Sink::send`]. Derefs to `[T]`.
 ///
 /// Every item carries a sequence number: unique, increasing within a queue, and the same
-/// on every retry of that item, so a sink can deduplicate. After a partial failure the
-/// retried batch holds only the failed items, so its sequence numbers may have gaps.
+/// on every retry of that item and, with a log, on every replay after a restart, so a
+/// sink can deduplicate on it. With a log a number is never handed out twice, also not
+/// after a crash or a power cut that lost records before they were synced (the log
+/// reserves numbers ahead in a synced checkpoint); numbers may have gaps, after a crash
+/// or where records were lost. After a partial failure the retried batch holds only
+/// the failed items, so its sequence numbers may have gaps too.
 pub struct Batch<T> {
     pub(crate) items: Vec<T>,
     pub(crate) seqs: Vec<u64>,

@@ -37,10 +37,13 @@ pub struct RecoveryReport {
 ///
 /// # Contract
 ///
-/// * **Numbering.** `append` gives each record the next sequence number: one more than
-///   the previous record's, starting at 1 for a new storage. The number of a record that
-///   survived (or was acknowledged) is never reused, also not across restarts; a record
-///   lost before it was synced may see its number handed out again.
+/// * **Numbering.** `append` gives each record a sequence number above every number
+///   handed out before: one more than the previous record's within one opening,
+///   starting at 1 for a new storage. A number is never handed out twice, also not
+///   across crashes and power loss, and also not when the record that had it was lost
+///   before it was synced: sinks deduplicate on these numbers, so a reused one would
+///   make them drop a new record. Numbers may have gaps (after a crash, the file-backed
+///   log skips the numbers it had reserved ahead and not used).
 /// * **Visibility.** A record is readable by [`read`](Storage::read) as soon as `append`
 ///   returned, from any thread.
 /// * **Durability.** After [`sync`](Storage::sync) returns `Ok`, every record appended

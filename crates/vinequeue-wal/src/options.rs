@@ -16,6 +16,9 @@ pub struct WalOptions {
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) max_record_size: u32,
     pub(crate) background_reclaim: bool,
+    pub(crate) sequence_reservation: u64,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) allow_shared_directory: bool,
 }
 
 impl Default for WalOptions {
@@ -27,9 +30,15 @@ impl Default for WalOptions {
             recovery_mode: RecoveryMode::SkipCorrupt,
             max_record_size: 16 * 1024 * 1024,
             background_reclaim: true,
+            sequence_reservation: 1 << 20,
+            checkpoint_interval: Duration::from_millis(200),
+            allow_shared_directory: false,
         }
     }
 }
+
+/// Most numbers one checkpoint write may reserve ahead.
+pub const MAX_RESERVATION: u64 = 1 << 40;
 
 /// Smallest segment accepted.
 pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
@@ -91,6 +100,37 @@ impl WalOptions {
         self
     }
 
+    /// How many sequence numbers one checkpoint write reserves ahead. A number is handed
+    /// out only once the checkpoint that reserves it is synced, so that no crash or power
+    /// cut can make the log hand out again a number a sink may have seen (sinks
+    /// deduplicate on it). The cost is one small synced write per this many appends;
+    /// after a crash the numbers reserved and not used are skipped (a gap in the
+    /// numbering; a clean close gives them back). Default = 1,048,576.
+    pub fn sequence_reservation(mut self, numbers: u64) -> Self {
+        self.sequence_reservation = numbers;
+        self
+    }
+
+    /// Longest an advanced acknowledgement mark goes unpersisted: the checkpoint is
+    /// written at most this long after an acknowledgement moves the mark (on the log's
+    /// own thread with [`background_reclaim`](Self::background_reclaim), else in the
+    /// acknowledging call). After a crash, what was acknowledged in about the last
+    /// interval is delivered again. Default = 200 ms.
+    pub fn checkpoint_interval(mut self, every: Duration) -> Self {
+        self.checkpoint_interval = every;
+        self
+    }
+
+    /// Whether a log directory that already exists and that users other than its owner
+    /// may write to (mode bits `0o022`) is accepted. Such a directory lets another user
+    /// plant files, or links, that the log would read or write; opening refuses it with
+    /// [`Error::Config`] naming the path and its mode unless this is set. Directories
+    /// the log creates get mode 0700. Default = `false`.
+    pub fn allow_shared_directory(mut self, allow: bool) -> Self {
+        self.allow_shared_directory = allow;
+        self
+    }
+
     /// The segment size in effect: the configured one, capped at `max_size / 4`, rounded
     /// down to 4 KiB.
     pub fn effective_segment_size(&self) -> u64 {
@@ -127,6 +167,21 @@ impl WalOptions {
         }
         if self.max_record_size == 0 {
             return bad("max_record_size", "must be at least 1".into());
+        }
+        if self.sequence_reservation == 0 || self.sequence_reservation > MAX_RESERVATION {
+            return bad(
+                "sequence_reservation",
+                format!(
+                    "{} is outside 1..={MAX_RESERVATION}",
+                    self.sequence_reservation
+                ),
+            );
+        }
+        if self.checkpoint_interval.is_zero() {
+            return bad(
+                "checkpoint_interval",
+                "0 would write the checkpoint at every acknowledgement".into(),
+            );
         }
         if let SyncMode::Periodic(d) = self.sync_mode {
             if d.is_zero() {

@@ -202,6 +202,9 @@ struct Writer<F: Fs> {
     active: Option<Arc<Segment<F>>>,
     /// Where the next frame goes in the active segment.
     pos: u64,
+    /// Numbers below this are reserved by a synced checkpoint and may be handed out;
+    /// the append that reaches it reserves the next block first (`Inner::reserve`).
+    reserved: u64,
 }
 
 impl<F: Fs> Writer<F> {
@@ -472,6 +475,9 @@ struct ReclaimState {
     stalled: bool,
     /// The last background reclaim failed with this; the next acknowledgement reports it.
     error: Option<Error>,
+    /// The acknowledgement mark moved since the checkpoint was written: the thread
+    /// persists it once `WalOptions::checkpoint_interval` has passed since that write.
+    mark_moved: bool,
 }
 
 /// Longest an `append` that finds the log full waits for a deletion under way (which
@@ -487,6 +493,7 @@ impl Reclaimer {
                 closed: false,
                 stalled: false,
                 error: None,
+                mark_moved: false,
             }),
             cond: Condvar::new(),
             running: AtomicBool::new(false),
@@ -497,6 +504,15 @@ impl Reclaimer {
         let mut st = self.state.lock();
         if !st.wanted {
             st.wanted = true;
+            self.cond.notify_all();
+        }
+    }
+
+    /// The acknowledgement mark moved: have it persisted in time.
+    fn mark_moved(&self) {
+        let mut st = self.state.lock();
+        if !st.mark_moved {
+            st.mark_moved = true;
             self.cond.notify_all();
         }
     }
@@ -550,9 +566,11 @@ struct Inner<F: Fs> {
     next_seq: CachePadded<AtomicU64>,
     segments: CachePadded<RwLock<Vec<Arc<Segment<F>>>>>,
     acks: CachePadded<Mutex<Acks>>,
-    /// Generation of the checkpoint file's current slot; `None` while there is no file.
-    /// Held while writing the checkpoint.
-    checkpoint_gen: Mutex<Option<u64>>,
+    /// The checkpoint file as last written; held while writing it.
+    checkpoint: Mutex<CheckpointState>,
+    /// When the checkpoint was last written, in milliseconds since `opened`.
+    checkpointed_at: AtomicU64,
+    opened: Instant,
     /// Held by the one `reclaim` running: it decides which segments go and deletes them
     /// while no other reclaim can delete any of them, or change the list meanwhile.
     reclaiming: Mutex<()>,
@@ -577,6 +595,26 @@ struct Inner<F: Fs> {
     read_corrupt: AtomicU64,
     stop: Mutex<bool>,
     stop_cond: Condvar,
+}
+
+/// The checkpoint file as last written.
+struct CheckpointState {
+    /// Generation of the current slot; `None` while there is no file.
+    generation: Option<u64>,
+    /// Its `next_seq`: no number at or above it has been handed out, so every number
+    /// below it may have been (and is never handed out again).
+    reserved: u64,
+}
+
+/// What a checkpoint write does with the numbers reserved ahead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Numbers {
+    /// Keeps the reservation as it is.
+    Keep,
+    /// Reserves every number below this one.
+    Reserve(u64),
+    /// Gives back what is reserved and unused (closing: no append comes after).
+    Release,
 }
 
 /// A write-ahead log in a directory: mmap'd, preallocated segment files of CRC32C-framed
@@ -705,11 +743,25 @@ impl<F: Fs> Wal<F> {
                 next_seq,
                 active,
                 pos: SEGMENT_HEADER_LEN as u64,
+                reserved: if has_checkpoint {
+                    checkpoint.next_seq
+                } else {
+                    0
+                },
             })),
             next_seq: CachePadded::new(AtomicU64::new(next_seq)),
             segments: CachePadded::new(RwLock::new(all)),
             acks: CachePadded::new(Mutex::new(acks)),
-            checkpoint_gen: Mutex::new(has_checkpoint.then_some(checkpoint.generation)),
+            checkpoint: Mutex::new(CheckpointState {
+                generation: has_checkpoint.then_some(checkpoint.generation),
+                reserved: if has_checkpoint {
+                    checkpoint.next_seq
+                } else {
+                    0
+                },
+            }),
+            checkpointed_at: AtomicU64::new(0),
+            opened: Instant::now(),
             reclaiming: Mutex::new(()),
             syncing: Mutex::new(()),
             sync: CachePadded::new(GroupCommit {
@@ -738,8 +790,8 @@ impl<F: Fs> Wal<F> {
             _lock: lock,
         });
         if !has_checkpoint {
-            // Best effort: on a full disk the first acknowledgement tries again.
-            let _ = inner.write_checkpoint();
+            // Best effort: on a full disk the first append or acknowledgement tries again.
+            let _ = inner.write_checkpoint(Numbers::Keep);
         }
         let syncer = match inner.opts.sync_mode {
             SyncMode::Periodic(period) => {
@@ -821,10 +873,13 @@ impl<F: Fs> Drop for Wal<F> {
         self.inner.prefetch.close();
         self.inner.reclaimer.close(self.reclaimer.take());
         if !self.inner.has_failed.load(Ordering::Acquire) {
-            if self.inner.opts.sync_mode != SyncMode::Os {
-                let _ = self.inner.sync_all_appended();
+            let synced =
+                self.inner.opts.sync_mode == SyncMode::Os || self.inner.sync_all_appended().is_ok();
+            if synced {
+                // No append comes after this: the numbers reserved and not used go back,
+                // so that a clean close leaves no gap in the numbering.
+                let _ = self.inner.close_checkpoint();
             }
-            let _ = self.inner.checkpoint_if_changed();
         }
     }
 }
@@ -922,6 +977,9 @@ impl<F: Fs> Inner<F> {
             return Err(Error::LogFailed(format!(
                 "sequence numbers exhausted (next would be {seq}); start a new log directory"
             )));
+        }
+        if seq >= w.reserved {
+            w.reserved = self.reserve(seq)?;
         }
         let seg = w.active.as_ref().expect("roll leaves an active segment");
         let header = frame_header(payload_crc, seg.salt, seq, len);
@@ -1164,19 +1222,53 @@ impl<F: Fs> Inner<F> {
         }
     }
 
+    /// Reserves a block of numbers from `seq` on (called by the append that is about
+    /// to hand out `seq`, with the writer locked): returns the new end of the
+    /// reservation, every number below which may now be handed out.
+    ///
+    /// A number may reach a sink before its record is synced (the batcher takes it from
+    /// the ring right after the append), and sinks deduplicate on it: were the numbering
+    /// rebuilt from the records that survived a power cut, a lost record's number would
+    /// go to a new item, which such a sink would drop. Recovery starts at the reservation
+    /// instead, which is synced before any number in it is used.
+    fn reserve(&self, seq: u64) -> Result<u64, Error> {
+        let to = seq
+            .saturating_add(self.opts.sequence_reservation)
+            .min(MAX_SEQ);
+        self.write_checkpoint(Numbers::Reserve(to))
+    }
+
     fn checkpoint_if_changed(&self) -> Result<(), Error> {
         let acks = self.acks.lock();
         if acks.through > acks.checkpointed {
             drop(acks);
-            self.write_checkpoint()?;
+            self.write_checkpoint(Numbers::Keep)?;
         }
         Ok(())
     }
 
-    /// Persists the acknowledgement cursor in the checkpoint's older slot (or creates the
-    /// file), and syncs it.
-    fn write_checkpoint(&self) -> Result<(), Error> {
-        let mut generation = self.checkpoint_gen.lock();
+    /// At close: persists the mark, and gives back the numbers reserved and not used.
+    fn close_checkpoint(&self) -> Result<(), Error> {
+        let unused = self.checkpoint.lock().reserved > self.next_seq.load(Ordering::Acquire);
+        let acks = self.acks.lock();
+        if unused || acks.through > acks.checkpointed {
+            drop(acks);
+            self.write_checkpoint(Numbers::Release)?;
+        }
+        Ok(())
+    }
+
+    /// When the mark, advanced since the checkpoint was written, is to be persisted.
+    fn checkpoint_due(&self) -> Instant {
+        self.opened
+            + Duration::from_millis(self.checkpointed_at.load(Ordering::Relaxed))
+            + self.opts.checkpoint_interval
+    }
+
+    /// Persists the acknowledgement cursor and the numbers reserved in the checkpoint's
+    /// older slot (or creates the file), and syncs it. Returns the `next_seq` written.
+    fn write_checkpoint(&self, numbers: Numbers) -> Result<u64, Error> {
+        let mut state = self.checkpoint.lock();
         let through = self.acks.lock().through;
         let (segment, offset) = {
             let segs = self.segments.read();
@@ -1189,15 +1281,20 @@ impl<F: Fs> Inner<F> {
                 None => (through + 1, SEGMENT_HEADER_LEN as u64),
             }
         };
+        let next = self.next_seq.load(Ordering::Acquire).max(through + 1);
         let cp = Checkpoint {
-            generation: generation.map_or(1, |g| g + 1),
+            generation: state.generation.map_or(1, |g| g + 1),
             acked_through: through,
-            next_seq: self.next_seq.load(Ordering::Acquire).max(through + 1),
+            next_seq: match numbers {
+                Numbers::Keep => state.reserved.max(next),
+                Numbers::Reserve(to) => state.reserved.max(to).max(next),
+                Numbers::Release => next,
+            },
             segment,
             offset,
         };
         let path = self.dir.join(CHECKPOINT);
-        if generation.is_some() {
+        if state.generation.is_some() {
             let slot = (cp.generation % 2) * CHECKPOINT_SLOT_LEN as u64;
             self.fs
                 .overwrite(&path, slot, &cp.encode())
@@ -1215,10 +1312,16 @@ impl<F: Fs> Inner<F> {
             self.fs.sync_dir(&self.dir).map_err(io_err)?;
             self.size.fetch_add(CHECKPOINT_LEN as u64, Ordering::AcqRel);
         }
-        *generation = Some(cp.generation);
+        state.generation = Some(cp.generation);
+        state.reserved = cp.next_seq;
+        let elapsed = self.opened.elapsed().as_millis();
+        self.checkpointed_at.store(
+            u64::try_from(elapsed).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let mut acks = self.acks.lock();
         acks.checkpointed = acks.checkpointed.max(through);
-        Ok(())
+        Ok(cp.next_seq)
     }
 
     /// Records the acknowledgements and has the segments they free deleted; reports a
@@ -1247,9 +1350,16 @@ impl<F: Fs> Inner<F> {
             return Ok(());
         }
         if !self.reclaimer.running.load(Ordering::Acquire) {
-            return self.reclaim();
+            self.reclaim()?;
+            // Without the thread, the mark is persisted by the acknowledgements
+            // themselves, by the first one that comes an interval after the last write.
+            if Instant::now() >= self.checkpoint_due() {
+                self.checkpoint_if_changed()?;
+            }
+            return Ok(());
         }
         self.request_reclaim_if_due();
+        self.reclaimer.mark_moved();
         Ok(())
     }
 
@@ -1319,6 +1429,26 @@ impl<F: Fs> Inner<F> {
             if st.closed {
                 return;
             }
+            if st.mark_moved {
+                // Persist the mark an interval after the last checkpoint write, so that
+                // a crash delivers again only about an interval's worth of records.
+                let due = self.checkpoint_due();
+                if Instant::now() < due {
+                    r.cond.wait_until(&mut st, due);
+                    continue;
+                }
+                st.mark_moved = false;
+                st.busy = true;
+                drop(st);
+                let result = self.checkpoint_if_changed();
+                st = r.state.lock();
+                st.busy = false;
+                if let Err(e) = result {
+                    st.error = Some(e);
+                }
+                r.cond.notify_all();
+                continue;
+            }
             r.cond.wait(&mut st);
         }
     }
@@ -1348,7 +1478,7 @@ impl<F: Fs> Inner<F> {
         if doomed.is_empty() {
             return Ok(());
         }
-        self.write_checkpoint()?;
+        self.write_checkpoint(Numbers::Keep)?;
         let mut result = Ok(());
         for seg in &doomed {
             match self.fs.remove(&seg.path) {

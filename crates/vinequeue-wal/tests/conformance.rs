@@ -59,28 +59,51 @@ fn the_log_on_a_real_directory_passes_the_suite_in_every_sync_mode() {
 struct Sim {
     fs: SimFs,
     n: u32,
+    mode: SyncMode,
+}
+
+impl Sim {
+    fn open(&self) -> Wal<SimFs> {
+        let opts = small().sync_mode(self.mode).sequence_reservation(64);
+        Wal::open_with(self.fs.clone(), format!("/sim/wal-{}", self.n), opts).unwrap()
+    }
 }
 
 impl StorageHarness for Sim {
     type Storage = Wal<SimFs>;
     fn create(&mut self) -> Wal<SimFs> {
         self.n += 1;
-        Wal::open_with(self.fs.clone(), format!("/sim/wal-{}", self.n), small()).unwrap()
+        self.open()
     }
     fn reopen(&mut self) -> Option<Wal<SimFs>> {
         if self.n == 0 {
             self.n = 1;
         }
-        Some(Wal::open_with(self.fs.clone(), format!("/sim/wal-{}", self.n), small()).unwrap())
+        Some(self.open())
+    }
+    fn power_cut(&mut self, wal: Wal<SimFs>) -> Option<Wal<SimFs>> {
+        self.fs = self.fs.power_cut();
+        drop(wal);
+        Some(self.open())
     }
 }
 
 #[test]
-fn the_log_on_the_simulated_file_system_passes_the_suite() {
-    storage_conformance(&mut Sim {
-        fs: SimFs::new(7),
-        n: 0,
-    });
+fn the_log_on_the_simulated_file_system_passes_the_suite_with_power_cuts_in_every_sync_mode() {
+    for mode in [
+        SyncMode::Immediate,
+        SyncMode::Periodic(std::time::Duration::from_secs(3600)),
+        SyncMode::Periodic(std::time::Duration::from_millis(1)),
+        SyncMode::Os,
+    ] {
+        for seed in 0..20 {
+            storage_conformance(&mut Sim {
+                fs: SimFs::new(seed),
+                n: 0,
+                mode,
+            });
+        }
+    }
 }
 
 struct Mem;

@@ -93,10 +93,12 @@ fn a_torn_last_record_is_cut_off_at_every_byte_offset() {
             }
             let r = wal.recovery();
             assert_eq!(r.corrupt_records, 0, "a torn tail is not corruption");
-            assert_eq!(r.next_seq, expect as u64 + 1);
+            // Record 5 was handed out (a sink may have it) even where it was torn
+            // off: its number is not handed out again.
+            assert_eq!(r.next_seq, 6);
             // The log goes on, and the next recovery sees a clean, sealed segment.
             let seq = wal.append(b"after").unwrap();
-            assert_eq!(seq, expect as u64 + 1);
+            assert_eq!(seq, 6);
             wal.sync().unwrap();
             drop(wal);
             let wal = Wal::open_with(fs, DIR, opts().recovery_mode(RecoveryMode::Strict)).unwrap();
@@ -281,7 +283,9 @@ fn a_damaged_checkpoint_replays_everything_or_is_refused() {
         "without a checkpoint everything is replayed"
     );
     assert_eq!(read_all(&wal).len(), 10);
-    assert_eq!(wal.append(b"x").unwrap(), 11);
+    // Numbering goes on above every record and every segment found (the reservation
+    // the lost checkpoint held is gone with it).
+    assert!(wal.append(b"x").unwrap() > 10);
 }
 
 #[test]
