@@ -28,6 +28,9 @@ pub struct Metrics {
     pub memory_queue_size: u64,
     /// Bytes of write-ahead log on disk (0 in memory mode).
     pub wal_size: u64,
+    /// Bytes of the copies of damaged log files kept for inspection when the log was
+    /// opened (`RecoveryReport::damaged_bytes`; not counted in `wal_size`).
+    pub wal_damaged_bytes: u64,
     /// Mean duration of successful send attempts.
     pub avg_send_latency: Duration,
     /// Retry attempts made (not counting first attempts).

@@ -951,6 +951,7 @@ impl<T: Send + 'static> Queue<T> {
         m.pending = s.pending();
         if let Some(d) = &s.durable {
             m.wal_size = d.storage.size();
+            m.wal_damaged_bytes = d.storage.recovery().damaged_bytes;
             m.spilled_total = d.spilled.load(Relaxed);
             m.recovered_total = d.recovered;
             m.corrupt_records_total = d.corrupt.load(Relaxed);

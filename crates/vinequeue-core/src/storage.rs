@@ -27,6 +27,12 @@ pub struct RecoveryReport {
     pub torn_bytes: u64,
     /// Files in the directory that the storage did not recognise and left alone.
     pub unknown_files: u64,
+    /// Bytes held by the copies of damaged files kept for inspection (the file-backed
+    /// log's `damaged/` directory).
+    pub damaged_bytes: u64,
+    /// Damaged files no copy was kept of, for lack of room under the storage's limit
+    /// for such copies.
+    pub damaged_not_kept: u64,
     /// Every sequence number up to this one had been acknowledged.
     pub acked_through: u64,
     /// The sequence number the next append gets.

@@ -134,6 +134,17 @@ pub trait Fs: Send + Sync + 'static {
     /// The operating system's error.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
 
+    /// The permission bits of `dir` (following a link to it), or `None` where it does
+    /// not exist or the file system has none. The default says `None`.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn dir_mode(&self, dir: &Path) -> io::Result<Option<u32>> {
+        let _ = dir;
+        Ok(None)
+    }
+
     /// Takes the exclusive lock of `dir` (file `LOCK` inside it); `None` if another
     /// holder has it.
     ///
@@ -201,11 +212,12 @@ pub trait Fs: Send + Sync + 'static {
     /// The operating system's error.
     fn remove(&self, path: &Path) -> io::Result<()>;
 
-    /// Copies a file (used to keep damaged segments aside).
+    /// Copies a file to a new file `to` (used to keep damaged segments aside), never
+    /// following a link at `from`, at `to` or at `to`'s directory.
     ///
     /// # Errors
     ///
-    /// The operating system's error.
+    /// The operating system's error; `AlreadyExists` if `to` exists.
     fn copy(&self, from: &Path, to: &Path) -> io::Result<()>;
 
     /// Makes the directory's entries (creations, renames, removals) durable.
@@ -245,6 +257,15 @@ impl Fs for RealFs {
             .create(dir)
     }
 
+    fn dir_mode(&self, dir: &Path) -> io::Result<Option<u32>> {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(dir) {
+            Ok(m) => Ok(Some(m.permissions().mode() & 0o7777)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn try_lock(&self, dir: &Path) -> io::Result<Option<RealLock>> {
         let path = dir.join("LOCK");
         let file = OpenOptions::new()
@@ -253,6 +274,7 @@ impl Fs for RealFs {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
         // A process forked elsewhere in this program holds a copy of a just-closed lock
         // descriptor until it execs; give such a window a moment before saying "locked".
@@ -291,13 +313,20 @@ impl Fs for RealFs {
     }
 
     fn open(&self, path: &Path) -> io::Result<MappedFile> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         let len = file.metadata()?.len();
         MappedFile::map(file, len, len)
     }
 
     fn read_small(&self, path: &Path, limit: usize) -> io::Result<Vec<u8>> {
-        let mut file = File::open(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         let len = file.metadata()?.len();
         if len > limit as u64 {
             return Err(io::Error::new(
@@ -314,11 +343,18 @@ impl Fs for RealFs {
     }
 
     fn write_small(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        // Created anew, never through whatever stands at the name (a link planted
+        // there would have the write land elsewhere).
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         file.write_all(data)?;
         file.sync_all()
@@ -326,7 +362,10 @@ impl Fs for RealFs {
 
     fn overwrite(&self, path: &Path, offset: u64, data: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let file = OpenOptions::new().write(true).open(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         if offset + data.len() as u64 > file.metadata()?.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -346,7 +385,29 @@ impl Fs for RealFs {
     }
 
     fn copy(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::copy(from, to).map(|_| ())
+        if let Some(parent) = to.parent() {
+            if !std::fs::symlink_metadata(parent)?.file_type().is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a directory (a link?)", parent.display()),
+                ));
+            }
+        }
+        let mut source = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(from)?;
+        let mut target = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(to)?;
+        let copied = io::copy(&mut source, &mut target).and_then(|_| target.sync_all());
+        if copied.is_err() {
+            let _ = std::fs::remove_file(to);
+        }
+        copied
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -372,6 +433,7 @@ fn create_mapped(
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     let created = preallocate(&file, len)
         .and_then(|()| file.sync_all())

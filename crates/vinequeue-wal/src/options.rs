@@ -19,6 +19,7 @@ pub struct WalOptions {
     pub(crate) sequence_reservation: u64,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) allow_shared_directory: bool,
+    pub(crate) max_damaged_size: u64,
 }
 
 impl Default for WalOptions {
@@ -33,6 +34,7 @@ impl Default for WalOptions {
             sequence_reservation: 1 << 20,
             checkpoint_interval: Duration::from_millis(200),
             allow_shared_directory: false,
+            max_damaged_size: 100 * 1024 * 1024,
         }
     }
 }
@@ -61,7 +63,9 @@ impl WalOptions {
 
     /// `Periodic(d)` syncs in the background every `d`; `Immediate` and `Os` sync only
     /// when asked (`sync`, `sync_through`; the queue asks after every append under
-    /// `Immediate`). Under `Os`, segments are not synced when they fill up either.
+    /// `Immediate`). Under `Os`, a segment is synced once it is sealed (on the log's own
+    /// thread with [`background_reclaim`](Self::background_reclaim)), so that a power
+    /// cut can tear only the newest segment.
     /// Default = `Periodic(100 ms)`.
     pub fn sync_mode(mut self, mode: SyncMode) -> Self {
         self.sync_mode = mode;
@@ -128,6 +132,19 @@ impl WalOptions {
     /// the log creates get mode 0700. Default = `false`.
     pub fn allow_shared_directory(mut self, allow: bool) -> Self {
         self.allow_shared_directory = allow;
+        self
+    }
+
+    /// Most bytes the copies of damaged files in the log's `damaged/` directory may take.
+    /// Recovery keeps one copy of each damaged file it meets (a segment or the
+    /// checkpoint), for inspection, once: a later open over the same damage adds none.
+    /// A copy that would pass this limit is not made, and counted in
+    /// [`RecoveryReport::damaged_not_kept`](vinequeue_core::RecoveryReport). The
+    /// directory is the user's to empty; its size is in
+    /// [`RecoveryReport::damaged_bytes`](vinequeue_core::RecoveryReport) and the
+    /// queue's metrics. Default = 100 MiB.
+    pub fn max_damaged_size(mut self, bytes: u64) -> Self {
+        self.max_damaged_size = bytes;
         self
     }
 

@@ -813,6 +813,9 @@ impl Fs for SimFs {
     fn copy(&self, from: &Path, to: &Path) -> io::Result<()> {
         let data = {
             let st = self.lock()?;
+            if st.live.contains_key(to) {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+            }
             let node = st
                 .live
                 .get(from)

@@ -478,6 +478,8 @@ struct ReclaimState {
     /// The acknowledgement mark moved since the checkpoint was written: the thread
     /// persists it once `WalOptions::checkpoint_interval` has passed since that write.
     mark_moved: bool,
+    /// Under `Os`: segments were sealed that the thread is to sync (`Inner::sealed`).
+    seals: bool,
 }
 
 /// Longest an `append` that finds the log full waits for a deletion under way (which
@@ -494,6 +496,7 @@ impl Reclaimer {
                 stalled: false,
                 error: None,
                 mark_moved: false,
+                seals: false,
             }),
             cond: Condvar::new(),
             running: AtomicBool::new(false),
@@ -506,6 +509,13 @@ impl Reclaimer {
             st.wanted = true;
             self.cond.notify_all();
         }
+    }
+
+    /// Under `Os`: a segment was sealed; have it synced.
+    fn sealed(&self) {
+        let mut st = self.state.lock();
+        st.seals = true;
+        self.cond.notify_all();
     }
 
     /// The acknowledgement mark moved: have it persisted in time.
@@ -583,6 +593,8 @@ struct Inner<F: Fs> {
     sync: CachePadded<GroupCommit>,
     prefetch: Prefetch<F>,
     reclaimer: Reclaimer,
+    /// Under `Os`: segments sealed and not synced yet, for the reclaim thread to sync.
+    sealed: Mutex<Vec<Arc<Segment<F>>>>,
     /// `first_seq` of the active segment (0 while there is none): every other listed
     /// segment is sealed.
     active_first: AtomicU64,
@@ -687,6 +699,16 @@ impl<F: Fs> Wal<F> {
     pub fn open_with(fs: F, dir: impl AsRef<Path>, opts: WalOptions) -> Result<Self, Error> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
+        if let Some(mode) = fs.dir_mode(&dir).map_err(io_err)? {
+            if mode & 0o022 != 0 && !opts.allow_shared_directory {
+                return Err(Error::Config(format!(
+                    "wal_path: {} has mode {mode:04o}: other users can write to it and \
+                     plant files or links the log would read or write; make it 0700 \
+                     (chmod go-w), or allow it with WalOptions::allow_shared_directory",
+                    dir.display()
+                )));
+            }
+        }
         fs.create_dir_all(&dir).map_err(io_err)?;
         let lock = fs
             .try_lock(&dir)
@@ -774,6 +796,7 @@ impl<F: Fs> Wal<F> {
             }),
             prefetch: Prefetch::new(),
             reclaimer: Reclaimer::new(),
+            sealed: Mutex::new(Vec::new()),
             active_first: AtomicU64::new(active_first),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
@@ -1032,7 +1055,16 @@ impl<F: Fs> Inner<F> {
                 limit: self.opts.max_size,
             });
         }
-        if let (Some(old), true) = (&w.active, self.opts.sync_mode != SyncMode::Os) {
+        let os = self.opts.sync_mode == SyncMode::Os;
+        if let (Some(old), true) = (
+            &w.active,
+            os && self.reclaimer.running.load(Ordering::Acquire),
+        ) {
+            // Synced in the background, so that a power cut can tear only the newest
+            // segment (damage in a sealed one is corruption, which `Strict` refuses).
+            self.sealed.lock().push(Arc::clone(old));
+            self.reclaimer.sealed();
+        } else if let Some(old) = &w.active {
             self.sync_segment(old, old.file.published(), "syncing a full segment")?;
             if self.opts.sync_mode == SyncMode::Immediate {
                 // Sealed: no more small syncs, and reads that miss the page cache (a
@@ -1426,6 +1458,22 @@ impl<F: Fs> Inner<F> {
                 r.cond.notify_all();
                 continue;
             }
+            if st.seals {
+                st.seals = false;
+                drop(st);
+                let sealed = std::mem::take(&mut *self.sealed.lock());
+                for seg in sealed {
+                    // A failure fails the log (`sync_segment`): appends report it.
+                    if self
+                        .sync_segment(&seg, seg.file.published(), "syncing a sealed segment")
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                st = r.state.lock();
+                continue;
+            }
             if st.closed {
                 return;
             }
@@ -1769,6 +1817,7 @@ impl<F: Fs> Recovery<F> {
     fn run(fs: &F, dir: &Path, opts: &WalOptions) -> Result<Self, Error> {
         let strict = opts.recovery_mode == RecoveryMode::Strict;
         let mut report = RecoveryReport::default();
+        let mut aside = Aside::scan(fs, dir, opts.max_damaged_size);
         let mut names = Vec::new();
         let mut has_checkpoint = false;
         for entry in fs.list(dir).map_err(io_err)? {
@@ -1803,7 +1852,7 @@ impl<F: Fs> Recovery<F> {
                 }
                 Err(_) => {
                     // Without a trustworthy cursor everything is replayed: at-least-once.
-                    keep_aside(fs, dir, CHECKPOINT);
+                    aside.keep(fs, CHECKPOINT, &mut report);
                     let _ = fs.remove(&path);
                     has_checkpoint = false;
                 }
@@ -1909,7 +1958,7 @@ impl<F: Fs> Recovery<F> {
                             }
                             next_seq = next_seq.max(reserve.min(MAX_SEQ));
                             drop(file);
-                            keep_aside(fs, dir, name);
+                            aside.keep(fs, name, &mut report);
                             fs.remove(&path).map_err(io_err)?;
                             continue;
                         }
@@ -1997,7 +2046,7 @@ impl<F: Fs> Recovery<F> {
                 next_seq = next_seq.max(held.map_or(0, after));
             }
             if damaged {
-                keep_aside(fs, dir, name);
+                aside.keep(fs, name, &mut report);
             }
             next_seq = next_seq.max(after(last_seq));
 
@@ -2064,6 +2113,7 @@ impl<F: Fs> Recovery<F> {
                 }
             }
         }
+        report.damaged_bytes = aside.bytes;
         fs.sync_dir(dir).map_err(io_err)?;
         Ok(Recovery {
             segments,
@@ -2180,14 +2230,56 @@ fn scan_from<F: FsFile>(
     scan
 }
 
-/// Keeps a copy of a damaged file in `damaged/` (best effort: recovery goes on without).
-fn keep_aside<F: Fs>(fs: &F, dir: &Path, name: &str) {
-    let aside = dir.join(DAMAGED);
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    if fs.create_dir_all(&aside).is_ok() {
-        let _ = fs.copy(&dir.join(name), &aside.join(format!("{name}.{stamp}")));
+/// The `damaged/` directory: one copy of each damaged file recovery met, within
+/// `WalOptions::max_damaged_size`.
+struct Aside {
+    dir: PathBuf,
+    /// Names held there, and their bytes in all.
+    names: std::collections::BTreeSet<String>,
+    bytes: u64,
+    cap: u64,
+}
+
+impl Aside {
+    fn scan<F: Fs>(fs: &F, dir: &Path, cap: u64) -> Self {
+        let aside = dir.join(DAMAGED);
+        let mut names = std::collections::BTreeSet::new();
+        let mut bytes = 0u64;
+        for entry in fs.list(&aside).unwrap_or_default() {
+            if entry.is_file {
+                bytes = bytes.saturating_add(fs.file_len(&aside.join(&entry.name)).unwrap_or(0));
+                names.insert(entry.name);
+            }
+        }
+        Aside {
+            dir: aside,
+            names,
+            bytes,
+            cap,
+        }
+    }
+
+    /// Keeps a copy of the damaged file `name` (best effort: recovery goes on without):
+    /// once (a copy kept at an earlier open stays the one), and only while the
+    /// directory stays within its cap (counted in `damaged_not_kept` otherwise).
+    fn keep<F: Fs>(&mut self, fs: &F, name: &str, report: &mut RecoveryReport) {
+        let from = self
+            .dir
+            .parent()
+            .map_or_else(PathBuf::new, Path::to_path_buf)
+            .join(name);
+        if !self.names.contains(name) {
+            let len = fs.file_len(&from).unwrap_or(0);
+            if self.bytes.saturating_add(len) > self.cap {
+                report.damaged_not_kept += 1;
+            } else if fs.create_dir_all(&self.dir).is_ok()
+                && fs.copy(&from, &self.dir.join(name)).is_ok()
+            {
+                self.names.insert(name.to_owned());
+                self.bytes += len;
+            }
+        }
+        report.damaged_bytes = self.bytes;
     }
 }
 
