@@ -1444,18 +1444,8 @@ impl<F: Fs> Inner<F> {
         loop {
             if st.wanted {
                 st.wanted = false;
-                st.busy = true;
-                drop(st);
-                let result = self.reclaim();
-                st = r.state.lock();
-                st.busy = false;
+                st = self.busy_with(st, || self.reclaim());
                 st.stalled = false;
-                // Kept until an acknowledgement reports it, even if a later reclaim
-                // succeeds: a failure is never lost to a retry that happened to run first.
-                if let Err(e) = result {
-                    st.error = Some(e);
-                }
-                r.cond.notify_all();
                 continue;
             }
             if st.seals {
@@ -1486,19 +1476,33 @@ impl<F: Fs> Inner<F> {
                     continue;
                 }
                 st.mark_moved = false;
-                st.busy = true;
-                drop(st);
-                let result = self.checkpoint_if_changed();
-                st = r.state.lock();
-                st.busy = false;
-                if let Err(e) = result {
-                    st.error = Some(e);
-                }
-                r.cond.notify_all();
+                st = self.busy_with(st, || self.checkpoint_if_changed());
                 continue;
             }
             r.cond.wait(&mut st);
         }
+    }
+
+    /// Runs `job` on the reclaim thread, busy (an `append` on a full log waits for it),
+    /// and keeps its failure for the next acknowledgement to report: kept even if a
+    /// later job succeeds, so that a failure is never lost to a retry that happened to
+    /// run first.
+    fn busy_with<'a>(
+        &'a self,
+        mut st: parking_lot::MutexGuard<'a, ReclaimState>,
+        job: impl FnOnce() -> Result<(), Error>,
+    ) -> parking_lot::MutexGuard<'a, ReclaimState> {
+        let r = &self.reclaimer;
+        st.busy = true;
+        drop(st);
+        let result = job();
+        let mut st = r.state.lock();
+        st.busy = false;
+        if let Err(e) = result {
+            st.error = Some(e);
+        }
+        r.cond.notify_all();
+        st
     }
 
     /// Deletes the sealed segments whose records are all acknowledged, after persisting

@@ -240,31 +240,20 @@ fn under_os_power_cuts_never_give_one_number_to_two_items() {
 #[test]
 fn an_item_delivered_before_its_sync_keeps_its_number_to_itself_after_a_power_cut() {
     let seen: Seen = Arc::default();
-    let fs = SimFs::new(11);
     let mode = SyncMode::Periodic(Duration::from_secs(1));
-    let queue = queue_on(
-        &fs,
-        mode,
-        1 << 20,
-        Arc::clone(&seen),
-        Arc::new(AtomicBool::new(true)),
-    );
-    queue.start().unwrap();
-    queue.enqueue(1).unwrap();
-    queue.flush(Duration::from_secs(10)).unwrap();
+    let run = |fs: &SimFs, item: u64| {
+        let powered = Arc::new(AtomicBool::new(true));
+        let queue = queue_on(fs, mode, 1 << 20, Arc::clone(&seen), powered);
+        queue.start().unwrap();
+        queue.enqueue(item).unwrap();
+        queue.flush(Duration::from_secs(10)).unwrap();
+        queue
+    };
+    let fs = SimFs::new(11);
+    let queue = run(&fs, 1);
     let fs = fs.power_cut();
     drop(queue);
-    let queue = queue_on(
-        &fs,
-        mode,
-        1 << 20,
-        Arc::clone(&seen),
-        Arc::new(AtomicBool::new(true)),
-    );
-    queue.start().unwrap();
-    queue.enqueue(2).unwrap();
-    queue.flush(Duration::from_secs(10)).unwrap();
-    queue.stop().unwrap();
+    run(&fs, 2).stop().unwrap();
     let seen = seen.lock().unwrap();
     let x = *seen.seqs_of[&1].iter().next().unwrap();
     let y = *seen.seqs_of[&2].iter().next().unwrap();
