@@ -760,27 +760,26 @@ impl<F: Fs> Wal<F> {
             } else {
                 0
             };
+        // What the checkpoint found reserves (nothing without one): the first append
+        // beyond it reserves more.
+        let reserved = if has_checkpoint {
+            checkpoint.next_seq
+        } else {
+            0
+        };
         let inner = Arc::new(Inner {
             writer: CachePadded::new(Mutex::new(Writer {
                 next_seq,
                 active,
                 pos: SEGMENT_HEADER_LEN as u64,
-                reserved: if has_checkpoint {
-                    checkpoint.next_seq
-                } else {
-                    0
-                },
+                reserved,
             })),
             next_seq: CachePadded::new(AtomicU64::new(next_seq)),
             segments: CachePadded::new(RwLock::new(all)),
             acks: CachePadded::new(Mutex::new(acks)),
             checkpoint: Mutex::new(CheckpointState {
                 generation: has_checkpoint.then_some(checkpoint.generation),
-                reserved: if has_checkpoint {
-                    checkpoint.next_seq
-                } else {
-                    0
-                },
+                reserved,
             }),
             checkpointed_at: AtomicU64::new(0),
             opened: Instant::now(),
@@ -2237,6 +2236,8 @@ fn scan_from<F: FsFile>(
 /// The `damaged/` directory: one copy of each damaged file recovery met, within
 /// `WalOptions::max_damaged_size`.
 struct Aside {
+    /// The log's directory, and its `damaged/`.
+    log: PathBuf,
     dir: PathBuf,
     /// Names held there, and their bytes in all.
     names: std::collections::BTreeSet<String>,
@@ -2256,6 +2257,7 @@ impl Aside {
             }
         }
         Aside {
+            log: dir.to_path_buf(),
             dir: aside,
             names,
             bytes,
@@ -2267,11 +2269,7 @@ impl Aside {
     /// once (a copy kept at an earlier open stays the one), and only while the
     /// directory stays within its cap (counted in `damaged_not_kept` otherwise).
     fn keep<F: Fs>(&mut self, fs: &F, name: &str, report: &mut RecoveryReport) {
-        let from = self
-            .dir
-            .parent()
-            .map_or_else(PathBuf::new, Path::to_path_buf)
-            .join(name);
+        let from = self.log.join(name);
         if !self.names.contains(name) {
             let len = fs.file_len(&from).unwrap_or(0);
             if self.bytes.saturating_add(len) > self.cap {
