@@ -1,0 +1,405 @@
+//! Opening a directory: the checkpoint, each segment checked, damage set aside.
+
+use super::scan::*;
+use super::*;
+
+/// What opening found in the directory.
+pub(super) struct Recovery<F: Fs> {
+    pub(super) segments: Vec<Arc<Segment<F>>>,
+    pub(super) checkpoint: Checkpoint,
+    pub(super) report: RecoveryReport,
+    pub(super) next_seq: u64,
+    /// Bytes of the kept segment files.
+    pub(super) size: u64,
+    pub(super) has_checkpoint: bool,
+    /// The numbers above the checkpoint's mark and below `next_seq` that hold no record
+    /// recovery kept (lost to a power cut or to damage, reserved, between segments), as
+    /// ascending ranges: nobody will ever acknowledge them.
+    pub(super) no_record: Vec<(u64, u64)>,
+}
+
+impl<F: Fs> Recovery<F> {
+    pub(super) fn run(fs: &F, dir: &Path, opts: &WalOptions) -> Result<Self, Error> {
+        let strict = opts.recovery_mode == RecoveryMode::Strict;
+        let mut report = RecoveryReport::default();
+        let mut aside = Aside::scan(fs, dir, opts.max_damaged_size);
+        let mut names = Vec::new();
+        let mut has_checkpoint = false;
+        for entry in fs.list(dir).map_err(io_err)? {
+            match entry.name.as_str() {
+                "LOCK" | DAMAGED => {}
+                CHECKPOINT => has_checkpoint = entry.is_file,
+                CHECKPOINT_TMP => {
+                    let _ = fs.remove(&dir.join(CHECKPOINT_TMP));
+                }
+                // Directories (such as the queue's `dead-letters` log) are not ours.
+                _ if !entry.is_file => {}
+                name => match parse_segment_name(name) {
+                    Some(seq) => names.push((seq, name.to_owned())),
+                    None => report.unknown_files += 1,
+                },
+            }
+        }
+        names.sort();
+
+        let mut checkpoint = Checkpoint::default();
+        if has_checkpoint {
+            let path = dir.join(CHECKPOINT);
+            let bytes = fs.read_small(&path, 4096).map_err(io_err)?;
+            match Checkpoint::decode_file(&bytes) {
+                Ok(c) => checkpoint = c,
+                Err(reason) if strict => {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason: reason.into(),
+                    })
+                }
+                Err(_) => {
+                    // Without a trustworthy cursor everything is replayed: at-least-once.
+                    aside.keep(fs, CHECKPOINT, &mut report);
+                    let _ = fs.remove(&path);
+                    has_checkpoint = false;
+                }
+            }
+        }
+        let acked = checkpoint.acked_through;
+
+        let mut segments: Vec<Arc<Segment<F>>> = Vec::new();
+        let mut size = 0;
+        let mut next_seq = checkpoint.next_seq.max(acked + 1).max(1);
+        // Ranges of the records kept, ascending (segments come in order, and each one's
+        // numbers stay below the next one's first).
+        let mut present: Vec<(u64, u64)> = Vec::new();
+        let count = names.len();
+        for (i, (first_seq, name)) in names.iter().enumerate() {
+            let newest = i + 1 == count;
+            let next_first = names.get(i + 1).map(|n| n.0);
+            let path = dir.join(name);
+            let file = fs.open(&path).map_err(io_err)?;
+            // Frames are believed up to what fits in this file, whatever the options in
+            // effect now: lowering `max_record_size` or `max_size` limits new appends, and
+            // must not turn the larger records already stored into damage.
+            let max_len = record_limit(file.len());
+            let header =
+                file.read_with(0, file.len().min(SEGMENT_HEADER_LEN as u64) as usize, |b| {
+                    if b.iter().all(|&x| x == 0) {
+                        Err("segment header never written")
+                    } else {
+                        SegmentHeader::decode(b)
+                    }
+                });
+            let mut damaged = false;
+            let header = match header {
+                Ok(h) if h.first_seq == *first_seq => h,
+                Ok(_) | Err(_) => {
+                    let reason = match header {
+                        Ok(_) => "segment header names another first sequence number",
+                        Err(r) => r,
+                    };
+                    let blank = reason == "segment header never written";
+                    if newest && blank {
+                        // Crashed while creating it: nothing was ever in it.
+                        drop(file);
+                        fs.remove(&path).map_err(io_err)?;
+                        continue;
+                    }
+                    if strict {
+                        return Err(Error::Corrupt {
+                            file: path,
+                            offset: 0,
+                            reason: reason.into(),
+                        });
+                    }
+                    // Often only the magic or the header checksum was hit and the salt is
+                    // intact: if the first frame checks out with it, keep the records.
+                    let salvage =
+                        (file.len() >= SEGMENT_HEADER_LEN as u64).then(|| SegmentHeader {
+                            first_seq: *first_seq,
+                            salt: file.read_with(24, 8, |b| {
+                                u64::from_le_bytes(b.try_into().expect("8 bytes"))
+                            }),
+                        });
+                    let first_ok = |h: &SegmentHeader| {
+                        let at = SEGMENT_HEADER_LEN as u64;
+                        at < file.len()
+                            && matches!(
+                                file.read_with(at, (file.len() - at) as usize, |b| decode_frame(
+                                    b, h.salt, max_len
+                                )),
+                                Frame::Record { seq, .. } if seq == h.first_seq
+                            )
+                    };
+                    match salvage {
+                        Some(h) if first_ok(&h) => {
+                            damaged = true;
+                            h
+                        }
+                        _ => {
+                            // Its records are unknown: count the numbers up to the next
+                            // segment as lost, and never hand out any number an intact
+                            // frame in it holds (or, for the newest, could hold) again.
+                            let lost_to = next_first.unwrap_or(*first_seq);
+                            report.corrupt_records = report.corrupt_records.saturating_add(
+                                lost_to.saturating_sub((*first_seq).max(acked + 1)),
+                            );
+                            let mut reserve = match next_first {
+                                Some(n) => n,
+                                None => first_seq.saturating_add(
+                                    file.len().saturating_sub(SEGMENT_HEADER_LEN as u64)
+                                        / FRAME_HEADER_LEN as u64
+                                        + 1,
+                                ),
+                            };
+                            if let Some(h) = salvage {
+                                let held = highest_valid_seq(
+                                    &file,
+                                    SEGMENT_HEADER_LEN as u64,
+                                    h.salt,
+                                    *first_seq,
+                                    max_len,
+                                );
+                                reserve = reserve.max(held.map_or(0, after));
+                            }
+                            next_seq = next_seq.max(reserve.min(MAX_SEQ));
+                            drop(file);
+                            aside.keep(fs, name, &mut report);
+                            fs.remove(&path).map_err(io_err)?;
+                            continue;
+                        }
+                    }
+                }
+            };
+
+            let ceiling = next_first.map_or(MAX_SEQ, |n| n.saturating_sub(1));
+            let scan = scan_segment(&file, header, max_len, acked, ceiling);
+            let mut data_end = scan.data_end;
+            let mut last_seq = scan.last_seq;
+            let mut held_here = vec![(header.first_seq, scan.last_seq)];
+            report.records += scan.records;
+            report.bytes += scan.bytes;
+            if let Some((offset, reason)) = scan.bad {
+                if newest {
+                    // A torn tail: cut it off. If valid frames follow the damage (pages
+                    // written back out of order before a power cut), they were never
+                    // synced either; keep a copy for inspection all the same.
+                    report.torn_bytes +=
+                        file.read_with(offset, (file.len() - offset) as usize, |b| {
+                            b.iter().rposition(|&x| x != 0).map_or(0, |p| p as u64 + 1)
+                        });
+                    if let Some(held) =
+                        highest_valid_seq(&file, offset + 1, header.salt, last_seq + 1, max_len)
+                    {
+                        // Their numbers must not be handed out again.
+                        damaged = true;
+                        next_seq = next_seq.max(after(held));
+                    }
+                } else if strict {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset,
+                        reason: reason.into(),
+                    });
+                } else {
+                    damaged = true;
+                    // Skip over damage until the segment's end, counting the lost numbers.
+                    let mut resume = Some((offset, last_seq + 1));
+                    while let Some((bad_at, expect)) = resume {
+                        match find_lowest_valid(
+                            &file,
+                            bad_at + 1,
+                            header.salt,
+                            expect,
+                            ceiling,
+                            max_len,
+                        ) {
+                            Some((p, seq)) => {
+                                report.corrupt_records = report
+                                    .corrupt_records
+                                    .saturating_add(seq.saturating_sub(expect.max(acked + 1)));
+                                let more =
+                                    scan_from(&file, header, max_len, acked, p, seq, ceiling);
+                                held_here.push((seq, more.last_seq));
+                                report.records += more.records;
+                                report.bytes += more.bytes;
+                                data_end = more.data_end;
+                                last_seq = more.last_seq;
+                                resume = more.bad.map(|(o, _)| (o, more.last_seq + 1));
+                            }
+                            None => {
+                                let lost_to = next_first.unwrap_or(expect);
+                                report.corrupt_records = report
+                                    .corrupt_records
+                                    .saturating_add(lost_to.saturating_sub(expect.max(acked + 1)));
+                                next_seq = next_seq.max(lost_to);
+                                resume = None;
+                            }
+                        }
+                    }
+                }
+            }
+            if damaged || scan.bad.is_some() {
+                // Never hand out again a number that an intact frame here holds, whether
+                // or not recovery could place it.
+                let held = highest_valid_seq(
+                    &file,
+                    SEGMENT_HEADER_LEN as u64,
+                    header.salt,
+                    header.first_seq,
+                    max_len,
+                );
+                next_seq = next_seq.max(held.map_or(0, after));
+            }
+            if damaged {
+                aside.keep(fs, name, &mut report);
+            }
+            next_seq = next_seq.max(after(last_seq));
+
+            if last_seq <= acked || (newest && data_end <= SEGMENT_HEADER_LEN as u64) {
+                // Everything in it was acknowledged (the unlink after the checkpoint did
+                // not happen), or it holds nothing.
+                drop(file);
+                fs.remove(&path).map_err(io_err)?;
+                continue;
+            }
+            let file = if newest && data_end < file.len() {
+                // Never append after an unchecked tail: seal it where the data ends.
+                file.truncate(data_end).map_err(io_err)?
+            } else {
+                file
+            };
+            size += file.len();
+            present.extend(held_here.into_iter().filter(|&(lo, hi)| lo <= hi));
+            let index = scan.index;
+            // The scan mapped in what it read; the replay maps pages in again as it
+            // reaches them, so the backlog never sits in memory as a whole.
+            let released = file.release(0, file.len());
+            segments.push(Arc::new(Segment {
+                first_seq: *first_seq,
+                path,
+                salt: header.salt,
+                synced_end: AtomicU64::new(file.len()),
+                released_end: AtomicU64::new(released),
+                read_released: AtomicU64::new(0),
+                read_hint: Mutex::new((0, 0)),
+                file,
+                last_seq: CachePadded::new(AtomicU64::new(last_seq)),
+                index: Mutex::new(index),
+                write_backs: Mutex::new(WriteBacks::default()),
+                write_back_done: Condvar::new(),
+                max_len,
+            }));
+        }
+
+        // Cross-check the checkpoint's position against the segments.
+        if has_checkpoint && acked > 0 {
+            if let Some(seg) = segments.iter().find(|s| s.first_seq == checkpoint.segment) {
+                let ok = checkpoint.offset >= SEGMENT_HEADER_LEN as u64
+                    && (checkpoint.offset >= seg.file.published()
+                        || matches!(
+                            seg.file.read_with(
+                                checkpoint.offset,
+                                (seg.file.published() - checkpoint.offset) as usize,
+                                |b| decode_frame(b, seg.salt, seg.max_len)
+                            ),
+                            Frame::Record { seq, .. } if seq > acked
+                        ));
+                if !ok && strict {
+                    return Err(Error::Corrupt {
+                        file: dir.join(CHECKPOINT),
+                        offset: 0,
+                        reason: format!(
+                            "checkpoint position {}:{} does not hold record {}",
+                            checkpoint.segment,
+                            checkpoint.offset,
+                            acked + 1
+                        ),
+                    });
+                }
+            }
+        }
+        report.damaged_bytes = aside.bytes;
+        fs.sync_dir(dir).map_err(io_err)?;
+        Ok(Recovery {
+            segments,
+            checkpoint,
+            report,
+            next_seq,
+            size,
+            has_checkpoint,
+            no_record: complement(&present, acked + 1, next_seq),
+        })
+    }
+}
+
+/// The numbers in `from..to` outside the ascending, disjoint ranges `present`, as ranges.
+pub(super) fn complement(present: &[(u64, u64)], from: u64, to: u64) -> Vec<(u64, u64)> {
+    let mut gaps = Vec::new();
+    let mut next = from;
+    for &(lo, hi) in present {
+        if hi < next {
+            continue;
+        }
+        if lo > next {
+            gaps.push((next, (lo - 1).min(to.saturating_sub(1))));
+        }
+        next = next.max(hi + 1);
+    }
+    if next < to {
+        gaps.push((next, to - 1));
+    }
+    gaps.retain(|&(lo, hi)| lo <= hi);
+    gaps
+}
+
+/// The `damaged/` directory: one copy of each damaged file recovery met, within
+/// `WalOptions::max_damaged_size`.
+pub(super) struct Aside {
+    /// The log's directory, and its `damaged/`.
+    log: PathBuf,
+    dir: PathBuf,
+    /// Names held there, and their bytes in all.
+    names: std::collections::BTreeSet<String>,
+    bytes: u64,
+    cap: u64,
+}
+
+impl Aside {
+    fn scan<F: Fs>(fs: &F, dir: &Path, cap: u64) -> Self {
+        let aside = dir.join(DAMAGED);
+        let mut names = std::collections::BTreeSet::new();
+        let mut bytes = 0u64;
+        for entry in fs.list(&aside).unwrap_or_default() {
+            if entry.is_file {
+                bytes = bytes.saturating_add(fs.file_len(&aside.join(&entry.name)).unwrap_or(0));
+                names.insert(entry.name);
+            }
+        }
+        Aside {
+            log: dir.to_path_buf(),
+            dir: aside,
+            names,
+            bytes,
+            cap,
+        }
+    }
+
+    /// Keeps a copy of the damaged file `name` (best effort: recovery goes on without):
+    /// once (a copy kept at an earlier open stays the one), and only while the
+    /// directory stays within its cap (counted in `damaged_not_kept` otherwise).
+    fn keep<F: Fs>(&mut self, fs: &F, name: &str, report: &mut RecoveryReport) {
+        let from = self.log.join(name);
+        if !self.names.contains(name) {
+            let len = fs.file_len(&from).unwrap_or(0);
+            if self.bytes.saturating_add(len) > self.cap {
+                report.damaged_not_kept += 1;
+            } else if fs.create_dir_all(&self.dir).is_ok()
+                && fs.copy(&from, &self.dir.join(name)).is_ok()
+            {
+                self.names.insert(name.to_owned());
+                self.bytes += len;
+            }
+        }
+        report.damaged_bytes = self.bytes;
+    }
+}
