@@ -24,6 +24,7 @@
 //! file I/O) are in the [`wal`] module, used by the `wal_compare` binary.
 #![warn(missing_docs)]
 
+pub mod damage;
 pub mod report;
 pub mod wal;
 

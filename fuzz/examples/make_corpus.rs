@@ -93,8 +93,23 @@ fn checkpoint_file(acked_through: u64, next_seq: u64, segment: u64, offset: u64)
         next_seq,
         segment,
         offset,
+        synced_through: 0,
     }
     .encode_file()
+    .to_vec()
+}
+
+/// A checkpoint file as version 1 wrote it: two adjacent 64-byte slots.
+fn checkpoint_file_v1(acked_through: u64, next_seq: u64, segment: u64, offset: u64) -> Vec<u8> {
+    Checkpoint {
+        generation: 2,
+        acked_through,
+        next_seq,
+        segment,
+        offset,
+        synced_through: 0,
+    }
+    .encode_file_v1()
     .to_vec()
 }
 
@@ -291,11 +306,17 @@ fn main() {
         next_seq: 11,
         segment: 1,
         offset: 200,
+        synced_through: 8,
     };
     write(
         &dir,
         "checkpoint_file",
         &decoder_input(0, 0, 1 << 20, &cp.encode_file()),
+    );
+    write(
+        &dir,
+        "checkpoint_file_v1",
+        &decoder_input(0, 0, 1 << 20, &checkpoint_file_v1(4, 11, 1, 200)),
     );
     let mut huge = frame(salt, 9, b"payload");
     huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());

@@ -44,8 +44,8 @@ use std::sync::OnceLock;
 use vinequeue_core::{RecoveryMode, Storage, SyncMode};
 use vinequeue_wal::format::{
     decode_frame, frame_header, parse_segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_SLOT_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
-    SEGMENT_MAGIC,
+    CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_SLOT_LEN, CHECKPOINT_SLOT_STRIDE,
+    CHECKPOINT_V1_LEN, CHECKPOINT_V1_SLOT_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{Fs, Wal, WalOptions};
@@ -237,10 +237,17 @@ fn reseal_segment_header(buf: &mut [u8]) {
 }
 
 fn reseal_checkpoint(buf: &mut [u8]) {
-    for slot in [0, CHECKPOINT_SLOT_LEN] {
-        if buf.len() >= slot + CHECKPOINT_SLOT_LEN {
-            let crc = crc32c_of(&buf[slot..slot + 56]);
-            buf[slot + 56..slot + 60].copy_from_slice(&crc.to_le_bytes());
+    // A version 1 file: two adjacent 64-byte slots, checksummed over 56 bytes; version 2:
+    // 72-byte slots 4 KiB apart, checksummed over 64.
+    let (slots, covered) = if buf.len() == CHECKPOINT_V1_LEN {
+        ([0, CHECKPOINT_V1_SLOT_LEN], 56)
+    } else {
+        ([0, CHECKPOINT_SLOT_STRIDE], 64)
+    };
+    for slot in slots {
+        if buf.len() >= slot + covered + 4 {
+            let crc = crc32c_of(&buf[slot..slot + covered]);
+            buf[slot + covered..slot + covered + 4].copy_from_slice(&crc.to_le_bytes());
         }
     }
 }
@@ -308,12 +315,20 @@ pub fn check_frame_decoder(data: &[u8]) {
     // The buffer as a checkpoint file, and its first bytes as one slot.
     match Checkpoint::decode_file(&buf) {
         Ok(c) => {
-            assert_eq!(buf.len(), CHECKPOINT_LEN);
+            let (first, second) = match buf.len() {
+                CHECKPOINT_LEN => (
+                    &buf[..CHECKPOINT_SLOT_LEN],
+                    &buf[CHECKPOINT_SLOT_STRIDE..CHECKPOINT_SLOT_STRIDE + CHECKPOINT_SLOT_LEN],
+                ),
+                CHECKPOINT_V1_LEN => (
+                    &buf[..CHECKPOINT_V1_SLOT_LEN],
+                    &buf[CHECKPOINT_V1_SLOT_LEN..],
+                ),
+                n => panic!("a checkpoint file of {n} bytes was accepted"),
+            };
             assert!(c.next_seq > c.acked_through, "{c:?}");
-            let slots = [
-                Checkpoint::decode(&buf[..CHECKPOINT_SLOT_LEN]),
-                Checkpoint::decode(&buf[CHECKPOINT_SLOT_LEN..]),
-            ];
+            assert!(c.next_seq > c.synced_through, "{c:?}");
+            let slots = [Checkpoint::decode(first), Checkpoint::decode(second)];
             assert!(
                 slots.contains(&Ok(c)),
                 "decode_file returned a checkpoint neither slot holds"
@@ -328,17 +343,26 @@ pub fn check_frame_decoder(data: &[u8]) {
         }
         Err(reason) => assert!(!reason.is_empty()),
     }
-    let slot = &buf[..buf.len().min(CHECKPOINT_SLOT_LEN)];
-    if let Ok(c) = Checkpoint::decode(slot) {
-        assert_eq!(slot.len(), CHECKPOINT_SLOT_LEN);
-        assert_eq!(slot[0..8], CHECKPOINT_MAGIC);
-        assert!(c.next_seq > c.acked_through);
-        // Reserved bytes 12..16 are covered by the checksum but not interpreted: a slot
-        // with any set re-encodes with zeros there, and so with another checksum.
-        assert_eq!(c.encode()[..12], slot[..12]);
-        assert_eq!(c.encode()[16..56], slot[16..56]);
-        if slot[12..16] == [0; 4] {
-            assert_eq!(c.encode()[56..60], slot[56..60]);
+    for len in [CHECKPOINT_SLOT_LEN, CHECKPOINT_V1_SLOT_LEN] {
+        let slot = &buf[..buf.len().min(len)];
+        if let Ok(c) = Checkpoint::decode(slot) {
+            assert_eq!(slot.len(), len);
+            assert_eq!(slot[0..8], CHECKPOINT_MAGIC);
+            assert!(c.next_seq > c.acked_through);
+            assert!(c.next_seq > c.synced_through);
+            assert_eq!(Checkpoint::decode(&c.encode()), Ok(c));
+            if len == CHECKPOINT_SLOT_LEN {
+                // Reserved bytes 12..16 are covered by the checksum but not interpreted
+                // (nor are the padding bytes 68..72, which are not covered): a slot with
+                // any set re-encodes with zeros there, and so with another checksum.
+                assert_eq!(c.encode()[..12], slot[..12]);
+                assert_eq!(c.encode()[16..64], slot[16..64]);
+                if slot[12..16] == [0; 4] {
+                    assert_eq!(c.encode()[64..68], slot[64..68]);
+                }
+            } else {
+                assert_eq!(c.synced_through, 0, "a version 1 slot has no frontier");
+            }
         }
     }
     let _ = parse_segment_name(&String::from_utf8_lossy(&buf));

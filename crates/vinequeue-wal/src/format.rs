@@ -31,7 +31,7 @@
 pub const SEGMENT_MAGIC: [u8; 8] = *b"VQWALSG1";
 /// Magic bytes opening the checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"VQWALCP1";
-/// Version of the format written by this crate.
+/// Version of the segment format written by this crate.
 pub const FORMAT_VERSION: u32 = 1;
 /// Length of a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 40;
@@ -42,10 +42,21 @@ pub const FRAME_HEADER_LEN: usize = 16;
 /// below it only; `next_seq` reaching it means the numbers are used up.
 pub const MAX_SEQ: u64 = 1 << 62;
 
+/// Version of the checkpoint written by this crate (2: slots in separate 4 KiB blocks,
+/// with the synced frontier). Version 1 files (two adjacent 64-byte slots) are read, and
+/// replaced by a version 2 file at the first checkpoint write.
+pub const CHECKPOINT_VERSION: u32 = 2;
 /// Length of one checkpoint slot.
-pub const CHECKPOINT_SLOT_LEN: usize = 64;
-/// Length of the checkpoint file (two slots).
-pub const CHECKPOINT_LEN: usize = 2 * CHECKPOINT_SLOT_LEN;
+pub const CHECKPOINT_SLOT_LEN: usize = 72;
+/// Offset of the second slot: the slots lie in different 4 KiB blocks, so that a torn
+/// sector (or block) can damage only the slot being written.
+pub const CHECKPOINT_SLOT_STRIDE: usize = 4096;
+/// Length of the checkpoint file.
+pub const CHECKPOINT_LEN: usize = 2 * CHECKPOINT_SLOT_STRIDE;
+/// Length of one slot of a version 1 checkpoint.
+pub const CHECKPOINT_V1_SLOT_LEN: usize = 64;
+/// Length of a version 1 checkpoint file (two adjacent slots).
+pub const CHECKPOINT_V1_LEN: usize = 2 * CHECKPOINT_V1_SLOT_LEN;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
@@ -183,12 +194,16 @@ pub struct Checkpoint {
     pub generation: u64,
     /// Every record up to this sequence number is acknowledged.
     pub acked_through: u64,
-    /// The next sequence number to be appended when the checkpoint was written.
+    /// Numbers below it may have been handed out; none at or above it was.
     pub next_seq: u64,
     /// First sequence number of the segment holding record `acked_through + 1`.
     pub segment: u64,
     /// Byte offset of that record (or of the segment's data end) in that segment.
     pub offset: u64,
+    /// Every record up to this sequence number had been synced when the checkpoint was
+    /// written: a damaged frame holding one is corruption, never a torn tail (0 in a
+    /// version 1 file).
+    pub synced_through: u64,
 }
 
 impl Checkpoint {
@@ -196,15 +211,21 @@ impl Checkpoint {
     pub fn encode(&self) -> [u8; CHECKPOINT_SLOT_LEN] {
         let mut b = [0u8; CHECKPOINT_SLOT_LEN];
         b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
         b[16..24].copy_from_slice(&self.generation.to_le_bytes());
         b[24..32].copy_from_slice(&self.acked_through.to_le_bytes());
         b[32..40].copy_from_slice(&self.next_seq.to_le_bytes());
         b[40..48].copy_from_slice(&self.segment.to_le_bytes());
         b[48..56].copy_from_slice(&self.offset.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..56]);
-        b[56..60].copy_from_slice(&crc.to_le_bytes());
+        b[56..64].copy_from_slice(&self.synced_through.to_le_bytes());
+        let crc = crc32c::crc32c(&b[0..64]);
+        b[64..68].copy_from_slice(&crc.to_le_bytes());
         b
+    }
+
+    /// Offset of the slot that generation `generation` is written to.
+    pub fn slot_offset(generation: u64) -> usize {
+        (generation % 2) as usize * CHECKPOINT_SLOT_STRIDE
     }
 
     /// The checkpoint file image for `self`: its slot, and an older copy in the other.
@@ -215,28 +236,54 @@ impl Checkpoint {
             ..*self
         };
         for c in [older, *self] {
-            let slot = (c.generation % 2) as usize * CHECKPOINT_SLOT_LEN;
+            let slot = Self::slot_offset(c.generation);
             f[slot..slot + CHECKPOINT_SLOT_LEN].copy_from_slice(&c.encode());
         }
         f
     }
 
-    /// Decodes and checks one slot.
+    /// The version 1 image of `self` (two adjacent 64-byte slots, no synced frontier),
+    /// as earlier releases wrote it: for tests and tools that make such directories.
+    pub fn encode_file_v1(&self) -> [u8; CHECKPOINT_V1_LEN] {
+        let mut f = [0u8; CHECKPOINT_V1_LEN];
+        let older = Checkpoint {
+            generation: self.generation.saturating_sub(1),
+            ..*self
+        };
+        for c in [older, *self] {
+            let at = (c.generation % 2) as usize * CHECKPOINT_V1_SLOT_LEN;
+            let b = &mut f[at..at + CHECKPOINT_V1_SLOT_LEN];
+            b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            b[16..24].copy_from_slice(&c.generation.to_le_bytes());
+            b[24..32].copy_from_slice(&c.acked_through.to_le_bytes());
+            b[32..40].copy_from_slice(&c.next_seq.to_le_bytes());
+            b[40..48].copy_from_slice(&c.segment.to_le_bytes());
+            b[48..56].copy_from_slice(&c.offset.to_le_bytes());
+            let crc = crc32c::crc32c(&b[0..56]);
+            b[56..60].copy_from_slice(&crc.to_le_bytes());
+        }
+        f
+    }
+
+    /// Decodes and checks one slot (of either version: told apart by its length).
     ///
     /// # Errors
     ///
     /// What is wrong with it.
     pub fn decode(b: &[u8]) -> Result<Self, &'static str> {
-        if b.len() != CHECKPOINT_SLOT_LEN {
-            return Err("checkpoint slot has the wrong length");
-        }
+        let (crc_at, version) = match b.len() {
+            CHECKPOINT_SLOT_LEN => (64, CHECKPOINT_VERSION),
+            CHECKPOINT_V1_SLOT_LEN => (56, 1),
+            _ => return Err("checkpoint slot has the wrong length"),
+        };
         if b[0..8] != CHECKPOINT_MAGIC {
             return Err("not a checkpoint (bad magic)");
         }
-        if u32_at(b, 56) != crc32c::crc32c(&b[0..56]) {
+        if u32_at(b, crc_at) != crc32c::crc32c(&b[0..crc_at]) {
             return Err("checkpoint checksum mismatch");
         }
-        if u32_at(b, 8) != FORMAT_VERSION {
+        if u32_at(b, 8) != version {
             return Err("unsupported checkpoint format version");
         }
         let c = Checkpoint {
@@ -245,9 +292,13 @@ impl Checkpoint {
             next_seq: u64_at(b, 32),
             segment: u64_at(b, 40),
             offset: u64_at(b, 48),
+            synced_through: if version == 1 { 0 } else { u64_at(b, 56) },
         };
         if c.next_seq <= c.acked_through {
             return Err("checkpoint acknowledges records never appended");
+        }
+        if c.next_seq <= c.synced_through {
+            return Err("checkpoint says records were synced that were never appended");
         }
         if c.next_seq > MAX_SEQ || c.segment == 0 || c.segment > MAX_SEQ {
             return Err("checkpoint with a sequence number out of range");
@@ -258,18 +309,22 @@ impl Checkpoint {
         Ok(c)
     }
 
-    /// Decodes a checkpoint file: the valid slot with the highest generation.
+    /// Decodes a checkpoint file (of either version): the valid slot with the highest
+    /// generation.
     ///
     /// # Errors
     ///
     /// What is wrong when neither slot is valid.
     pub fn decode_file(b: &[u8]) -> Result<Self, &'static str> {
-        if b.len() != CHECKPOINT_LEN {
-            return Err("checkpoint file has the wrong length");
-        }
-        let a = Self::decode(&b[..CHECKPOINT_SLOT_LEN]);
-        let z = Self::decode(&b[CHECKPOINT_SLOT_LEN..]);
-        match (a, z) {
+        let (a, z) = match b.len() {
+            CHECKPOINT_LEN => (
+                &b[..CHECKPOINT_SLOT_LEN],
+                &b[CHECKPOINT_SLOT_STRIDE..CHECKPOINT_SLOT_STRIDE + CHECKPOINT_SLOT_LEN],
+            ),
+            CHECKPOINT_V1_LEN => (&b[..CHECKPOINT_V1_SLOT_LEN], &b[CHECKPOINT_V1_SLOT_LEN..]),
+            _ => return Err("checkpoint file has the wrong length"),
+        };
+        match (Self::decode(a), Self::decode(z)) {
             (Ok(a), Ok(z)) => Ok(if a.generation >= z.generation { a } else { z }),
             (Ok(c), Err(_)) | (Err(_), Ok(c)) => Ok(c),
             (Err(e), Err(_)) => Err(e),
@@ -386,10 +441,11 @@ mod tests {
             next_seq: 20,
             segment: 5,
             offset: 400,
+            synced_through: 12,
         };
         let b = c.encode();
         assert_eq!(Checkpoint::decode(&b), Ok(c));
-        for i in 0..60 {
+        for i in 0..68 {
             let mut bad = b;
             bad[i] ^= 0x10;
             assert!(Checkpoint::decode(&bad).is_err(), "flip at {i}");
@@ -404,6 +460,7 @@ mod tests {
             next_seq: 20,
             segment: 5,
             offset: 400,
+            synced_through: 19,
         };
         let mut file = old.encode_file();
         assert_eq!(Checkpoint::decode_file(&file), Ok(old));
@@ -412,8 +469,9 @@ mod tests {
             acked_through: 15,
             ..old
         };
-        let slot = CHECKPOINT_SLOT_LEN;
-        file[slot..].copy_from_slice(&new.encode());
+        let slot = Checkpoint::slot_offset(5);
+        assert_eq!(slot, CHECKPOINT_SLOT_STRIDE);
+        file[slot..slot + CHECKPOINT_SLOT_LEN].copy_from_slice(&new.encode());
         assert_eq!(Checkpoint::decode_file(&file), Ok(new));
         file[slot + 30] ^= 1; // torn write of the new slot
         assert_eq!(
@@ -422,6 +480,50 @@ mod tests {
         );
         file[3] ^= 1;
         assert!(Checkpoint::decode_file(&file).is_err());
+    }
+
+    #[test]
+    fn a_torn_block_damages_one_slot_only() {
+        let c = Checkpoint {
+            generation: 7,
+            acked_through: 10,
+            next_seq: 20,
+            segment: 5,
+            offset: 400,
+            synced_through: 19,
+        };
+        // Garbage over the whole 4 KiB block of either slot leaves the other readable.
+        for block in 0..2 {
+            let mut file = c.encode_file();
+            let range = block * CHECKPOINT_SLOT_STRIDE..(block + 1) * CHECKPOINT_SLOT_STRIDE;
+            for (i, b) in file[range].iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+            }
+            let got = Checkpoint::decode_file(&file).expect("the other slot");
+            assert_eq!(got.acked_through, 10);
+        }
+    }
+
+    #[test]
+    fn a_version_1_file_is_read() {
+        let mut slot = [0u8; CHECKPOINT_V1_SLOT_LEN];
+        slot[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
+        slot[8..12].copy_from_slice(&1u32.to_le_bytes());
+        slot[16..24].copy_from_slice(&3u64.to_le_bytes());
+        slot[24..32].copy_from_slice(&10u64.to_le_bytes());
+        slot[32..40].copy_from_slice(&20u64.to_le_bytes());
+        slot[40..48].copy_from_slice(&5u64.to_le_bytes());
+        slot[48..56].copy_from_slice(&400u64.to_le_bytes());
+        let crc = crc32c::crc32c(&slot[0..56]);
+        slot[56..60].copy_from_slice(&crc.to_le_bytes());
+        let mut file = [0u8; CHECKPOINT_V1_LEN];
+        file[CHECKPOINT_V1_SLOT_LEN..].copy_from_slice(&slot);
+        let c = Checkpoint::decode_file(&file).expect("version 1");
+        assert_eq!(
+            (c.generation, c.acked_through, c.next_seq, c.synced_through),
+            (3, 10, 20, 0)
+        );
+        assert_eq!(c.encode_file_v1()[CHECKPOINT_V1_SLOT_LEN..], slot[..]);
     }
 
     #[test]

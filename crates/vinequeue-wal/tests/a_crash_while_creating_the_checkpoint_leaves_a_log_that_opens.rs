@@ -49,6 +49,10 @@ fn a_checkpoint_creation_cut_short_leaves_no_checkpoint_behind() {
         .into_iter()
         .find(|(p, _)| p == &Path::new(DIR).join("checkpoint"))
     {
-        assert_eq!(bytes.len(), 128, "a short checkpoint was left behind");
+        assert_eq!(
+            bytes.len(),
+            vinequeue_wal::format::CHECKPOINT_LEN,
+            "a short checkpoint was left behind"
+        );
     }
 }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use vinequeue_core::{Error, RecoveryMode, Storage};
-use vinequeue_wal::format::{frame_offset, FRAME_HEADER_LEN};
+use vinequeue_wal::format::{
+    frame_offset, Checkpoint, CHECKPOINT_SLOT_LEN, CHECKPOINT_SLOT_STRIDE, FRAME_HEADER_LEN,
+};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{Fs, SyncMode, Wal, WalOptions};
 
@@ -69,9 +71,24 @@ fn two_openings(a: u64, b: u64) -> SimFs {
     fs
 }
 
+/// Records 1..=4 synced, record 5 appended and never synced, then the process dies.
+fn last_one_unsynced() -> SimFs {
+    let fs = SimFs::new(1);
+    let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
+    for i in 1..=5 {
+        assert_eq!(wal.append(&payload(i)).unwrap(), i);
+        if i == 4 {
+            wal.sync().unwrap();
+        }
+    }
+    let crashed = fs.process_crash();
+    drop(wal);
+    crashed
+}
+
 #[test]
 fn a_torn_last_record_is_cut_off_at_every_byte_offset() {
-    let base = written(5);
+    let base = last_one_unsynced();
     let (path, image) = segments(&base).pop().unwrap();
     let last = frame_offset(&image, 1, 5);
     let next = frame_offset(&image, 1, 6);
@@ -94,11 +111,12 @@ fn a_torn_last_record_is_cut_off_at_every_byte_offset() {
             let r = wal.recovery();
             assert_eq!(r.corrupt_records, 0, "a torn tail is not corruption");
             // Record 5 was handed out (a sink may have it) even where it was torn
-            // off: its number is not handed out again.
-            assert_eq!(r.next_seq, 6);
+            // off: its number is not handed out again (numbering goes on above the
+            // block reserved before the crash).
+            assert_eq!(r.next_seq, 1 + (1 << 20));
             // The log goes on, and the next recovery sees a clean, sealed segment.
             let seq = wal.append(b"after").unwrap();
-            assert_eq!(seq, 6);
+            assert_eq!(seq, r.next_seq);
             wal.sync().unwrap();
             drop(wal);
             let wal = Wal::open_with(fs, DIR, opts().recovery_mode(RecoveryMode::Strict)).unwrap();
@@ -261,16 +279,29 @@ fn a_damaged_checkpoint_replays_everything_or_is_refused() {
     );
     drop(wal);
     let fs = fs.process_crash();
-    // one damaged slot is a torn write: the other slot still holds a checkpoint
-    bytes[30] ^= 1;
+    // One damaged slot is a torn write of the newer one: the older slot still holds a
+    // checkpoint, and it is the one used.
+    let slots = [0, CHECKPOINT_SLOT_STRIDE].map(|at| {
+        Checkpoint::decode(&bytes[at..at + CHECKPOINT_SLOT_LEN]).expect("both slots intact")
+    });
+    let (newer, older) = if slots[0].generation > slots[1].generation {
+        (0, slots[1])
+    } else {
+        (CHECKPOINT_SLOT_STRIDE, slots[0])
+    };
+    assert_eq!(
+        older.acked_through, 4,
+        "the sync wrote the mark before the close"
+    );
+    bytes[newer + 30] ^= 1;
     fs.put_file(&cp, &bytes);
     let wal = Wal::open_with(fs.clone(), DIR, opts().recovery_mode(RecoveryMode::Strict)).unwrap();
-    assert!(wal.acked_through() <= 4);
+    assert_eq!(wal.acked_through(), older.acked_through);
     drop(wal);
     let fs = fs.process_crash();
     let mut bytes = fs.files().into_iter().find(|(p, _)| *p == cp).unwrap().1;
     bytes[29] ^= 1;
-    bytes[64 + 29] ^= 1;
+    bytes[CHECKPOINT_SLOT_STRIDE + 29] ^= 1;
     fs.put_file(&cp, &bytes);
     assert!(matches!(
         Wal::open_with(fs.clone(), DIR, opts().recovery_mode(RecoveryMode::Strict)),

@@ -6,9 +6,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vinequeue_core::{Error, RecoveryMode, Storage};
-use vinequeue_wal::format::{frame_header, FRAME_HEADER_LEN, MAX_SEQ, SEGMENT_HEADER_LEN};
+use vinequeue_wal::format::{
+    frame_header, Checkpoint, FRAME_HEADER_LEN, MAX_SEQ, SEGMENT_HEADER_LEN,
+};
 use vinequeue_wal::sim::SimFs;
-use vinequeue_wal::{SyncMode, Wal, WalOptions};
+use vinequeue_wal::{Fs, SyncMode, Wal, WalOptions};
 
 const DIR: &str = "/wal";
 
@@ -53,8 +55,8 @@ fn acknowledging_the_largest_numbers_neither_panics_nor_moves_the_mark() {
 }
 
 #[test]
-fn a_frame_holding_max_seq_leaves_the_numbering_at_max_seq_and_the_log_usable() {
-    let fs = log_with_a_max_seq_frame();
+fn a_log_whose_numbers_are_used_up_stays_readable() {
+    let fs = log_with_its_numbers_used_up();
     let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
     assert!(
         wal.next_seq() <= MAX_SEQ,
@@ -86,36 +88,72 @@ fn a_frame_holding_max_seq_leaves_the_numbering_at_max_seq_and_the_log_usable() 
     assert_eq!(wal.recovery().unknown_files, 0);
 }
 
-/// A log of three records, then damage, then an intact frame (this segment's salt, a
-/// correct checksum) claiming the largest number there is.
-fn log_with_a_max_seq_frame() -> SimFs {
-    let fs = SimFs::new(3);
+/// A log of three six-byte records, closed cleanly.
+fn three_records(seed: u64) -> SimFs {
+    let fs = SimFs::new(seed);
     let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
     for _ in 0..3 {
         wal.append(b"record").unwrap();
     }
     drop(wal);
-    let fs = fs.process_crash();
-    // After the three records: a few damaged bytes, then an intact frame (this segment's
-    // salt, a correct checksum) claiming the largest number there is.
-    let (path, mut image) = fs
-        .files()
-        .into_iter()
-        .find(|(p, _)| {
-            p.parent() == Some(Path::new(DIR)) && p.extension().is_some_and(|e| e == "seg")
+    fs.process_crash()
+}
+
+/// A log of three records whose checkpoint reserved every number there is (`next_seq`
+/// = `MAX_SEQ`).
+fn log_with_its_numbers_used_up() -> SimFs {
+    let fs = three_records(3);
+    let cp = Checkpoint {
+        generation: 9,
+        acked_through: 0,
+        next_seq: MAX_SEQ,
+        segment: 1,
+        offset: SEGMENT_HEADER_LEN as u64,
+        synced_through: 3,
+    };
+    fs.put_file(&Path::new(DIR).join("checkpoint"), &cp.encode_file());
+    fs
+}
+
+#[test]
+fn a_frame_claiming_a_number_its_offset_cannot_hold_changes_no_numbering() {
+    // After three records: a few damaged bytes, then an intact frame (this segment's
+    // salt, a correct checksum) claiming the largest number there is, a few bytes into
+    // the segment, where no frame of a real log could hold it. With or without the
+    // checkpoint, recovery neither believes it nor hands out numbers beyond it.
+    for keep_checkpoint in [true, false] {
+        let fs = three_records(4);
+        let (path, mut image) = fs
+            .files()
+            .into_iter()
+            .find(|(p, _)| {
+                p.parent() == Some(Path::new(DIR)) && p.extension().is_some_and(|e| e == "seg")
+            })
+            .unwrap();
+        let salt = u64::from_le_bytes(image[24..32].try_into().unwrap());
+        let data_end = SEGMENT_HEADER_LEN + 3 * (FRAME_HEADER_LEN + 6);
+        image[data_end..data_end + 5].copy_from_slice(&[0xAB; 5]);
+        let at = data_end + 64;
+        let payload = b"crafted";
+        let header = frame_header(crc32c::crc32c(payload), salt, MAX_SEQ, payload.len() as u32);
+        image[at..at + FRAME_HEADER_LEN].copy_from_slice(&header);
+        image[at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + payload.len()]
+            .copy_from_slice(payload);
+        fs.put_file(&path, &image);
+        if !keep_checkpoint {
+            fs.remove(&Path::new(DIR).join("checkpoint")).unwrap();
+        }
+        let wal = Wal::open_with(fs, DIR, opts()).unwrap();
+        assert_eq!(wal.next_seq(), 4, "checkpoint kept: {keep_checkpoint}");
+        let mut seen = Vec::new();
+        wal.read(1, usize::MAX, &mut |s, _| {
+            seen.push(s);
+            true
         })
         .unwrap();
-    let salt = u64::from_le_bytes(image[24..32].try_into().unwrap());
-    let data_end = SEGMENT_HEADER_LEN + 3 * (FRAME_HEADER_LEN + 6);
-    image[data_end..data_end + 5].copy_from_slice(&[0xAB; 5]);
-    let at = data_end + 64;
-    let payload = b"crafted";
-    let header = frame_header(crc32c::crc32c(payload), salt, MAX_SEQ, payload.len() as u32);
-    image[at..at + FRAME_HEADER_LEN].copy_from_slice(&header);
-    image[at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + payload.len()].copy_from_slice(payload);
-    fs.put_file(&path, &image);
-
-    fs
+        assert_eq!(seen, vec![1, 2, 3]);
+        assert_eq!(wal.append(b"y").unwrap(), 4);
+    }
 }
 
 #[test]
@@ -123,7 +161,7 @@ fn a_queue_over_a_log_whose_numbers_are_used_up_delivers_and_acknowledges_prompt
     // Everything between record 3 and the last number holds no record: 2^62 numbers the
     // batcher steps over, and must acknowledge in one go, not one by one. (The records
     // are six bytes, which postcard decodes as a `[u8; 6]`.)
-    let fs = log_with_a_max_seq_frame();
+    let fs = log_with_its_numbers_used_up();
     let wal = std::sync::Arc::new(Wal::open_with(fs, DIR, opts()).unwrap());
     let delivered = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     let d = std::sync::Arc::clone(&delivered);

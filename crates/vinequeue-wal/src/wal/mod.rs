@@ -14,7 +14,7 @@ use vinequeue_core::{Error, RecoveryMode, RecoveryReport, Storage, SyncMode};
 
 use crate::format::{
     decode_frame, frame_header, parse_segment_name, segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, CHECKPOINT_SLOT_LEN, FRAME_HEADER_LEN, MAX_SEQ, SEGMENT_HEADER_LEN,
+    CHECKPOINT_LEN, FRAME_HEADER_LEN, MAX_SEQ, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::options::WalOptions;
@@ -23,7 +23,7 @@ mod recovery;
 mod scan;
 
 use recovery::Recovery;
-use scan::find_lowest_valid;
+use scan::Frames;
 
 /// A sparse index entry every this many records of a segment.
 const INDEX_EVERY: u64 = 256;
@@ -481,9 +481,10 @@ struct ReclaimState {
     stalled: bool,
     /// The last background reclaim failed with this; the next acknowledgement reports it.
     error: Option<Error>,
-    /// The acknowledgement mark moved since the checkpoint was written: the thread
-    /// persists it once `WalOptions::checkpoint_interval` has passed since that write.
-    mark_moved: bool,
+    /// The acknowledgement mark or the synced frontier moved since the checkpoint was
+    /// written: the thread persists them once `WalOptions::checkpoint_interval` has
+    /// passed since that write.
+    stale: bool,
     /// Under `Os`: segments were sealed that the thread is to sync (`Inner::sealed`).
     seals: bool,
 }
@@ -501,7 +502,7 @@ impl Reclaimer {
                 closed: false,
                 stalled: false,
                 error: None,
-                mark_moved: false,
+                stale: false,
                 seals: false,
             }),
             cond: Condvar::new(),
@@ -524,11 +525,12 @@ impl Reclaimer {
         self.cond.notify_all();
     }
 
-    /// The acknowledgement mark moved: have it persisted in time.
-    fn mark_moved(&self) {
+    /// The acknowledgement mark or the synced frontier moved: have them persisted in
+    /// time.
+    fn checkpoint_stale(&self) {
         let mut st = self.state.lock();
-        if !st.mark_moved {
-            st.mark_moved = true;
+        if !st.stale {
+            st.stale = true;
             self.cond.notify_all();
         }
     }
@@ -586,6 +588,8 @@ struct Inner<F: Fs> {
     checkpoint: Mutex<CheckpointState>,
     /// When the checkpoint was last written, in milliseconds since `opened`.
     checkpointed_at: AtomicU64,
+    /// The synced frontier (`GroupCommit::synced`) the checkpoint holds.
+    checkpointed_synced: AtomicU64,
     opened: Instant,
     /// Held by the one `reclaim` running: it decides which segments go and deletes them
     /// while no other reclaim can delete any of them, or change the list meanwhile.
@@ -617,11 +621,14 @@ struct Inner<F: Fs> {
 
 /// The checkpoint file as last written.
 struct CheckpointState {
-    /// Generation of the current slot; `None` while there is no file.
-    generation: Option<u64>,
+    /// Generation of the current slot (0 while there is no file).
+    generation: u64,
     /// Its `next_seq`: no number at or above it has been handed out, so every number
     /// below it may have been (and is never handed out again).
     reserved: u64,
+    /// Length of the file (0 while there is none; a version 1 file is replaced whole
+    /// at the first write).
+    file_len: u64,
 }
 
 /// What a checkpoint write does with the numbers reserved ahead.
@@ -729,9 +736,10 @@ impl<F: Fs> Wal<F> {
             mut report,
             next_seq,
             size,
-            has_checkpoint,
+            checkpoint_len,
             no_record,
         } = recovered;
+        let has_checkpoint = checkpoint_len > 0;
         report.next_seq = next_seq;
         report.acked_through = checkpoint.acked_through;
         // Numbers that hold no record will never be delivered, so never acknowledged by
@@ -759,13 +767,7 @@ impl<F: Fs> Wal<F> {
         let active_first = active.as_ref().map_or(0, |a| a.first_seq);
         let mut all = segments;
         all.extend(active.iter().cloned());
-        let size = size
-            + if active.is_some() { segment_size } else { 0 }
-            + if has_checkpoint {
-                CHECKPOINT_LEN as u64
-            } else {
-                0
-            };
+        let size = size + if active.is_some() { segment_size } else { 0 } + checkpoint_len;
         // What the checkpoint found reserves (nothing without one): the first append
         // beyond it reserves more.
         let reserved = if has_checkpoint {
@@ -784,9 +786,11 @@ impl<F: Fs> Wal<F> {
             segments: CachePadded::new(RwLock::new(all)),
             acks: CachePadded::new(Mutex::new(acks)),
             checkpoint: Mutex::new(CheckpointState {
-                generation: has_checkpoint.then_some(checkpoint.generation),
+                generation: checkpoint.generation,
                 reserved,
+                file_len: checkpoint_len,
             }),
+            checkpointed_synced: AtomicU64::new(checkpoint.synced_through),
             checkpointed_at: AtomicU64::new(0),
             opened: Instant::now(),
             reclaiming: Mutex::new(()),
@@ -817,8 +821,9 @@ impl<F: Fs> Wal<F> {
             opts,
             _lock: lock,
         });
-        if !has_checkpoint {
-            // Best effort: on a full disk the first append or acknowledgement tries again.
+        if checkpoint_len != CHECKPOINT_LEN as u64 {
+            // None yet, or one of version 1. Best effort: on a full disk the first
+            // append or acknowledgement tries again.
             let _ = inner.write_checkpoint(Numbers::Keep);
         }
         let syncer = match inner.opts.sync_mode {
@@ -901,8 +906,12 @@ impl<F: Fs> Drop for Wal<F> {
         self.inner.prefetch.close();
         self.inner.reclaimer.close(self.reclaimer.take());
         if !self.inner.has_failed.load(Ordering::Acquire) {
-            let synced =
-                self.inner.opts.sync_mode == SyncMode::Os || self.inner.sync_all_appended().is_ok();
+            let synced = self.inner.opts.sync_mode == SyncMode::Os
+                || self
+                    .inner
+                    .sync_all_appended()
+                    .map(|upto| self.inner.sync.synced.fetch_max(upto, Ordering::AcqRel))
+                    .is_ok();
             if synced {
                 // No append comes after this: the numbers reserved and not used go back,
                 // so that a clean close leaves no gap in the numbering.
@@ -1199,6 +1208,11 @@ impl<F: Fs> Inner<F> {
                     .and_then(|upto| self.check_failed().map(|()| upto));
                 if let Ok(upto) = result {
                     g.synced.fetch_max(upto, Ordering::AcqRel);
+                    if upto > self.checkpointed_synced.load(Ordering::Relaxed)
+                        && self.reclaimer.running.load(Ordering::Acquire)
+                    {
+                        self.reclaimer.checkpoint_stale();
+                    }
                     g.last_group
                         .store(upto.saturating_sub(before), Ordering::Relaxed);
                     g.last_sync_ns
@@ -1284,11 +1298,27 @@ impl<F: Fs> Inner<F> {
         Ok(())
     }
 
-    /// At close: persists the mark, and gives back the numbers reserved and not used.
+    /// Persists the mark and the synced frontier if either moved since the last write.
+    fn checkpoint_if_stale(&self) -> Result<(), Error> {
+        if self.frontier_moved() {
+            self.write_checkpoint(Numbers::Keep)?;
+            return Ok(());
+        }
+        self.checkpoint_if_changed()
+    }
+
+    /// Whether records were synced beyond the frontier the checkpoint holds.
+    fn frontier_moved(&self) -> bool {
+        self.sync.synced.load(Ordering::Acquire) > self.checkpointed_synced.load(Ordering::Acquire)
+    }
+
+    /// At close: persists the mark and the frontier, and gives back the numbers reserved
+    /// and not used.
     fn close_checkpoint(&self) -> Result<(), Error> {
         let unused = self.checkpoint.lock().reserved > self.next_seq.load(Ordering::Acquire);
+        let frontier = self.frontier_moved();
         let acks = self.acks.lock();
-        if unused || acks.through > acks.checkpointed {
+        if unused || frontier || acks.through > acks.checkpointed {
             drop(acks);
             self.write_checkpoint(Numbers::Release)?;
         }
@@ -1319,8 +1349,10 @@ impl<F: Fs> Inner<F> {
             }
         };
         let next = self.next_seq.load(Ordering::Acquire).max(through + 1);
+        // Read after `next`: never above a number handed out before it.
+        let synced = self.sync.synced.load(Ordering::Acquire);
         let cp = Checkpoint {
-            generation: state.generation.map_or(1, |g| g + 1),
+            generation: state.generation + 1,
             acked_through: through,
             next_seq: match numbers {
                 Numbers::Keep => state.reserved.max(next),
@@ -1329,10 +1361,11 @@ impl<F: Fs> Inner<F> {
             },
             segment,
             offset,
+            synced_through: synced.min(next - 1),
         };
         let path = self.dir.join(CHECKPOINT);
-        if state.generation.is_some() {
-            let slot = (cp.generation % 2) * CHECKPOINT_SLOT_LEN as u64;
+        if state.file_len == CHECKPOINT_LEN as u64 {
+            let slot = Checkpoint::slot_offset(cp.generation) as u64;
             self.fs
                 .overwrite(&path, slot, &cp.encode())
                 .map_err(io_err)?;
@@ -1347,9 +1380,14 @@ impl<F: Fs> Inner<F> {
                 .map_err(io_err)?;
             self.fs.rename(&tmp, &path).map_err(io_err)?;
             self.fs.sync_dir(&self.dir).map_err(io_err)?;
-            self.size.fetch_add(CHECKPOINT_LEN as u64, Ordering::AcqRel);
+            let len = CHECKPOINT_LEN as u64;
+            self.size.fetch_add(len, Ordering::AcqRel);
+            self.size.fetch_sub(state.file_len, Ordering::AcqRel);
+            state.file_len = len;
         }
-        state.generation = Some(cp.generation);
+        self.checkpointed_synced
+            .fetch_max(cp.synced_through, Ordering::AcqRel);
+        state.generation = cp.generation;
         state.reserved = cp.next_seq;
         let elapsed = self.opened.elapsed().as_millis();
         self.checkpointed_at.store(
@@ -1391,12 +1429,12 @@ impl<F: Fs> Inner<F> {
             // Without the thread, the mark is persisted by the acknowledgements
             // themselves, by the first one that comes an interval after the last write.
             if Instant::now() >= self.checkpoint_due() {
-                self.checkpoint_if_changed()?;
+                self.checkpoint_if_stale()?;
             }
             return Ok(());
         }
         self.request_reclaim_if_due();
-        self.reclaimer.mark_moved();
+        self.reclaimer.checkpoint_stale();
         Ok(())
     }
 
@@ -1472,16 +1510,18 @@ impl<F: Fs> Inner<F> {
             if st.closed {
                 return;
             }
-            if st.mark_moved {
+            if st.stale {
                 // Persist the mark an interval after the last checkpoint write, so that
-                // a crash delivers again only about an interval's worth of records.
+                // a crash delivers again only about an interval's worth of records; and
+                // the synced frontier, so that damage to synced records is never taken
+                // for a torn tail.
                 let due = self.checkpoint_due();
                 if Instant::now() < due {
                     r.cond.wait_until(&mut st, due);
                     continue;
                 }
-                st.mark_moved = false;
-                st = self.busy_with(st, || self.checkpoint_if_changed());
+                st.stale = false;
+                st = self.busy_with(st, || self.checkpoint_if_stale());
                 continue;
             }
             r.cond.wait(&mut st);
@@ -1626,7 +1666,7 @@ impl<F: Fs> Inner<F> {
                     });
                 }
                 self.read_corrupt.fetch_add(1, Ordering::Relaxed);
-                match find_lowest_valid(&seg.file, pos + 1, seg.salt, floor, last, seg.max_len) {
+                match Frames::of(seg).find_lowest_valid(&seg.file, pos + 1, floor, last) {
                     Some((p, found)) => {
                         lost.push((floor, found - 1));
                         pos = p;
@@ -1670,7 +1710,11 @@ impl<F: Fs> Inner<F> {
                 let last = self.next_seq.load(Ordering::Acquire) - 1;
                 // A failure puts the log in its failed state; appends report it.
                 if self.sync_through(last).is_ok() {
-                    let _ = self.checkpoint_if_changed();
+                    let _ = if Instant::now() >= self.checkpoint_due() {
+                        self.checkpoint_if_stale()
+                    } else {
+                        self.checkpoint_if_changed()
+                    };
                 }
                 stop = self.stop.lock();
             }

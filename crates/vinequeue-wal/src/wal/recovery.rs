@@ -11,7 +11,8 @@ pub(super) struct Recovery<F: Fs> {
     pub(super) next_seq: u64,
     /// Bytes of the kept segment files.
     pub(super) size: u64,
-    pub(super) has_checkpoint: bool,
+    /// Length of the checkpoint file kept (0 without one).
+    pub(super) checkpoint_len: u64,
     /// The numbers above the checkpoint's mark and below `next_seq` that hold no record
     /// recovery kept (lost to a power cut or to damage, reserved, between segments), as
     /// ascending ranges: nobody will ever acknowledge them.
@@ -43,9 +44,11 @@ impl<F: Fs> Recovery<F> {
         names.sort();
 
         let mut checkpoint = Checkpoint::default();
+        let mut checkpoint_len = 0;
         if has_checkpoint {
             let path = dir.join(CHECKPOINT);
-            let bytes = fs.read_small(&path, 4096).map_err(io_err)?;
+            let bytes = fs.read_small(&path, CHECKPOINT_LEN).map_err(io_err)?;
+            checkpoint_len = bytes.len() as u64;
             match Checkpoint::decode_file(&bytes) {
                 Ok(c) => checkpoint = c,
                 Err(reason) if strict => {
@@ -60,10 +63,17 @@ impl<F: Fs> Recovery<F> {
                     aside.keep(fs, CHECKPOINT, &mut report);
                     let _ = fs.remove(&path);
                     has_checkpoint = false;
+                    checkpoint_len = 0;
                 }
             }
         }
         let acked = checkpoint.acked_through;
+        // A version 2 checkpoint reserved every number handed out before any was used:
+        // recovery starts above them, whatever records survived. (Without one, the
+        // numbers of intact frames recovery cannot place are looked for.)
+        let numbers_reserved = checkpoint_len == CHECKPOINT_LEN as u64;
+        // Records up to here were synced: damage to them is corruption, not a torn tail.
+        let synced = checkpoint.synced_through;
 
         let mut segments: Vec<Arc<Segment<F>>> = Vec::new();
         let mut size = 0;
@@ -139,29 +149,43 @@ impl<F: Fs> Recovery<F> {
                             // Its records are unknown: count the numbers up to the next
                             // segment as lost, and never hand out any number an intact
                             // frame in it holds (or, for the newest, could hold) again.
-                            let lost_to = next_first.unwrap_or(*first_seq);
+                            // (The newest held at least what was synced, as many records
+                            // as its bytes could hold at most.)
+                            let lost_to = next_first.unwrap_or_else(|| {
+                                let room = file.len().saturating_sub(SEGMENT_HEADER_LEN as u64)
+                                    / FRAME_HEADER_LEN as u64;
+                                synced
+                                    .saturating_add(1)
+                                    .min(first_seq.saturating_add(room))
+                                    .max(*first_seq)
+                            });
                             report.corrupt_records = report.corrupt_records.saturating_add(
                                 lost_to.saturating_sub((*first_seq).max(acked + 1)),
                             );
-                            let mut reserve = match next_first {
-                                Some(n) => n,
-                                None => first_seq.saturating_add(
-                                    file.len().saturating_sub(SEGMENT_HEADER_LEN as u64)
-                                        / FRAME_HEADER_LEN as u64
-                                        + 1,
-                                ),
-                            };
-                            if let Some(h) = salvage {
-                                let held = highest_valid_seq(
-                                    &file,
-                                    SEGMENT_HEADER_LEN as u64,
-                                    h.salt,
-                                    *first_seq,
-                                    max_len,
-                                );
-                                reserve = reserve.max(held.map_or(0, after));
+                            if !numbers_reserved {
+                                let mut reserve = match next_first {
+                                    Some(n) => n,
+                                    None => first_seq.saturating_add(
+                                        file.len().saturating_sub(SEGMENT_HEADER_LEN as u64)
+                                            / FRAME_HEADER_LEN as u64
+                                            + 1,
+                                    ),
+                                };
+                                if let Some(h) = salvage {
+                                    let frames = Frames {
+                                        first_seq: *first_seq,
+                                        salt: h.salt,
+                                        max_record: max_len,
+                                    };
+                                    let held = frames.highest_valid_seq(
+                                        &file,
+                                        SEGMENT_HEADER_LEN as u64,
+                                        *first_seq,
+                                    );
+                                    reserve = reserve.max(held.map_or(0, after));
+                                }
+                                next_seq = next_seq.max(reserve.min(MAX_SEQ));
                             }
-                            next_seq = next_seq.max(reserve.min(MAX_SEQ));
                             drop(file);
                             aside.keep(fs, name, &mut report);
                             fs.remove(&path).map_err(io_err)?;
@@ -172,82 +196,78 @@ impl<F: Fs> Recovery<F> {
             };
 
             let ceiling = next_first.map_or(MAX_SEQ, |n| n.saturating_sub(1));
+            let frames = Frames {
+                first_seq: header.first_seq,
+                salt: header.salt,
+                max_record: max_len,
+            };
             let scan = scan_segment(&file, header, max_len, acked, ceiling);
             let mut data_end = scan.data_end;
             let mut last_seq = scan.last_seq;
             let mut held_here = vec![(header.first_seq, scan.last_seq)];
             report.records += scan.records;
             report.bytes += scan.bytes;
-            if let Some((offset, reason)) = scan.bad {
-                if newest {
-                    // A torn tail: cut it off. If valid frames follow the damage (pages
-                    // written back out of order before a power cut), they were never
-                    // synced either; keep a copy for inspection all the same.
+            let mut bad = scan.bad;
+            while let Some((offset, reason)) = bad {
+                let expect = last_seq + 1;
+                if newest && expect > synced {
+                    // A torn tail: cut it off. It lies beyond what was synced, so a power
+                    // cut may have torn it. If valid frames follow the damage (pages
+                    // written back out of order), they were never synced either; keep a
+                    // copy for inspection all the same.
                     report.torn_bytes +=
                         file.read_with(offset, (file.len() - offset) as usize, |b| {
                             b.iter().rposition(|&x| x != 0).map_or(0, |p| p as u64 + 1)
                         });
-                    if let Some(held) =
-                        highest_valid_seq(&file, offset + 1, header.salt, last_seq + 1, max_len)
-                    {
-                        // Their numbers must not be handed out again.
+                    if frames.any_valid_after(&file, offset + 1, expect) {
                         damaged = true;
-                        next_seq = next_seq.max(after(held));
                     }
-                } else if strict {
+                    break;
+                }
+                // Damage where a synced record was: corruption, never a torn tail.
+                if strict {
                     return Err(Error::Corrupt {
                         file: path,
                         offset,
                         reason: reason.into(),
                     });
-                } else {
-                    damaged = true;
-                    // Skip over damage until the segment's end, counting the lost numbers.
-                    let mut resume = Some((offset, last_seq + 1));
-                    while let Some((bad_at, expect)) = resume {
-                        match find_lowest_valid(
-                            &file,
-                            bad_at + 1,
-                            header.salt,
-                            expect,
-                            ceiling,
-                            max_len,
-                        ) {
-                            Some((p, seq)) => {
-                                report.corrupt_records = report
-                                    .corrupt_records
-                                    .saturating_add(seq.saturating_sub(expect.max(acked + 1)));
-                                let more =
-                                    scan_from(&file, header, max_len, acked, p, seq, ceiling);
-                                held_here.push((seq, more.last_seq));
-                                report.records += more.records;
-                                report.bytes += more.bytes;
-                                data_end = more.data_end;
-                                last_seq = more.last_seq;
-                                resume = more.bad.map(|(o, _)| (o, more.last_seq + 1));
-                            }
-                            None => {
-                                let lost_to = next_first.unwrap_or(expect);
-                                report.corrupt_records = report
-                                    .corrupt_records
-                                    .saturating_add(lost_to.saturating_sub(expect.max(acked + 1)));
-                                next_seq = next_seq.max(lost_to);
-                                resume = None;
-                            }
-                        }
+                }
+                damaged = true;
+                // Skip over it to the next intact record, counting the lost numbers.
+                match frames.find_lowest_valid(&file, offset + 1, expect, ceiling) {
+                    Some((p, seq)) => {
+                        report.corrupt_records = report
+                            .corrupt_records
+                            .saturating_add(seq.saturating_sub(expect.max(acked + 1)));
+                        let more = scan_from(&file, header, max_len, acked, p, seq, ceiling);
+                        held_here.push((seq, more.last_seq));
+                        report.records += more.records;
+                        report.bytes += more.bytes;
+                        data_end = more.data_end;
+                        last_seq = more.last_seq;
+                        bad = more.bad;
+                    }
+                    None => {
+                        // Up to the next segment; in the newest, up to what was synced
+                        // (at most as many records as the bytes left could hold).
+                        let lost_to = next_first.unwrap_or_else(|| {
+                            let room = (file.published() - offset) / FRAME_HEADER_LEN as u64;
+                            expect.max(synced.saturating_add(1).min(expect + room))
+                        });
+                        report.corrupt_records = report
+                            .corrupt_records
+                            .saturating_add(lost_to.saturating_sub(expect.max(acked + 1)));
+                        next_seq = next_seq.max(lost_to);
+                        bad = None;
                     }
                 }
             }
-            if damaged || scan.bad.is_some() {
-                // Never hand out again a number that an intact frame here holds, whether
-                // or not recovery could place it.
-                let held = highest_valid_seq(
-                    &file,
-                    SEGMENT_HEADER_LEN as u64,
-                    header.salt,
-                    header.first_seq,
-                    max_len,
-                );
+            if (damaged || scan.bad.is_some()) && !numbers_reserved {
+                // Without a checkpoint that reserved the numbers handed out: never hand
+                // out again a number that an intact frame here holds, whether or not
+                // recovery could place it.
+                let held =
+                    frames.highest_valid_seq(&file, SEGMENT_HEADER_LEN as u64, header.first_seq);
                 next_seq = next_seq.max(held.map_or(0, after));
             }
             if damaged {
@@ -268,6 +288,13 @@ impl<F: Fs> Recovery<F> {
             } else {
                 file
             };
+            if newest {
+                // What a crashed process left in the page cache becomes durable here:
+                // the log reports every record it recovered as synced (the frontier it
+                // writes to the checkpoint), and a record it had not synced could still
+                // be lost to a power cut. (Sealed segments were synced when sealed.)
+                file.sync_range(0, file.len()).map_err(io_err)?;
+            }
             size += file.len();
             present.extend(held_here.into_iter().filter(|&(lo, hi)| lo <= hi));
             let index = scan.index;
@@ -326,7 +353,7 @@ impl<F: Fs> Recovery<F> {
             report,
             next_seq,
             size,
-            has_checkpoint,
+            checkpoint_len,
             no_record: complement(&present, acked + 1, next_seq),
         })
     }

@@ -3,52 +3,131 @@
 
 use super::*;
 
-/// Visits, in byte order, every offset at or after `from` holding a valid frame whose
-/// sequence number lies in `min_seq..=max_seq`, with that number, in one pass over the
-/// published bytes, until `visit` returns `false`.
-pub(super) fn scan_valid<F: FsFile>(
-    file: &F,
-    from: u64,
-    salt: u64,
-    (min_seq, max_seq): (u64, u64),
-    max_record: u32,
-    mut visit: impl FnMut(u64, u64) -> bool,
-) {
-    let end = file.published();
-    if from >= end || min_seq > max_seq {
-        return;
+/// The frames of one segment, as a search for valid ones among damaged bytes sees them.
+///
+/// Frames lie back to back from the end of the header, at least `FRAME_HEADER_LEN`
+/// bytes each, and each holds the number after the previous one's: the frame at offset
+/// `p` holds a number at most `first_seq + (p - SEGMENT_HEADER_LEN) / FRAME_HEADER_LEN`.
+/// A candidate claiming a higher one is not checked at all, which keeps the search
+/// linear: without the bound, the bytes of intact records read at every offset claim
+/// numbers and lengths by chance, and each such claim costs a checksum of up to the
+/// whole segment.
+#[derive(Clone, Copy)]
+pub(super) struct Frames {
+    pub(super) first_seq: u64,
+    pub(super) salt: u64,
+    pub(super) max_record: u32,
+}
+
+impl Frames {
+    /// The frames of `seg`.
+    pub(super) fn of<F: Fs>(seg: &Segment<F>) -> Self {
+        Frames {
+            first_seq: seg.first_seq,
+            salt: seg.salt,
+            max_record: seg.max_len,
+        }
     }
-    file.read_with(from, (end - from) as usize, |b| {
-        let candidates = b.len().saturating_sub(FRAME_HEADER_LEN - 1);
-        let mut p = 0;
-        while p < candidates {
-            let seq = u64::from_le_bytes(b[p + 8..p + 16].try_into().expect("8 bytes"));
-            if seq == 0 {
-                // No frame has sequence number 0, nor does any whose sequence field lies
-                // in the zeros that follow: skip them at once (a preallocated tail is
-                // megabytes of zeros). The next candidate's field holds the next nonzero
-                // byte, at most 15 bytes after the candidate's start.
-                match first_nonzero(&b[p + 8..]) {
-                    Some(z) => p = (p + 8 + z).saturating_sub(15).max(p + 1),
-                    None => return,
+
+    /// Visits, in byte order, every offset at or after `from` holding a valid frame
+    /// whose sequence number lies in `min_seq..=max_seq`, with that number, in one pass
+    /// over the published bytes, until `visit` returns `false`.
+    fn scan_valid<F: FsFile>(
+        &self,
+        file: &F,
+        from: u64,
+        (min_seq, max_seq): (u64, u64),
+        mut visit: impl FnMut(u64, u64) -> bool,
+    ) {
+        let end = file.published();
+        let from = from.max(SEGMENT_HEADER_LEN as u64);
+        if from >= end || min_seq > max_seq {
+            return;
+        }
+        file.read_with(from, (end - from) as usize, |b| {
+            let candidates = b.len().saturating_sub(FRAME_HEADER_LEN - 1);
+            let mut p = 0;
+            while p < candidates {
+                let seq = u64::from_le_bytes(b[p + 8..p + 16].try_into().expect("8 bytes"));
+                if seq == 0 {
+                    // No frame has sequence number 0, nor does any whose sequence field
+                    // lies in the zeros that follow: skip them at once (a preallocated
+                    // tail is megabytes of zeros). The next candidate's field holds the
+                    // next nonzero byte, at most 15 bytes after the candidate's start.
+                    match first_nonzero(&b[p + 8..]) {
+                        Some(z) => p = (p + 8 + z).saturating_sub(15).max(p + 1),
+                        None => return,
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
-            if seq >= min_seq && seq <= max_seq && len <= max_record {
-                if let Frame::Record { seq, .. } = decode_frame(&b[p..], salt, max_record) {
-                    if !visit(from + p as u64, seq) {
-                        return;
+                let at = from + p as u64;
+                let highest = self
+                    .first_seq
+                    .saturating_add((at - SEGMENT_HEADER_LEN as u64) / FRAME_HEADER_LEN as u64);
+                let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
+                if seq >= min_seq && seq <= max_seq.min(highest) && len <= self.max_record {
+                    if let Frame::Record { seq, .. } =
+                        decode_frame(&b[p..], self.salt, self.max_record)
+                    {
+                        if !visit(at, seq) {
+                            return;
+                        }
                     }
                 }
+                p += 1;
             }
-            p += 1;
-        }
-    })
+        })
+    }
+
+    /// Whether a valid frame with a sequence number `>= min_seq` lies at or after `from`.
+    pub(super) fn any_valid_after<F: FsFile>(&self, file: &F, from: u64, min_seq: u64) -> bool {
+        self.find_lowest_valid(file, from, min_seq, MAX_SEQ)
+            .is_some()
+    }
+
+    /// The valid frame at or after `from` with the lowest sequence number in
+    /// `min_seq..=max_seq`, and its offset.
+    ///
+    /// The first one in byte order is the lowest: a segment's frames are written in
+    /// ascending order at ascending offsets, and it is never written again once sealed
+    /// (recovery seals a segment where its data ends). So the search stops at the first
+    /// one, and resumes after the next damage from there: skipping every damaged spot
+    /// of a segment reads it once. Recovery and every later read find the same frame
+    /// whatever their bounds, as long as it lies within them.
+    pub(super) fn find_lowest_valid<F: FsFile>(
+        &self,
+        file: &F,
+        from: u64,
+        min_seq: u64,
+        max_seq: u64,
+    ) -> Option<(u64, u64)> {
+        let mut found = None;
+        self.scan_valid(file, from, (min_seq, max_seq), |p, seq| {
+            found = Some((p, seq));
+            false
+        });
+        found
+    }
+
+    /// The highest sequence number of any valid frame at or after `from` (`>= min_seq`):
+    /// reads the rest of the segment.
+    pub(super) fn highest_valid_seq<F: FsFile>(
+        &self,
+        file: &F,
+        from: u64,
+        min_seq: u64,
+    ) -> Option<u64> {
+        let mut highest = None;
+        self.scan_valid(file, from, (min_seq, MAX_SEQ), |_, seq| {
+            highest = highest.max(Some(seq));
+            true
+        });
+        highest
+    }
 }
 
 /// Index of the first byte of `b` that is not zero.
-pub(super) fn first_nonzero(b: &[u8]) -> Option<usize> {
+fn first_nonzero(b: &[u8]) -> Option<usize> {
     let mut words = b.chunks_exact(8);
     let mut at = 0;
     for w in words.by_ref() {
@@ -62,74 +141,6 @@ pub(super) fn first_nonzero(b: &[u8]) -> Option<usize> {
         .iter()
         .position(|&x| x != 0)
         .map(|i| at + i)
-}
-
-/// Whether a valid frame with a sequence number `>= min_seq` lies at or after `from`.
-pub(super) fn any_valid_after<F: FsFile>(
-    file: &F,
-    from: u64,
-    salt: u64,
-    min_seq: u64,
-    max_record: u32,
-) -> bool {
-    let mut found = false;
-    scan_valid(file, from, salt, (min_seq, MAX_SEQ), max_record, |_, _| {
-        found = true;
-        false
-    });
-    found
-}
-
-/// Of the valid frames at or after `from` with a sequence number in `min_seq..=max_seq`,
-/// the one with the lowest number. Resynchronising on the lowest (not the first in byte
-/// order) makes the choice independent of the bounds, so recovery and every later read
-/// (and every later recovery) pick the same frame.
-pub(super) fn find_lowest_valid<F: FsFile>(
-    file: &F,
-    from: u64,
-    salt: u64,
-    min_seq: u64,
-    max_seq: u64,
-    max_record: u32,
-) -> Option<(u64, u64)> {
-    let mut best: Option<(u64, u64)> = None;
-    scan_valid(
-        file,
-        from,
-        salt,
-        (min_seq, max_seq),
-        max_record,
-        |p, seq| {
-            if best.is_none_or(|(_, s)| seq < s) {
-                best = Some((p, seq));
-            }
-            true
-        },
-    );
-    best
-}
-
-/// The highest sequence number of any valid frame at or after `from` (`>= min_seq`).
-pub(super) fn highest_valid_seq<F: FsFile>(
-    file: &F,
-    from: u64,
-    salt: u64,
-    min_seq: u64,
-    max_record: u32,
-) -> Option<u64> {
-    let mut highest = None;
-    scan_valid(
-        file,
-        from,
-        salt,
-        (min_seq, MAX_SEQ),
-        max_record,
-        |_, seq| {
-            highest = highest.max(Some(seq));
-            true
-        },
-    );
-    highest
 }
 
 pub(super) struct Scan {
@@ -196,7 +207,12 @@ pub(super) fn scan_from<F: FsFile>(
                 // a block lost to a media error or a write that never reached the disk,
                 // and what follows must not be dropped unnoticed (or, in the newest
                 // segment, its numbers handed out again).
-                if any_valid_after(file, pos + 1, h.salt, expect, max_record) {
+                let frames = Frames {
+                    first_seq: h.first_seq,
+                    salt: h.salt,
+                    max_record,
+                };
+                if frames.any_valid_after(file, pos + 1, expect) {
                     scan.bad = Some((pos, "zeroed frame header before later records"));
                 }
                 break;
