@@ -94,6 +94,7 @@ fn checkpoint_file(acked_through: u64, next_seq: u64, segment: u64, offset: u64)
         segment,
         offset,
         synced_through: 0,
+        acked_above: Vec::new(),
     }
     .encode_file()
     .to_vec()
@@ -108,6 +109,7 @@ fn checkpoint_file_v1(acked_through: u64, next_seq: u64, segment: u64, offset: u
         segment,
         offset,
         synced_through: 0,
+        acked_above: Vec::new(),
     }
     .encode_file_v1()
     .to_vec()
@@ -307,6 +309,7 @@ fn main() {
         segment: 1,
         offset: 200,
         synced_through: 8,
+        acked_above: Vec::new(),
     };
     write(
         &dir,

@@ -238,11 +238,11 @@ fn reseal_segment_header(buf: &mut [u8]) {
 
 fn reseal_checkpoint(buf: &mut [u8]) {
     // A version 1 file: two adjacent 64-byte slots, checksummed over 56 bytes; version 2:
-    // 72-byte slots 4 KiB apart, checksummed over 64.
+    // two 4 KiB slots, each checksummed over all but its last 4 bytes.
     let (slots, covered) = if buf.len() == CHECKPOINT_V1_LEN {
         ([0, CHECKPOINT_V1_SLOT_LEN], 56)
     } else {
-        ([0, CHECKPOINT_SLOT_STRIDE], 64)
+        ([0, CHECKPOINT_SLOT_STRIDE], CHECKPOINT_SLOT_LEN - 4)
     };
     for slot in slots {
         if buf.len() >= slot + covered + 4 {
@@ -330,7 +330,7 @@ pub fn check_frame_decoder(data: &[u8]) {
             assert!(c.next_seq > c.synced_through, "{c:?}");
             let slots = [Checkpoint::decode(first), Checkpoint::decode(second)];
             assert!(
-                slots.contains(&Ok(c)),
+                slots.contains(&Ok(c.clone())),
                 "decode_file returned a checkpoint neither slot holds"
             );
             for s in slots.iter().flatten() {
@@ -350,15 +350,26 @@ pub fn check_frame_decoder(data: &[u8]) {
             assert_eq!(slot[0..8], CHECKPOINT_MAGIC);
             assert!(c.next_seq > c.acked_through);
             assert!(c.next_seq > c.synced_through);
-            assert_eq!(Checkpoint::decode(&c.encode()), Ok(c));
+            let mut floor = c.acked_through;
+            for &(lo, hi) in &c.acked_above {
+                assert!(lo > floor && hi >= lo && hi < c.next_seq, "{c:?}");
+                floor = hi;
+            }
+            assert_eq!(Checkpoint::decode(&c.encode()), Ok(c.clone()));
             if len == CHECKPOINT_SLOT_LEN {
-                // Reserved bytes 12..16 are covered by the checksum but not interpreted
-                // (nor are the padding bytes 68..72, which are not covered): a slot with
-                // any set re-encodes with zeros there, and so with another checksum.
-                assert_eq!(c.encode()[..12], slot[..12]);
-                assert_eq!(c.encode()[16..64], slot[16..64]);
-                if slot[12..16] == [0; 4] {
-                    assert_eq!(c.encode()[64..68], slot[64..68]);
+                // Reserved bytes (12..16, 68..72, and those after the ranges) are
+                // covered by the checksum but not interpreted: a slot with any set
+                // re-encodes with zeros there, and so with another checksum.
+                let used = 72 + 16 * c.acked_above.len();
+                let again = c.encode();
+                assert_eq!(again[..12], slot[..12]);
+                assert_eq!(again[16..68], slot[16..68]);
+                assert_eq!(again[72..used], slot[72..used]);
+                if slot[12..16] == [0; 4]
+                    && slot[68..72] == [0; 4]
+                    && slot[used..len - 4].iter().all(|&b| b == 0)
+                {
+                    assert_eq!(again[len - 4..], slot[len - 4..]);
                 }
             } else {
                 assert_eq!(c.synced_through, 0, "a version 1 slot has no frontier");

@@ -60,6 +60,9 @@ pub(crate) struct Batcher<T> {
     /// still unacknowledged in the main log: tried again now and then, so that room
     /// made later (a redrive) takes them without waiting for a restart.
     refused: Vec<Refused>,
+    /// Memory `refused` holds (its entries and their share of the texts), at most
+    /// `MAX_REFUSED_BYTES`.
+    refused_bytes: usize,
     /// When to try `refused` again.
     refused_retry_at: Instant,
     /// Durable mode: what a take found to settle once it has let go of the cursor
@@ -145,6 +148,7 @@ impl<T: Send + 'static> Batcher<T> {
             spills_seen: 0,
             log_unreadable: false,
             refused: Vec::new(),
+            refused_bytes: 0,
             refused_retry_at: Instant::now(),
             lost: Vec::new(),
             undecodable: Vec::new(),
@@ -564,21 +568,24 @@ impl<T: Send + 'static> Batcher<T> {
         let mut gone = Vec::new();
         for letter in &self.refused[..take] {
             let mut payload = None;
-            let _ = d.storage.read(letter.seq, 1, &mut |seq, bytes| {
+            let read = d.storage.read(letter.seq, 1, &mut |seq, bytes| {
                 if seq == letter.seq {
                     payload = Some(bytes.to_vec());
                 }
                 false
             });
-            match payload {
-                Some(payload) => records.push(StoredRecord {
+            match (payload, read) {
+                (Some(payload), _) => records.push(StoredRecord {
                     seq: letter.seq,
-                    reason: letter.reason.clone(),
-                    error: letter.error.clone(),
+                    reason: letter.reason.to_string(),
+                    error: letter.error.to_string(),
                     payload,
                 }),
                 // Not in the log any more (shed by `DropOldest`): nothing to keep.
-                None => gone.push(letter.seq),
+                (None, Ok(_)) => gone.push(letter.seq),
+                // The read failed: the record is still there for all that is known, and
+                // the letter stays on the list for the next try.
+                (None, Err(_)) => {}
             }
         }
         if records.is_empty() && gone.is_empty() {
@@ -590,10 +597,16 @@ impl<T: Send + 'static> Batcher<T> {
         // log: when the acknowledgement succeeded, or when it failed with the
         // acknowledgement recorded all the same (a log's failure to free space; offered
         // again, the letter would be stored twice).
+        let mut freed = 0;
         self.refused.retain(|l| {
-            !gone.contains(&l.seq)
-                && (stored.binary_search(&l.seq).is_err() || !(acked || d.storage.is_acked(l.seq)))
+            let keep = !gone.contains(&l.seq)
+                && (stored.binary_search(&l.seq).is_err() || !(acked || d.storage.is_acked(l.seq)));
+            if !keep {
+                freed += l.cost;
+            }
+            keep
         });
+        self.refused_bytes = self.refused_bytes.saturating_sub(freed);
     }
 
     /// Durable mode: samples what has arrived, for `oldest_pending_age`.
@@ -689,12 +702,22 @@ impl<T: Send + 'static> Batcher<T> {
                     .into_iter()
                     .filter(|s| stored.binary_search(s).is_err())
                     .collect::<Vec<u64>>();
-                if self.refused.len() < MAX_REFUSED_TRACKED {
+                // The letters of one batch share its texts; each carries its share of
+                // them and its own entry in the memory the list may hold.
+                let (reason_text, error_text): (Arc<str>, Arc<str>) =
+                    (format!("{reason:?}").into(), text.as_str().into());
+                let texts = reason_text.len() + error_text.len();
+                let cost = std::mem::size_of::<Refused>() + texts / refused.len().max(1) + 1;
+                if self.refused.len() + refused.len() <= MAX_REFUSED_TRACKED
+                    && self.refused_bytes + cost * refused.len() <= MAX_REFUSED_BYTES
+                {
                     self.refused.extend(refused.iter().map(|&seq| Refused {
                         seq,
-                        reason: format!("{reason:?}"),
-                        error: text.clone(),
+                        reason: Arc::clone(&reason_text),
+                        error: Arc::clone(&error_text),
+                        cost,
                     }));
+                    self.refused_bytes += cost * refused.len();
                     self.refused_retry_at = Instant::now() + REFUSED_RETRY;
                 }
                 kept.extend(refused);
@@ -750,8 +773,10 @@ impl<T: Send + 'static> Batcher<T> {
 /// A dead letter the dead-letter log refused, to be tried again.
 struct Refused {
     seq: u64,
-    reason: String,
-    error: String,
+    reason: Arc<str>,
+    error: Arc<str>,
+    /// Bytes it accounts for in `Batcher::refused_bytes`.
+    cost: usize,
 }
 
 /// How often refused dead letters are tried again.
@@ -760,6 +785,12 @@ const REFUSED_RETRY: Duration = Duration::from_secs(1);
 /// Most refused dead letters kept for another try (beyond that they wait in the main
 /// log for the next start).
 const MAX_REFUSED_TRACKED: usize = 100_000;
+
+/// Most memory the list of refused dead letters holds, texts included (beyond that they
+/// wait in the main log for the next start): a batch's error text is kept once for all
+/// its letters, so letters refused one at a time with long errors cannot take
+/// `MAX_REFUSED_TRACKED` times `MAX_DEAD_ERROR` bytes.
+const MAX_REFUSED_BYTES: usize = 16 << 20;
 
 /// `reason` of a record stored because it did not decode.
 pub(crate) const UNDECODABLE: &str = "Undecodable";

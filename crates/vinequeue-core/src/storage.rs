@@ -59,8 +59,13 @@ pub struct RecoveryReport {
 ///   implementation-defined.
 /// * **Acknowledgement.** [`ack`](Storage::ack) may arrive in any order; the storage
 ///   tracks the contiguous low-water mark ([`acked_through`](Storage::acked_through)) and
-///   may reclaim space below it. Reading from below the mark may or may not return
-///   acknowledged records. Acknowledging a number twice, or one not yet appended, is a
+///   may reclaim space below it. Reading may or may not return acknowledged records
+///   (below the mark, or acknowledged above it). A storage that also persists
+///   acknowledgements above the mark (the write-ahead log keeps the lowest 250 ranges
+///   of them in its checkpoint) reports them through [`is_acked`](Storage::is_acked)
+///   after a restart and need not read them back, so that a restart neither delivers
+///   again what was delivered after a record that still waits nor brings back a dead
+///   letter removed out of order. Acknowledging a number twice, or one not yet appended, is a
 ///   no-op (an error for the latter is also allowed).
 /// * **Failure.** After a failed sync the storage must refuse every later append and
 ///   sync with an error (the page cache state is unknown: retrying and reporting success

@@ -46,11 +46,16 @@ pub const MAX_SEQ: u64 = 1 << 62;
 /// with the synced frontier). Version 1 files (two adjacent 64-byte slots) are read, and
 /// replaced by a version 2 file at the first checkpoint write.
 pub const CHECKPOINT_VERSION: u32 = 2;
-/// Length of one checkpoint slot.
-pub const CHECKPOINT_SLOT_LEN: usize = 72;
+/// Length of one checkpoint slot: a 4 KiB block of its own.
+pub const CHECKPOINT_SLOT_LEN: usize = 4096;
 /// Offset of the second slot: the slots lie in different 4 KiB blocks, so that a torn
 /// sector (or block) can damage only the slot being written.
-pub const CHECKPOINT_SLOT_STRIDE: usize = 4096;
+pub const CHECKPOINT_SLOT_STRIDE: usize = CHECKPOINT_SLOT_LEN;
+/// Most acknowledged ranges above the mark a checkpoint holds (the lowest ones).
+pub const MAX_CHECKPOINT_RANGES: usize = 250;
+/// Where a slot's ranges begin, and where its checksum lies.
+const RANGES_AT: usize = 72;
+const SLOT_CRC_AT: usize = CHECKPOINT_SLOT_LEN - 4;
 /// Length of the checkpoint file.
 pub const CHECKPOINT_LEN: usize = 2 * CHECKPOINT_SLOT_STRIDE;
 /// Length of one slot of a version 1 checkpoint.
@@ -188,7 +193,7 @@ pub fn decode_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
 }
 
 /// The persisted acknowledgement cursor (one slot of the checkpoint file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
     /// Incremented on every write; decides which slot is current.
     pub generation: u64,
@@ -204,6 +209,11 @@ pub struct Checkpoint {
     /// written: a damaged frame holding one is corruption, never a torn tail (0 in a
     /// version 1 file).
     pub synced_through: u64,
+    /// Ranges above `acked_through + 1` (inclusive, ascending, disjoint) that are
+    /// acknowledged too, at most [`MAX_CHECKPOINT_RANGES`]: acknowledgements made out of
+    /// order (a dead letter discarded, records delivered after one that waits) survive a
+    /// restart. Empty in a version 1 file.
+    pub acked_above: Vec<(u64, u64)>,
 }
 
 impl Checkpoint {
@@ -218,8 +228,15 @@ impl Checkpoint {
         b[40..48].copy_from_slice(&self.segment.to_le_bytes());
         b[48..56].copy_from_slice(&self.offset.to_le_bytes());
         b[56..64].copy_from_slice(&self.synced_through.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..64]);
-        b[64..68].copy_from_slice(&crc.to_le_bytes());
+        let ranges = &self.acked_above[..self.acked_above.len().min(MAX_CHECKPOINT_RANGES)];
+        b[64..68].copy_from_slice(&(ranges.len() as u32).to_le_bytes());
+        for (i, &(lo, hi)) in ranges.iter().enumerate() {
+            let at = RANGES_AT + 16 * i;
+            b[at..at + 8].copy_from_slice(&lo.to_le_bytes());
+            b[at + 8..at + 16].copy_from_slice(&hi.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&b[0..SLOT_CRC_AT]);
+        b[SLOT_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -233,9 +250,9 @@ impl Checkpoint {
         let mut f = [0u8; CHECKPOINT_LEN];
         let older = Checkpoint {
             generation: self.generation.saturating_sub(1),
-            ..*self
+            ..self.clone()
         };
-        for c in [older, *self] {
+        for c in [&older, self] {
             let slot = Self::slot_offset(c.generation);
             f[slot..slot + CHECKPOINT_SLOT_LEN].copy_from_slice(&c.encode());
         }
@@ -248,9 +265,9 @@ impl Checkpoint {
         let mut f = [0u8; CHECKPOINT_V1_LEN];
         let older = Checkpoint {
             generation: self.generation.saturating_sub(1),
-            ..*self
+            ..self.clone()
         };
-        for c in [older, *self] {
+        for c in [&older, self] {
             let at = (c.generation % 2) as usize * CHECKPOINT_V1_SLOT_LEN;
             let b = &mut f[at..at + CHECKPOINT_V1_SLOT_LEN];
             b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
@@ -273,7 +290,7 @@ impl Checkpoint {
     /// What is wrong with it.
     pub fn decode(b: &[u8]) -> Result<Self, &'static str> {
         let (crc_at, version) = match b.len() {
-            CHECKPOINT_SLOT_LEN => (64, CHECKPOINT_VERSION),
+            CHECKPOINT_SLOT_LEN => (SLOT_CRC_AT, CHECKPOINT_VERSION),
             CHECKPOINT_V1_SLOT_LEN => (56, 1),
             _ => return Err("checkpoint slot has the wrong length"),
         };
@@ -286,14 +303,31 @@ impl Checkpoint {
         if u32_at(b, 8) != version {
             return Err("unsupported checkpoint format version");
         }
-        let c = Checkpoint {
+        let mut c = Checkpoint {
             generation: u64_at(b, 16),
             acked_through: u64_at(b, 24),
             next_seq: u64_at(b, 32),
             segment: u64_at(b, 40),
             offset: u64_at(b, 48),
             synced_through: if version == 1 { 0 } else { u64_at(b, 56) },
+            acked_above: Vec::new(),
         };
+        if version != 1 {
+            let count = u32_at(b, 64) as usize;
+            if count > MAX_CHECKPOINT_RANGES {
+                return Err("checkpoint with too many acknowledged ranges");
+            }
+            let mut floor = c.acked_through;
+            for i in 0..count {
+                let at = RANGES_AT + 16 * i;
+                let (lo, hi) = (u64_at(b, at), u64_at(b, at + 8));
+                if lo <= floor || hi < lo || hi >= c.next_seq {
+                    return Err("checkpoint with an acknowledged range out of order or range");
+                }
+                c.acked_above.push((lo, hi));
+                floor = hi;
+            }
+        }
         if c.next_seq <= c.acked_through {
             return Err("checkpoint acknowledges records never appended");
         }
@@ -442,14 +476,41 @@ mod tests {
             segment: 5,
             offset: 400,
             synced_through: 12,
+            acked_above: vec![(12, 13), (15, 19)],
         };
         let b = c.encode();
-        assert_eq!(Checkpoint::decode(&b), Ok(c));
-        for i in 0..68 {
+        assert_eq!(Checkpoint::decode(&b), Ok(c.clone()));
+        // Every byte the slot uses, and its checksum.
+        let used = (0..72 + 2 * 16).chain(CHECKPOINT_SLOT_LEN - 4..CHECKPOINT_SLOT_LEN);
+        for i in used {
             let mut bad = b;
             bad[i] ^= 0x10;
             assert!(Checkpoint::decode(&bad).is_err(), "flip at {i}");
         }
+        // Ranges that overlap the mark, each other, or pass `next_seq` are refused.
+        for above in [
+            vec![(10, 11)],
+            vec![(12, 15), (14, 16)],
+            vec![(15, 20)],
+            vec![(16, 15)],
+        ] {
+            let bad = Checkpoint {
+                acked_above: above.clone(),
+                ..c.clone()
+            };
+            assert!(Checkpoint::decode(&bad.encode()).is_err(), "{above:?}");
+        }
+        // At most MAX_CHECKPOINT_RANGES are kept: the lowest.
+        let many = Checkpoint {
+            next_seq: 10_000,
+            acked_above: (0..400).map(|i| (20 + 3 * i, 21 + 3 * i)).collect(),
+            ..c
+        };
+        let back = Checkpoint::decode(&many.encode()).unwrap();
+        assert_eq!(
+            back.acked_above[..],
+            many.acked_above[..MAX_CHECKPOINT_RANGES]
+        );
     }
 
     #[test]
@@ -461,9 +522,10 @@ mod tests {
             segment: 5,
             offset: 400,
             synced_through: 19,
+            acked_above: Vec::new(),
         };
         let mut file = old.encode_file();
-        assert_eq!(Checkpoint::decode_file(&file), Ok(old));
+        assert_eq!(Checkpoint::decode_file(&file), Ok(old.clone()));
         let new = Checkpoint {
             generation: 5,
             acked_through: 15,
@@ -472,7 +534,7 @@ mod tests {
         let slot = Checkpoint::slot_offset(5);
         assert_eq!(slot, CHECKPOINT_SLOT_STRIDE);
         file[slot..slot + CHECKPOINT_SLOT_LEN].copy_from_slice(&new.encode());
-        assert_eq!(Checkpoint::decode_file(&file), Ok(new));
+        assert_eq!(Checkpoint::decode_file(&file), Ok(new.clone()));
         file[slot + 30] ^= 1; // torn write of the new slot
         assert_eq!(
             Checkpoint::decode_file(&file).map(|c| c.acked_through),
@@ -491,6 +553,7 @@ mod tests {
             segment: 5,
             offset: 400,
             synced_through: 19,
+            acked_above: Vec::new(),
         };
         // Garbage over the whole 4 KiB block of either slot leaves the other readable.
         for block in 0..2 {

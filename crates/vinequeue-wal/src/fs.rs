@@ -43,6 +43,17 @@ pub trait FsFile: Send + Sync + 'static {
     /// If the range is not entirely below [`published`](FsFile::published).
     fn read_with<R>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R;
 
+    /// Fills `buf` with the published bytes at `offset`, read through the file rather
+    /// than the map (`pread`): a device that fails the read, or a file another process
+    /// shrank, is an error here, where a read through the map would raise `SIGBUS`.
+    /// Recovery reads what it checks this way.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error; `UnexpectedEof` if the file ends first;
+    /// `InvalidInput` for a range beyond [`published`](FsFile::published).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+
     /// Makes the bytes in `offset..offset + len` durable (`msync`).
     ///
     /// # Errors

@@ -124,6 +124,23 @@ impl FsFile for MappedFile {
         f(bytes)
     }
 
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let published = self.published.load(Ordering::Acquire);
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > published)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "read of {} bytes at {offset} beyond the published {published}",
+                    buf.len()
+                ),
+            ));
+        }
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
         match &self.map {
             Some(map) if len > 0 => map.flush_range(offset as usize, len as usize),

@@ -64,6 +64,8 @@ pub enum FaultOp {
     /// a crash between its steps would leave it: the file is created (or truncated) and
     /// none of the data is written.
     WriteSmall,
+    /// `FsFile::read_at`: a device that fails a read (nothing is changed).
+    Read,
     /// `FsFile::start_writeback`: a write-back that fails as
     /// it starts, and throws the dirty pages of its range away (as ext4 does when it
     /// cannot map the blocks), so that the next sync of the range finds nothing to write.
@@ -560,6 +562,29 @@ impl FsFile for SimFile {
         // Copy out, then call `f` without the lock: `f` may write to this file.
         let bytes = self.node.data.lock().cache[offset as usize..offset as usize + len].to_vec();
         f(&bytes)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if let Some(f) = self.fs.lock()?.take_fault(FaultOp::Read) {
+            return Err(f.strike());
+        }
+        let published = self.published.load(Ordering::Acquire);
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= published)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "read beyond the published range",
+                )
+            })?;
+        let d = self.node.data.lock();
+        let bytes = d
+            .cache
+            .get(offset as usize..end as usize)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {

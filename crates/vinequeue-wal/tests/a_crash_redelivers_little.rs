@@ -95,3 +95,47 @@ fn an_acknowledgement_does_not_wait_for_the_interval() {
     assert_eq!(persisted_mark(&fs), 0);
     assert!(start.elapsed() < Duration::from_secs(60));
 }
+
+/// The ranges acknowledged above the mark the checkpoint file on the disk holds.
+fn persisted_ranges(fs: &SimFs) -> Vec<(u64, u64)> {
+    let cp = Path::new(DIR).join("checkpoint");
+    let bytes = fs.files().into_iter().find(|(p, _)| *p == cp).unwrap().1;
+    Checkpoint::decode_file(&bytes).unwrap().acked_above
+}
+
+#[test]
+fn acknowledgements_above_the_mark_survive_a_power_cut_without_a_sync() {
+    let fs = SimFs::new(5);
+    let wal = Wal::open_with(fs.clone(), DIR, opts(SyncMode::Immediate, true)).unwrap();
+    let mut last = 0;
+    for _ in 0..100 {
+        last = wal.append(&[7; 100]).unwrap();
+    }
+    wal.sync_through(last).unwrap();
+    // Record 1 waits; everything after it is acknowledged, and nobody calls `sync`.
+    let seqs: Vec<u64> = (2..=last).collect();
+    wal.ack_all(&seqs).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while persisted_ranges(&fs) != vec![(2, last)] {
+        assert!(
+            Instant::now() < deadline,
+            "the log's thread never persisted the ranges"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fs = fs.power_cut();
+    drop(wal);
+    let wal = Wal::open_with(fs, DIR, opts(SyncMode::Immediate, true)).unwrap();
+    assert_eq!(wal.acked_through(), 0);
+    let mut again = Vec::new();
+    wal.read(1, usize::MAX, &mut |seq, _| {
+        again.push(seq);
+        true
+    })
+    .unwrap();
+    assert_eq!(
+        again,
+        vec![1],
+        "records acknowledged above the mark came back"
+    );
+}

@@ -46,6 +46,7 @@ fn a_version_1_checkpoint_is_read_and_replaced() {
         segment: 1,
         offset: 40 + 4 * (16 + 8),
         synced_through: 0,
+        acked_above: Vec::new(),
     }
     .encode_file_v1();
     assert_eq!(file.len(), CHECKPOINT_V1_LEN);

@@ -285,9 +285,9 @@ fn a_damaged_checkpoint_replays_everything_or_is_refused() {
         Checkpoint::decode(&bytes[at..at + CHECKPOINT_SLOT_LEN]).expect("both slots intact")
     });
     let (newer, older) = if slots[0].generation > slots[1].generation {
-        (0, slots[1])
+        (0, slots[1].clone())
     } else {
-        (CHECKPOINT_SLOT_STRIDE, slots[0])
+        (CHECKPOINT_SLOT_STRIDE, slots[0].clone())
     };
     assert_eq!(
         older.acked_through, 4,

@@ -110,6 +110,7 @@ fn log_with_its_numbers_used_up() -> SimFs {
         segment: 1,
         offset: SEGMENT_HEADER_LEN as u64,
         synced_through: 3,
+        acked_above: Vec::new(),
     };
     fs.put_file(&Path::new(DIR).join("checkpoint"), &cp.encode_file());
     fs

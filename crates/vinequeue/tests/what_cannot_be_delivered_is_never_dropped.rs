@@ -41,6 +41,8 @@ enum Fault {
     Lost(u64),
     /// Every read fails (an I/O error); counts the attempts.
     Unreadable(std::sync::atomic::AtomicU64),
+    /// Reads fail while this is set; counts the reads that failed.
+    ReadsFail(AtomicBool, std::sync::atomic::AtomicU64),
 }
 
 impl Faulty {
@@ -87,6 +89,13 @@ impl Storage for Faulty {
             Fault::Unreadable(reads) => {
                 reads.fetch_add(1, Ordering::SeqCst);
                 return Err(Error::Io(std::io::Error::other("the disk is gone")));
+            }
+            Fault::ReadsFail(failing, failed) => {
+                if failing.load(Ordering::SeqCst) {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    return Err(Error::Io(std::io::Error::other("a read error")));
+                }
+                return self.inner.read(from, max, visit);
             }
             Fault::Full(_) => return self.inner.read(from, max, visit),
         };
@@ -550,5 +559,44 @@ fn a_letter_stored_on_a_retry_is_stored_once_while_an_earlier_one_holds_the_mark
     let sevens = letters.iter().filter(|l| l.item == Some(7)).count();
     assert_eq!(sevens, 1, "the letter was stored {sevens} times");
     assert_eq!(log.acked_through(), 0, "record 1 holds the mark");
+    queue.stop().unwrap();
+}
+
+/// The main log fails the read of a refused letter's record (a transient I/O error) when
+/// the letter is tried again: the letter stays on the retry list, and moves over once
+/// the dead-letter log has room (it was dropped from the list as if the record were
+/// gone, and stayed in the main log until the next start).
+#[test]
+fn a_failed_read_of_a_refused_letter_keeps_it_for_the_next_try() {
+    let log = Arc::new(Faulty::new(
+        Fault::ReadsFail(AtomicBool::new(false), Default::default()),
+        [],
+    ));
+    let dead = Arc::new(Faulty::full());
+    let queue = rejecting_queue(log.clone(), dead.clone());
+    queue.enqueue(7).unwrap();
+    queue.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(queue.metrics().dead_letters_unstored_total, 1);
+    let Fault::ReadsFail(failing, failed) = &log.fault else {
+        unreachable!()
+    };
+    failing.store(true, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(10), || failed.load(Ordering::SeqCst)
+            > 0),
+        "the letter was never tried again"
+    );
+    failing.store(false, Ordering::SeqCst);
+    let Fault::Full(full) = &dead.fault else {
+        unreachable!()
+    };
+    full.store(false, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(10), || log.acked_through() == 1),
+        "the letter whose read failed was dropped from the retry list"
+    );
+    let letters = queue.dead_letters(10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].item, Some(7));
     queue.stop().unwrap();
 }

@@ -14,7 +14,7 @@ use vinequeue_core::{Error, RecoveryMode, RecoveryReport, Storage, SyncMode};
 
 use crate::format::{
     decode_frame, frame_header, parse_segment_name, segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, FRAME_HEADER_LEN, MAX_SEQ, SEGMENT_HEADER_LEN,
+    CHECKPOINT_LEN, FRAME_HEADER_LEN, MAX_CHECKPOINT_RANGES, MAX_SEQ, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::options::WalOptions;
@@ -234,11 +234,18 @@ struct Acks {
     above: BTreeMap<u64, u64>,
     /// `through` as last persisted in the checkpoint.
     checkpointed: u64,
+    /// Bumped by every acknowledgement that leaves `above` changed (one that only moves
+    /// the mark over an empty `above` does not): the checkpoint holds the lowest ranges
+    /// of `above`, so that out-of-order acknowledgements survive a restart.
+    above_version: u64,
+    /// `above_version` as last persisted in the checkpoint.
+    above_checkpointed: u64,
 }
 
 impl Acks {
     /// Acknowledges `lo..=hi`, and moves the mark over every range that now reaches it.
     fn add(&mut self, lo: u64, hi: u64) {
+        let had_ranges = !self.above.is_empty();
         self.insert(lo, hi);
         while let Some((&s, &e)) = self.above.first_key_value() {
             if s > self.through + 1 {
@@ -247,6 +254,38 @@ impl Acks {
             self.above.remove(&s);
             self.through = self.through.max(e);
         }
+        if had_ranges || !self.above.is_empty() {
+            self.above_version += 1;
+        }
+    }
+
+    /// Whether the checkpoint lags behind the mark or the ranges above it.
+    fn changed(&self) -> bool {
+        self.through > self.checkpointed || self.above_version != self.above_checkpointed
+    }
+
+    /// The lowest ranges above the mark, as many as a checkpoint holds.
+    fn ranges_to_keep(&self) -> Vec<(u64, u64)> {
+        self.above
+            .iter()
+            .take(MAX_CHECKPOINT_RANGES)
+            .map(|(&lo, &hi)| (lo, hi))
+            .collect()
+    }
+
+    /// The ranges above the mark that end at or after `from` (at most `max`), ascending.
+    fn ranges_from(&self, from: u64, max: usize) -> Vec<(u64, u64)> {
+        if self.above.is_empty() {
+            return Vec::new();
+        }
+        let first = self.above.range(..=from).next_back();
+        first
+            .into_iter()
+            .chain(self.above.range(from.saturating_add(1)..))
+            .filter(|(_, &hi)| hi >= from)
+            .take(max)
+            .map(|(&lo, &hi)| (lo, hi))
+            .collect()
     }
 
     /// Whether `seq` is acknowledged (or holds no record).
@@ -300,6 +339,10 @@ struct GroupCommit {
     /// How long the last sync took, in nanoseconds.
     last_sync_ns: AtomicU64,
 }
+
+/// Most ranges of acknowledged records one read steps over (beyond them, records already
+/// acknowledged may be handed out again, which the contract allows).
+const READ_SKIP_RANGES: usize = 1024;
 
 /// Bytes of a segment mapped in ahead of the writer at once.
 const PREPARE_CHUNK: u64 = 1 << 20;
@@ -749,7 +792,14 @@ impl<F: Fs> Wal<F> {
             through: checkpoint.acked_through,
             above: BTreeMap::new(),
             checkpointed: checkpoint.acked_through,
+            above_version: 0,
+            above_checkpointed: 0,
         };
+        // Acknowledged out of order before the restart (numbers since handed out to
+        // nobody: recovery never lowers `next_seq` below the checkpoint's).
+        for &(lo, hi) in &checkpoint.acked_above {
+            acks.insert(lo, hi.min(next_seq - 1));
+        }
         for (lo, hi) in no_record {
             acks.insert(lo, hi);
         }
@@ -1290,9 +1340,7 @@ impl<F: Fs> Inner<F> {
     }
 
     fn checkpoint_if_changed(&self) -> Result<(), Error> {
-        let acks = self.acks.lock();
-        if acks.through > acks.checkpointed {
-            drop(acks);
+        if self.acks.lock().changed() {
             self.write_checkpoint(Numbers::Keep)?;
         }
         Ok(())
@@ -1318,7 +1366,7 @@ impl<F: Fs> Inner<F> {
         let unused = self.checkpoint.lock().reserved > self.next_seq.load(Ordering::Acquire);
         let frontier = self.frontier_moved();
         let acks = self.acks.lock();
-        if unused || frontier || acks.through > acks.checkpointed {
+        if unused || frontier || acks.changed() {
             drop(acks);
             self.write_checkpoint(Numbers::Release)?;
         }
@@ -1336,7 +1384,10 @@ impl<F: Fs> Inner<F> {
     /// older slot (or creates the file), and syncs it. Returns the `next_seq` written.
     fn write_checkpoint(&self, numbers: Numbers) -> Result<u64, Error> {
         let mut state = self.checkpoint.lock();
-        let through = self.acks.lock().through;
+        let (through, acked_above, above_version) = {
+            let acks = self.acks.lock();
+            (acks.through, acks.ranges_to_keep(), acks.above_version)
+        };
         let (segment, offset) = {
             let segs = self.segments.read();
             match segs
@@ -1362,6 +1413,7 @@ impl<F: Fs> Inner<F> {
             segment,
             offset,
             synced_through: synced.min(next - 1),
+            acked_above,
         };
         let path = self.dir.join(CHECKPOINT);
         if state.file_len == CHECKPOINT_LEN as u64 {
@@ -1396,6 +1448,7 @@ impl<F: Fs> Inner<F> {
         );
         let mut acks = self.acks.lock();
         acks.checkpointed = acks.checkpointed.max(through);
+        acks.above_checkpointed = above_version;
         Ok(cp.next_seq)
     }
 
@@ -1413,15 +1466,24 @@ impl<F: Fs> Inner<F> {
     /// (for acknowledgements the log makes itself, which would swallow it).
     fn record_acks(&self, ranges: &[(u64, u64)]) -> Result<(), Error> {
         let next = self.next_seq.load(Ordering::Acquire);
-        let advanced = {
+        let (advanced, changed) = {
             let mut acks = self.acks.lock();
-            let before = acks.through;
+            let (before, version) = (acks.through, acks.above_version);
             for &(lo, hi) in ranges {
                 acks.add(lo.max(1), hi.min(next - 1));
             }
-            acks.through > before
+            (acks.through > before, acks.above_version != version)
         };
         if !advanced {
+            // Out of order, above the mark: nothing to delete, but the checkpoint is to
+            // hold the new ranges in time.
+            if changed {
+                if self.reclaimer.running.load(Ordering::Acquire) {
+                    self.reclaimer.checkpoint_stale();
+                } else if Instant::now() >= self.checkpoint_due() {
+                    self.checkpoint_if_stale()?;
+                }
+            }
             return Ok(());
         }
         if !self.reclaimer.running.load(Ordering::Acquire) {
@@ -1607,6 +1669,10 @@ impl<F: Fs> Inner<F> {
             .partition_point(|s| s.first_seq <= from)
             .saturating_sub(1);
         let mut visited = 0;
+        // Records acknowledged above the mark are not handed out again (after a restart,
+        // those delivered after a record that waits, or discarded out of order).
+        let acked = self.acks.lock().ranges_from(from, READ_SKIP_RANGES);
+        let mut acked = acked.into_iter().peekable();
         // Numbers stepped over as damaged: no read will ever deliver their records.
         let mut lost: Vec<(u64, u64)> = Vec::new();
         for (i, seg) in segments.iter().enumerate().skip(start) {
@@ -1642,6 +1708,10 @@ impl<F: Fs> Inner<F> {
                         if seq < from {
                             continue;
                         }
+                        while acked.next_if(|&(_, hi)| hi < seq).is_some() {}
+                        if acked.peek().is_some_and(|&(lo, _)| lo <= seq) {
+                            continue;
+                        }
                         visited += 1;
                         if !seg.file.read_with(body, len as usize, |b| visit(seq, b)) {
                             stopped = true;
@@ -1666,7 +1736,10 @@ impl<F: Fs> Inner<F> {
                     });
                 }
                 self.read_corrupt.fetch_add(1, Ordering::Relaxed);
-                match Frames::of(seg).find_lowest_valid(&seg.file, pos + 1, floor, last) {
+                match Frames::of(seg)
+                    .find_lowest_valid(&seg.file, pos + 1, floor, last)
+                    .map_err(io_err)?
+                {
                     Some((p, found)) => {
                         lost.push((floor, found - 1));
                         pos = p;

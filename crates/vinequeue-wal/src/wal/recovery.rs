@@ -91,14 +91,17 @@ impl<F: Fs> Recovery<F> {
             // effect now: lowering `max_record_size` or `max_size` limits new appends, and
             // must not turn the larger records already stored into damage.
             let max_len = record_limit(file.len());
-            let header =
-                file.read_with(0, file.len().min(SEGMENT_HEADER_LEN as u64) as usize, |b| {
-                    if b.iter().all(|&x| x == 0) {
-                        Err("segment header never written")
-                    } else {
-                        SegmentHeader::decode(b)
-                    }
-                });
+            // Everything recovery checks is read through the file, not the map: a read
+            // error or a file shrunk meanwhile is an error, never `SIGBUS`.
+            let head = Reader::new(&file)
+                .get(0, SEGMENT_HEADER_LEN)
+                .map_err(io_err)?
+                .to_vec();
+            let header = if head.iter().all(|&x| x == 0) {
+                Err("segment header never written")
+            } else {
+                SegmentHeader::decode(&head)
+            };
             let mut damaged = false;
             let header = match header {
                 Ok(h) if h.first_seq == *first_seq => h,
@@ -123,25 +126,24 @@ impl<F: Fs> Recovery<F> {
                     }
                     // Often only the magic or the header checksum was hit and the salt is
                     // intact: if the first frame checks out with it, keep the records.
-                    let salvage =
-                        (file.len() >= SEGMENT_HEADER_LEN as u64).then(|| SegmentHeader {
-                            first_seq: *first_seq,
-                            salt: file.read_with(24, 8, |b| {
-                                u64::from_le_bytes(b.try_into().expect("8 bytes"))
-                            }),
-                        });
-                    let first_ok = |h: &SegmentHeader| {
+                    let salvage = (head.len() == SEGMENT_HEADER_LEN).then(|| SegmentHeader {
+                        first_seq: *first_seq,
+                        salt: u64::from_le_bytes(head[24..32].try_into().expect("8 bytes")),
+                    });
+                    let first_ok = |h: &SegmentHeader| -> Result<bool, Error> {
                         let at = SEGMENT_HEADER_LEN as u64;
-                        at < file.len()
+                        Ok(at < file.len()
                             && matches!(
-                                file.read_with(at, (file.len() - at) as usize, |b| decode_frame(
-                                    b, h.salt, max_len
-                                )),
+                                frame_at(&file, at, h.salt, max_len).map_err(io_err)?,
                                 Frame::Record { seq, .. } if seq == h.first_seq
-                            )
+                            ))
+                    };
+                    let first_ok = match &salvage {
+                        Some(h) => first_ok(h)?,
+                        None => false,
                     };
                     match salvage {
-                        Some(h) if first_ok(&h) => {
+                        Some(h) if first_ok => {
                             damaged = true;
                             h
                         }
@@ -177,11 +179,13 @@ impl<F: Fs> Recovery<F> {
                                         salt: h.salt,
                                         max_record: max_len,
                                     };
-                                    let held = frames.highest_valid_seq(
-                                        &file,
-                                        SEGMENT_HEADER_LEN as u64,
-                                        *first_seq,
-                                    );
+                                    let held = frames
+                                        .highest_valid_seq(
+                                            &file,
+                                            SEGMENT_HEADER_LEN as u64,
+                                            *first_seq,
+                                        )
+                                        .map_err(io_err)?;
                                     reserve = reserve.max(held.map_or(0, after));
                                 }
                                 next_seq = next_seq.max(reserve.min(MAX_SEQ));
@@ -201,7 +205,7 @@ impl<F: Fs> Recovery<F> {
                 salt: header.salt,
                 max_record: max_len,
             };
-            let scan = scan_segment(&file, header, max_len, acked, ceiling);
+            let scan = scan_segment(&file, header, max_len, acked, ceiling).map_err(io_err)?;
             let mut data_end = scan.data_end;
             let mut last_seq = scan.last_seq;
             let mut held_here = vec![(header.first_seq, scan.last_seq)];
@@ -215,11 +219,11 @@ impl<F: Fs> Recovery<F> {
                     // cut may have torn it. If valid frames follow the damage (pages
                     // written back out of order), they were never synced either; keep a
                     // copy for inspection all the same.
-                    report.torn_bytes +=
-                        file.read_with(offset, (file.len() - offset) as usize, |b| {
-                            b.iter().rposition(|&x| x != 0).map_or(0, |p| p as u64 + 1)
-                        });
-                    if frames.any_valid_after(&file, offset + 1, expect) {
+                    report.torn_bytes += written_after(&file, offset).map_err(io_err)?;
+                    if frames
+                        .any_valid_after(&file, offset + 1, expect)
+                        .map_err(io_err)?
+                    {
                         damaged = true;
                     }
                     break;
@@ -234,12 +238,16 @@ impl<F: Fs> Recovery<F> {
                 }
                 damaged = true;
                 // Skip over it to the next intact record, counting the lost numbers.
-                match frames.find_lowest_valid(&file, offset + 1, expect, ceiling) {
+                match frames
+                    .find_lowest_valid(&file, offset + 1, expect, ceiling)
+                    .map_err(io_err)?
+                {
                     Some((p, seq)) => {
                         report.corrupt_records = report
                             .corrupt_records
                             .saturating_add(seq.saturating_sub(expect.max(acked + 1)));
-                        let more = scan_from(&file, header, max_len, acked, p, seq, ceiling);
+                        let more = scan_from(&file, header, max_len, acked, p, seq, ceiling)
+                            .map_err(io_err)?;
                         held_here.push((seq, more.last_seq));
                         report.records += more.records;
                         report.bytes += more.bytes;
@@ -266,8 +274,9 @@ impl<F: Fs> Recovery<F> {
                 // Without a checkpoint that reserved the numbers handed out: never hand
                 // out again a number that an intact frame here holds, whether or not
                 // recovery could place it.
-                let held =
-                    frames.highest_valid_seq(&file, SEGMENT_HEADER_LEN as u64, header.first_seq);
+                let held = frames
+                    .highest_valid_seq(&file, SEGMENT_HEADER_LEN as u64, header.first_seq)
+                    .map_err(io_err)?;
                 next_seq = next_seq.max(held.map_or(0, after));
             }
             if damaged {
@@ -324,11 +333,8 @@ impl<F: Fs> Recovery<F> {
                 let ok = checkpoint.offset >= SEGMENT_HEADER_LEN as u64
                     && (checkpoint.offset >= seg.file.published()
                         || matches!(
-                            seg.file.read_with(
-                                checkpoint.offset,
-                                (seg.file.published() - checkpoint.offset) as usize,
-                                |b| decode_frame(b, seg.salt, seg.max_len)
-                            ),
+                            frame_at(&seg.file, checkpoint.offset, seg.salt, seg.max_len)
+                                .map_err(io_err)?,
                             Frame::Record { seq, .. } if seq > acked
                         ));
                 if !ok && strict {
@@ -357,6 +363,32 @@ impl<F: Fs> Recovery<F> {
             no_record: complement(&present, acked + 1, next_seq),
         })
     }
+}
+
+/// Bytes from `offset` up to the last nonzero byte of the file (what a torn tail holds).
+fn written_after<F: FsFile>(file: &F, offset: u64) -> io::Result<u64> {
+    let mut reader = Reader::new(file);
+    let mut at = offset;
+    let mut last = offset;
+    while at < reader.end() {
+        let b = reader.get(at, WINDOW)?;
+        if let Some(p) = b.iter().rposition(|&x| x != 0) {
+            last = at + p as u64 + 1;
+        }
+        at += b.len() as u64;
+    }
+    Ok(last - offset)
+}
+
+/// The frame at `at`, read through the file.
+fn frame_at<F: FsFile>(file: &F, at: u64, salt: u64, max_len: u32) -> io::Result<Frame> {
+    let mut reader = Reader::new(file);
+    let len = match reader.get(at, 4)? {
+        b if b.len() == 4 => u32::from_le_bytes(b.try_into().expect("4 bytes")),
+        _ => 0,
+    };
+    let bytes = reader.get(at, FRAME_HEADER_LEN + len.min(max_len) as usize)?;
+    Ok(decode_frame(bytes, salt, max_len))
 }
 
 /// The numbers in `from..to` outside the ascending, disjoint ranges `present`, as ranges.

@@ -31,21 +31,25 @@ impl Frames {
 
     /// Visits, in byte order, every offset at or after `from` holding a valid frame
     /// whose sequence number lies in `min_seq..=max_seq`, with that number, in one pass
-    /// over the published bytes, until `visit` returns `false`.
+    /// over the published bytes (read through the file), until `visit` returns `false`.
     fn scan_valid<F: FsFile>(
         &self,
         file: &F,
         from: u64,
         (min_seq, max_seq): (u64, u64),
         mut visit: impl FnMut(u64, u64) -> bool,
-    ) {
-        let end = file.published();
-        let from = from.max(SEGMENT_HEADER_LEN as u64);
-        if from >= end || min_seq > max_seq {
-            return;
+    ) -> io::Result<()> {
+        let mut reader = Reader::new(file);
+        let end = reader.end();
+        let mut at = from.max(SEGMENT_HEADER_LEN as u64);
+        if min_seq > max_seq {
+            return Ok(());
         }
-        file.read_with(from, (end - from) as usize, |b| {
-            let candidates = b.len().saturating_sub(FRAME_HEADER_LEN - 1);
+        while at.saturating_add(FRAME_HEADER_LEN as u64) <= end {
+            let b = reader.get(at, WINDOW)?;
+            // Candidates whose header lies in this window; the next window starts at
+            // the first candidate after them.
+            let candidates = b.len() - (FRAME_HEADER_LEN - 1);
             let mut p = 0;
             while p < candidates {
                 let seq = u64::from_le_bytes(b[p + 8..p + 16].try_into().expect("8 bytes"));
@@ -56,33 +60,50 @@ impl Frames {
                     // next nonzero byte, at most 15 bytes after the candidate's start.
                     match first_nonzero(&b[p + 8..]) {
                         Some(z) => p = (p + 8 + z).saturating_sub(15).max(p + 1),
-                        None => return,
+                        None => p = candidates,
                     }
                     continue;
                 }
-                let at = from + p as u64;
+                let pos = at + p as u64;
                 let highest = self
                     .first_seq
-                    .saturating_add((at - SEGMENT_HEADER_LEN as u64) / FRAME_HEADER_LEN as u64);
+                    .saturating_add((pos - SEGMENT_HEADER_LEN as u64) / FRAME_HEADER_LEN as u64);
                 let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
                 if seq >= min_seq && seq <= max_seq.min(highest) && len <= self.max_record {
-                    if let Frame::Record { seq, .. } =
-                        decode_frame(&b[p..], self.salt, self.max_record)
-                    {
-                        if !visit(at, seq) {
-                            return;
+                    let frame_len = FRAME_HEADER_LEN + len as usize;
+                    let frame = if p + frame_len <= b.len() {
+                        decode_frame(&b[p..p + frame_len], self.salt, self.max_record)
+                    } else {
+                        // Runs past this window: read it on its own (at most the
+                        // record limit, which the file's size bounds).
+                        let n = (frame_len as u64).min(end - pos) as usize;
+                        let mut own = vec![0; n];
+                        file.read_at(pos, &mut own)?;
+                        decode_frame(&own, self.salt, self.max_record)
+                    };
+                    if let Frame::Record { seq, .. } = frame {
+                        if !visit(pos, seq) {
+                            return Ok(());
                         }
                     }
                 }
                 p += 1;
             }
-        })
+            at += candidates as u64;
+        }
+        Ok(())
     }
 
     /// Whether a valid frame with a sequence number `>= min_seq` lies at or after `from`.
-    pub(super) fn any_valid_after<F: FsFile>(&self, file: &F, from: u64, min_seq: u64) -> bool {
-        self.find_lowest_valid(file, from, min_seq, MAX_SEQ)
-            .is_some()
+    pub(super) fn any_valid_after<F: FsFile>(
+        &self,
+        file: &F,
+        from: u64,
+        min_seq: u64,
+    ) -> io::Result<bool> {
+        Ok(self
+            .find_lowest_valid(file, from, min_seq, MAX_SEQ)?
+            .is_some())
     }
 
     /// The valid frame at or after `from` with the lowest sequence number in
@@ -100,13 +121,13 @@ impl Frames {
         from: u64,
         min_seq: u64,
         max_seq: u64,
-    ) -> Option<(u64, u64)> {
+    ) -> io::Result<Option<(u64, u64)>> {
         let mut found = None;
         self.scan_valid(file, from, (min_seq, max_seq), |p, seq| {
             found = Some((p, seq));
             false
-        });
-        found
+        })?;
+        Ok(found)
     }
 
     /// The highest sequence number of any valid frame at or after `from` (`>= min_seq`):
@@ -116,13 +137,13 @@ impl Frames {
         file: &F,
         from: u64,
         min_seq: u64,
-    ) -> Option<u64> {
+    ) -> io::Result<Option<u64>> {
         let mut highest = None;
         self.scan_valid(file, from, (min_seq, MAX_SEQ), |_, seq| {
             highest = highest.max(Some(seq));
             true
-        });
-        highest
+        })?;
+        Ok(highest)
     }
 }
 
@@ -159,7 +180,7 @@ pub(super) fn scan_segment<F: FsFile>(
     max_record: u32,
     acked: u64,
     ceiling: u64,
-) -> Scan {
+) -> io::Result<Scan> {
     let start = SEGMENT_HEADER_LEN as u64;
     scan_from(file, h, max_record, acked, start, h.first_seq, ceiling)
 }
@@ -175,8 +196,9 @@ pub(super) fn scan_from<F: FsFile>(
     mut pos: u64,
     mut expect: u64,
     ceiling: u64,
-) -> Scan {
-    let end = file.published();
+) -> io::Result<Scan> {
+    let mut reader = Reader::new(file);
+    let end = reader.end();
     let mut scan = Scan {
         data_end: pos,
         last_seq: expect - 1,
@@ -186,9 +208,16 @@ pub(super) fn scan_from<F: FsFile>(
         bad: None,
     };
     while pos < end {
-        let frame = file.read_with(pos, (end - pos) as usize, |b| {
-            decode_frame(b, h.salt, max_record)
-        });
+        let head = reader.get(pos, FRAME_HEADER_LEN)?;
+        let claimed = match head.get(0..4) {
+            Some(b) => u32::from_le_bytes(b.try_into().expect("4 bytes")).min(max_record),
+            None => 0,
+        };
+        let frame = decode_frame(
+            reader.get(pos, FRAME_HEADER_LEN + claimed as usize)?,
+            h.salt,
+            max_record,
+        );
         match frame {
             Frame::Record { seq, len } if seq == expect && seq <= ceiling => {
                 if (seq - h.first_seq).is_multiple_of(INDEX_EVERY) || scan.index.is_empty() {
@@ -212,7 +241,7 @@ pub(super) fn scan_from<F: FsFile>(
                     salt: h.salt,
                     max_record,
                 };
-                if frames.any_valid_after(file, pos + 1, expect) {
+                if frames.any_valid_after(file, pos + 1, expect)? {
                     scan.bad = Some((pos, "zeroed frame header before later records"));
                 }
                 break;
@@ -228,5 +257,58 @@ pub(super) fn scan_from<F: FsFile>(
         }
     }
     scan.data_end = pos;
-    scan
+    Ok(scan)
+}
+
+/// Bytes read through the file at once by a [`Reader`].
+pub(super) const WINDOW: usize = 1 << 20;
+
+/// Reads a file's published bytes through the file ([`FsFile::read_at`]), a window at
+/// a time, so that recovery meets a read error or a file shrunk under it as an error,
+/// never as `SIGBUS` from the map.
+pub(super) struct Reader<'a, F: FsFile> {
+    file: &'a F,
+    end: u64,
+    /// The window: `buf` holds the bytes at `start..start + buf.len()`.
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a, F: FsFile> Reader<'a, F> {
+    pub(super) fn new(file: &'a F) -> Self {
+        Reader {
+            file,
+            end: file.published(),
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// End of the bytes it reads.
+    pub(super) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// The bytes at `at..at + len`, fewer where the data ends.
+    pub(super) fn get(&mut self, at: u64, len: usize) -> io::Result<&[u8]> {
+        let stop = at.saturating_add(len as u64).min(self.end);
+        if at >= stop {
+            return Ok(&[]);
+        }
+        let held = self.start + self.buf.len() as u64;
+        if at < self.start || stop > held {
+            // At least a window, within the file: never more than it holds, whatever a
+            // length field claims.
+            let n = (stop - at).max(WINDOW as u64).min(self.end - at) as usize;
+            self.buf.clear();
+            self.buf.resize(n, 0);
+            if let Err(e) = self.file.read_at(at, &mut self.buf) {
+                self.buf.clear();
+                return Err(e);
+            }
+            self.start = at;
+        }
+        let from = (at - self.start) as usize;
+        Ok(&self.buf[from..from + (stop - at) as usize])
+    }
 }
