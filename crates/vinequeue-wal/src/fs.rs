@@ -112,6 +112,12 @@ pub trait FsFile: Send + Sync + 'static {
         offset + len
     }
 
+    /// Hint: the file will not be written again (a sealed segment): it may give up what
+    /// only writing needs, such as its descriptor, so that a log of many segments holds
+    /// few. Reads, syncs and [`read_at`](FsFile::read_at) keep working. The default does
+    /// nothing.
+    fn seal(&self) {}
+
     /// Shrinks the file to `len` bytes and makes that durable, unmapping and remapping it.
     ///
     /// # Errors
@@ -330,7 +336,7 @@ impl Fs for RealFs {
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         let len = file.metadata()?.len();
-        MappedFile::map(file, len, len)
+        MappedFile::map(file, path, len, len)
     }
 
     fn read_small(&self, path: &Path, limit: usize) -> io::Result<Vec<u8>> {
@@ -437,7 +443,7 @@ impl Fs for RealFs {
 fn create_mapped(
     path: &Path,
     len: u64,
-    map: impl FnOnce(File, u64, u64) -> io::Result<MappedFile>,
+    map: impl FnOnce(File, &Path, u64, u64) -> io::Result<MappedFile>,
 ) -> io::Result<MappedFile> {
     let file = OpenOptions::new()
         .read(true)
@@ -448,7 +454,7 @@ fn create_mapped(
         .open(path)?;
     let created = preallocate(&file, len)
         .and_then(|()| file.sync_all())
-        .and_then(|()| map(file, len, 0));
+        .and_then(|()| map(file, path, len, 0));
     if created.is_err() {
         // (The file, if `map` did not consume it, is closed by now.)
         let _ = std::fs::remove_file(path);
@@ -498,7 +504,7 @@ mod tests {
     fn a_file_whose_mapping_fails_is_not_left_behind() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000001.seg");
-        let err = create_mapped(&path, 64 * 1024, |_, _, _| {
+        let err = create_mapped(&path, 64 * 1024, |_, _, _, _| {
             Err(io::Error::from_raw_os_error(libc::ENOMEM))
         })
         .unwrap_err();

@@ -20,10 +20,14 @@
 #![allow(unsafe_code)]
 
 use crossbeam_utils::CachePadded;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::RawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use memmap2::{MmapOptions, MmapRaw};
 
@@ -32,7 +36,13 @@ use crate::fs::FsFile;
 /// A log file mapped shared, read-write.
 #[derive(Debug)]
 pub struct MappedFile {
-    file: File,
+    /// The descriptor, while the file may still be written; `None` once sealed. The map
+    /// keeps the file open by itself (its syncs, and the report of a failed write-back,
+    /// go through the map's own reference to the open file), so a log of many sealed
+    /// segments holds one descriptor, not one per segment.
+    file: Mutex<Option<File>>,
+    /// Where it lies, to open it again for a read through the file once sealed.
+    path: PathBuf,
     /// `None` for an empty file (a zero-length map is not allowed).
     map: Option<MmapRaw>,
     len: u64,
@@ -45,7 +55,7 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    pub(crate) fn map(file: File, len: u64, published: u64) -> io::Result<Self> {
+    pub(crate) fn map(file: File, path: &Path, len: u64, published: u64) -> io::Result<Self> {
         let map = if len == 0 {
             None
         } else {
@@ -55,7 +65,8 @@ impl MappedFile {
             Some(MmapOptions::new().len(map_len).map_raw(&file)?)
         };
         Ok(MappedFile {
-            file,
+            file: Mutex::new(Some(file)),
+            path: path.to_path_buf(),
             map,
             len,
             published: CachePadded::new(AtomicU64::new(published)),
@@ -138,7 +149,22 @@ impl FsFile for MappedFile {
                 ),
             ));
         }
-        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+        let held = self.file.lock();
+        match held.as_ref() {
+            Some(file) => std::os::unix::fs::FileExt::read_exact_at(file, buf, offset),
+            None => {
+                drop(held);
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&self.path)?;
+                std::os::unix::fs::FileExt::read_exact_at(&file, buf, offset)
+            }
+        }
+    }
+
+    fn seal(&self) {
+        *self.file.lock() = None;
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -173,11 +199,16 @@ impl FsFile for MappedFile {
         #[cfg(target_os = "linux")]
         if len > 0 {
             use std::os::unix::io::AsRawFd;
-            // SAFETY: a plain system call on a descriptor this file keeps open for the
-            // call's duration; it touches no memory of ours.
+            // Sealed: nothing more to write back ahead (only a hint).
+            let held = self.file.lock();
+            let Some(file) = held.as_ref() else {
+                return Ok(());
+            };
+            // SAFETY: a plain system call on a descriptor that `held` keeps open for
+            // the call's duration; it touches no memory of ours.
             let r = unsafe {
                 libc::sync_file_range(
-                    self.file.as_raw_fd(),
+                    file.as_raw_fd(),
                     offset as libc::off64_t,
                     len as libc::off64_t,
                     libc::SYNC_FILE_RANGE_WRITE,
@@ -249,11 +280,21 @@ impl FsFile for MappedFile {
     }
 
     fn truncate(self, len: u64) -> io::Result<Self> {
-        let MappedFile { file, map, .. } = self;
+        let MappedFile {
+            file, map, path, ..
+        } = self;
         drop(map); // unmap before the file shrinks
+        let file = match file.into_inner() {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)?,
+        };
         file.set_len(len)?;
         file.sync_all()?;
-        MappedFile::map(file, len, len)
+        MappedFile::map(file, &path, len, len)
     }
 }
 

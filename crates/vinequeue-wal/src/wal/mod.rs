@@ -1136,6 +1136,11 @@ impl<F: Fs> Inner<F> {
                 old.file.expect_small_syncs(false);
             }
         }
+        if let Some(old) = &w.active {
+            // Never written again: its descriptor goes (the map keeps the file open for
+            // its syncs), so a log of many segments holds one descriptor, not one each.
+            old.file.seal();
+        }
         let seg = create_segment(
             &self.fs,
             &self.dir,

@@ -304,6 +304,9 @@ impl<F: Fs> Recovery<F> {
                 // be lost to a power cut. (Sealed segments were synced when sealed.)
                 file.sync_range(0, file.len()).map_err(io_err)?;
             }
+            // Sealed: no descriptor held for it from here on (the map keeps the file
+            // open), so that a log of many segments opens under the usual limit of 1024.
+            file.seal();
             size += file.len();
             present.extend(held_here.into_iter().filter(|&(lo, hi)| lo <= hi));
             let index = scan.index;
