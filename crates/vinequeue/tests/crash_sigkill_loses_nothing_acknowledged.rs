@@ -5,10 +5,14 @@
 //! have reached the sink, byte for byte. Runs under `Immediate`, `Periodic` and `Os`
 //! (a process crash loses nothing in any of them: the page cache survives).
 //!
+//! The sink records each item with its sequence number: an item keeps one number
+//! however often it is delivered, no number ever names two items, and the numbers of
+//! the items a run enqueued lie above those of every earlier run.
+//!
 //! `VQ_CRASH_CYCLES` sets the number of kill cycles per mode (default 50;
 //! the long run in docs/reliability.md uses 1,000).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -234,16 +238,44 @@ fn kill_and_restart(sync: &str, cycles: u64, seed: u64) {
 
     let text = std::fs::read_to_string(&received).unwrap();
     let mut got = HashSet::new();
+    let mut seq_of: HashMap<u64, u64> = HashMap::new();
+    let mut item_of: HashMap<u64, u64> = HashMap::new();
     for line in text.lines() {
         let mut f = line.split(' ');
-        let (Some(_seq), Some(id), Some(b)) = (f.next(), f.next(), f.next()) else {
+        let (Some(seq), Some(id), Some(b)) = (f.next(), f.next(), f.next()) else {
             continue; // a line torn by SIGKILL mid-write
         };
-        let Ok(id) = id.parse::<u64>() else { continue };
+        let (Ok(seq), Ok(id)) = (seq.parse::<u64>(), id.parse::<u64>()) else {
+            continue;
+        };
         if b.len() == body(id).len() * 2 {
             assert_eq!(b, hex(&body(id)), "item {id} came back with other bytes");
             got.insert(id);
+            let kept = *seq_of.entry(id).or_insert(seq);
+            assert_eq!(
+                kept, seq,
+                "{sync}: item {id} came with seq {kept} and seq {seq}"
+            );
+            let named = *item_of.entry(seq).or_insert(id);
+            assert_eq!(
+                named, id,
+                "{sync}: seq {seq} named item {named} and item {id}"
+            );
         }
+    }
+    // Items of cycle `c` have ids `c * 100_000_000 + k` (the drain enqueues none).
+    let mut runs: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for (&id, &seq) in &seq_of {
+        let r = runs.entry(id / 100_000_000).or_insert((seq, seq));
+        *r = (r.0.min(seq), r.1.max(seq));
+    }
+    let mut highest_before = 0;
+    for (run, (lowest, highest)) in runs {
+        assert!(
+            lowest > highest_before,
+            "{sync}: run {run} handed out seq {lowest}, not above the earlier runs' {highest_before}"
+        );
+        highest_before = highest;
     }
     let lost: Vec<_> = acked
         .iter()
