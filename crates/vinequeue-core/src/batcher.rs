@@ -12,6 +12,7 @@
 //! instead (see `crate::driver`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 use std::thread;
@@ -500,7 +501,7 @@ impl<T: Send + 'static> Batcher<T> {
             let n = undecodable.len() as u64;
             self.shared.counters.dead_lettered.fetch_add(n, Relaxed);
             let stored = match &d.dead_letters {
-                Some(dead) => store_dead_letters(dead.as_ref(), undecodable),
+                Some(dead) => store_dead_letters(dead.as_ref(), undecodable, self.room(d)),
                 None => Vec::new(),
             };
             d.acked(d.storage.ack_all(&stored));
@@ -549,6 +550,13 @@ impl<T: Send + 'static> Batcher<T> {
         result.ok().map(|_| visited)
     }
 
+    /// The counter of dead letters dropped to make room, under
+    /// `DeadLetterFull::DropOldest` (`None`: a full dead-letter log keeps them out).
+    fn room<'a>(&self, d: &'a crate::shared::Durable<T>) -> Option<&'a AtomicU64> {
+        (self.shared.config.get_dead_letter_full() == crate::config::DeadLetterFull::DropOldest)
+            .then_some(&d.dead_dropped)
+    }
+
     /// Durable mode: tries again to store the dead letters the dead-letter log refused
     /// (at most every `REFUSED_RETRY`), reading their records back from the main log;
     /// those it takes are acknowledged there.
@@ -591,7 +599,7 @@ impl<T: Send + 'static> Batcher<T> {
         if records.is_empty() && gone.is_empty() {
             return;
         }
-        let stored = store_dead_letters(dead.as_ref(), records);
+        let stored = store_dead_letters(dead.as_ref(), records, self.room(d));
         let acked = stored.is_empty() || d.acked(d.storage.ack_all(&stored));
         // A stored letter leaves the list once its record is acknowledged in the main
         // log: when the acknowledgement succeeded, or when it failed with the
@@ -697,7 +705,7 @@ impl<T: Send + 'static> Batcher<T> {
                     }
                 }
                 let wanted: Vec<u64> = records.iter().map(|r| r.seq).collect();
-                let stored = store_dead_letters(dead.as_ref(), records);
+                let stored = store_dead_letters(dead.as_ref(), records, self.room(d));
                 let refused = wanted
                     .into_iter()
                     .filter(|s| stored.binary_search(s).is_err())
@@ -770,6 +778,25 @@ impl<T: Send + 'static> Batcher<T> {
     }
 }
 
+/// `DeadLetterFull::DropOldest`: drops (acknowledges) the letters of the dead-letter
+/// log's oldest segment, counting those not removed already. Returns whether it dropped
+/// any (an `append` after it then waits for the deletion under way).
+fn make_room(dead: &dyn Storage, dropped: &AtomicU64) -> bool {
+    let Some(through) = dead.reclaim_hint() else {
+        return false;
+    };
+    let from = dead.acked_through() + 1;
+    if through < from {
+        return false;
+    }
+    let letters = (from..=through).filter(|&s| !dead.is_acked(s)).count() as u64;
+    if dead.ack_range(from, through).is_err() && !dead.is_acked(through) {
+        return false;
+    }
+    dropped.fetch_add(letters, Relaxed);
+    true
+}
+
 /// A dead letter the dead-letter log refused, to be tried again.
 struct Refused {
     seq: u64,
@@ -812,12 +839,22 @@ fn truncated(mut text: String, max: usize) -> String {
 
 /// Appends `records` to the dead-letter log and syncs it. Returns the main-log sequence
 /// numbers of those now durable there (ascending): only those may leave the main log.
-fn store_dead_letters(dead: &dyn Storage, records: Vec<StoredRecord>) -> Vec<u64> {
+fn store_dead_letters(
+    dead: &dyn Storage,
+    records: Vec<StoredRecord>,
+    drop_oldest: Option<&AtomicU64>,
+) -> Vec<u64> {
     let mut stored = Vec::with_capacity(records.len());
     for record in records {
-        let appended = postcard::to_allocvec(&record)
-            .map_err(|e| crate::Error::Codec(e.to_string()))
-            .and_then(|bytes| dead.append(&bytes));
+        let Ok(bytes) = postcard::to_allocvec(&record) else {
+            continue;
+        };
+        let mut appended = dead.append(&bytes);
+        if let (Err(crate::Error::LogFull { .. }), Some(dropped)) = (&appended, drop_oldest) {
+            if make_room(dead, dropped) {
+                appended = dead.append(&bytes);
+            }
+        }
         if appended.is_ok() {
             stored.push(record.seq);
         }

@@ -54,8 +54,27 @@ pub enum RecoveryMode {
     Strict,
 }
 
+/// What the queue does with a dead letter when the dead-letter log is full
+/// (`dead_letter_max_size` reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeadLetterFull {
+    /// Keep the record in the main log, unacknowledged, and store the letter once the
+    /// dead-letter log has room (a redrive or discard frees it): nothing is lost, but
+    /// the main log cannot reclaim space past the oldest such record, and a restart
+    /// in the meantime delivers it to the sink again. Counted in
+    /// `dead_letters_unstored_total`. The default.
+    #[default]
+    KeepInLog,
+    /// Make room by dropping the oldest letters (the dead-letter log's oldest segment),
+    /// counted in `dead_letters_dropped_total`, and store the new one.
+    DropOldest,
+}
+
 /// Largest accepted `memory_size`.
 pub const MAX_MEMORY_SIZE: usize = 1 << 30;
+
+/// Smallest `dead_letter_max_size`: four of the dead-letter log's 4 MiB segments.
+pub const MIN_DEAD_LETTER_SIZE: u64 = 16 * 1024 * 1024;
 
 /// Configuration of a [`Queue`](crate::Queue).
 ///
@@ -91,6 +110,8 @@ pub struct Config {
     pub(crate) enable_metrics: bool,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) recovery_mode: RecoveryMode,
+    pub(crate) dead_letter_max_size: Option<u64>,
+    pub(crate) dead_letter_full: DeadLetterFull,
 }
 
 impl Default for Config {
@@ -110,6 +131,8 @@ impl Default for Config {
             enable_metrics: true,
             overflow: OverflowPolicy::Block(Duration::from_secs(1)),
             recovery_mode: RecoveryMode::SkipCorrupt,
+            dead_letter_max_size: None,
+            dead_letter_full: DeadLetterFull::KeepInLog,
         }
     }
 }
@@ -216,6 +239,31 @@ impl Config {
         self.recovery_mode
     }
 
+    /// Limit of the dead-letter log kept beside the write-ahead log, in bytes (at least
+    /// 16 MiB). Default: a quarter of `wal_max_size`, at least 16 MiB.
+    pub fn dead_letter_max_size(mut self, bytes: u64) -> Self {
+        self.dead_letter_max_size = Some(bytes);
+        self
+    }
+
+    /// What happens to a dead letter when the dead-letter log is full. Default
+    /// [`DeadLetterFull::KeepInLog`].
+    pub fn dead_letter_full(mut self, policy: DeadLetterFull) -> Self {
+        self.dead_letter_full = policy;
+        self
+    }
+
+    /// The dead-letter log's limit in bytes (the configured one, or the default).
+    pub fn get_dead_letter_max_size(&self) -> u64 {
+        self.dead_letter_max_size
+            .unwrap_or((self.wal_max_size / 4).max(MIN_DEAD_LETTER_SIZE))
+    }
+
+    /// The configured policy for a full dead-letter log.
+    pub fn get_dead_letter_full(&self) -> DeadLetterFull {
+        self.dead_letter_full
+    }
+
     /// The configured write-ahead log directory, if any.
     pub fn get_wal_path(&self) -> Option<&Path> {
         self.wal_path.as_deref()
@@ -318,6 +366,15 @@ impl Config {
                 return bad(
                     "wal_path",
                     format_args!("{} exists and is not a directory", path.display()),
+                );
+            }
+            if self.get_dead_letter_max_size() < MIN_DEAD_LETTER_SIZE {
+                return bad(
+                    "dead_letter_max_size",
+                    format_args!(
+                        "{} bytes is below the minimum of 16 MiB",
+                        self.get_dead_letter_max_size()
+                    ),
                 );
             }
             if self.wal_max_size < 1024 * 1024 {

@@ -60,7 +60,10 @@ pub mod testing;
 #[cfg(all(test, loom))]
 mod loom_ring;
 
-pub use crate::config::{Config, OverflowPolicy, RecoveryMode, SyncMode, MAX_MEMORY_SIZE};
+pub use crate::config::{
+    Config, DeadLetterFull, OverflowPolicy, RecoveryMode, SyncMode, MAX_MEMORY_SIZE,
+    MIN_DEAD_LETTER_SIZE,
+};
 pub use crate::dead::StoredDeadLetter;
 pub use crate::driver::{BatchDriver, Next};
 pub use crate::error::{EnqueueError, Error};

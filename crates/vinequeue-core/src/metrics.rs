@@ -63,6 +63,10 @@ pub struct Metrics {
     /// counts records read back from the log that do not decode when there is no
     /// dead-letter log to keep them in.
     pub dead_letters_unstored_total: u64,
+    /// Dead letters dropped from a full dead-letter log to make room for new ones
+    /// (`DeadLetterFull::DropOldest`; durable mode): the oldest segment's letters at a
+    /// time.
+    pub dead_letters_dropped_total: u64,
     /// Acknowledgements the log reported as failed (durable mode): a checkpoint that
     /// could not be written, or a delivered segment that could not be deleted. Nothing
     /// is lost: the log tries again at the next acknowledgement, and until it succeeds

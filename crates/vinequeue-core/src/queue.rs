@@ -155,6 +155,7 @@ where
         let durable = Durable {
             corrupt: std::sync::atomic::AtomicU64::new(report.corrupt_records),
             unstored: std::sync::atomic::AtomicU64::new(0),
+            dead_dropped: std::sync::atomic::AtomicU64::new(0),
             log_errors: std::sync::atomic::AtomicU64::new(0),
             decode_checked: CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
             recovered: report.records,
@@ -956,6 +957,7 @@ impl<T: Send + 'static> Queue<T> {
             m.recovered_total = d.recovered;
             m.corrupt_records_total = d.corrupt.load(Relaxed);
             m.dead_letters_unstored_total = d.unstored.load(Relaxed);
+            m.dead_letters_dropped_total = d.dead_dropped.load(Relaxed);
             m.log_errors_total = d.log_errors.load(Relaxed);
             let now = d.epoch.elapsed().as_nanos() as u64;
             let mut arrivals = d.arrivals.lock();

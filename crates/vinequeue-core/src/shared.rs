@@ -172,6 +172,8 @@ pub(crate) struct Durable<T> {
     pub(crate) corrupt: AtomicU64,
     /// Dead letters the dead-letter log could not take; they stay in the main log.
     pub(crate) unstored: AtomicU64,
+    /// Dead letters dropped to make room (`DeadLetterFull::DropOldest`).
+    pub(crate) dead_dropped: AtomicU64,
     /// Acknowledgements the log reported as failed.
     pub(crate) log_errors: AtomicU64,
     /// Whether an item has been checked to decode from its own encoding (done once,

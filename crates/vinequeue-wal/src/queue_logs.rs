@@ -39,8 +39,9 @@ impl std::fmt::Debug for QueueLogs {
 impl QueueLogs {
     /// Opens (and recovers) the logs for `config`, or returns `None` when it has no
     /// `wal_path` (a memory-only queue). The main log takes `wal_max_size`, `sync_mode`
-    /// and `recovery_mode` from the config; the dead-letter log uses 4 MiB segments, a
-    /// quarter of `wal_max_size` (at least 16 MiB) and `Immediate` syncs.
+    /// and `recovery_mode` from the config; the dead-letter log uses 4 MiB segments,
+    /// `dead_letter_max_size` (default: a quarter of `wal_max_size`, at least 16 MiB)
+    /// and `Immediate` syncs.
     ///
     /// The main log takes only records the dead-letter log could keep as dead letters
     /// (a little under 4 MiB): a larger item is refused at `enqueue` with
@@ -59,7 +60,7 @@ impl QueueLogs {
         let max = config.get_wal_max_size();
         let dead_opts = WalOptions::default()
             .segment_size(DEAD_LETTER_SEGMENT)
-            .max_size((max / 4).max(4 * DEAD_LETTER_SEGMENT))
+            .max_size(config.get_dead_letter_max_size())
             .sync_mode(SyncMode::Immediate)
             .recovery_mode(config.get_recovery_mode());
         let largest_letter = dead_opts.effective_max_record_size();
