@@ -339,7 +339,8 @@ impl<T: Send + 'static> Batcher<T> {
         let error = match result {
             Ok(()) => {
                 counters.record_success(sent, started.elapsed());
-                return self.resolve(at, Vec::new());
+                self.resolve(at, Vec::new());
+                return drop_quietly(batch);
             }
             Err(e) => e,
         };
@@ -358,7 +359,7 @@ impl<T: Send + 'static> Batcher<T> {
                 if !failed.is_empty() {
                     let delivered = (batch.len() - failed.len()) as u64;
                     counters.sent.fetch_add(delivered, Relaxed);
-                    batch.retain_indices(&failed);
+                    drop_quietly(batch.retain_indices(&failed));
                     self.shared.in_flight.store(batch.len() as u64, SeqCst);
                 }
             }
@@ -760,7 +761,9 @@ impl<T: Send + 'static> Batcher<T> {
                 .saturating_sub(self.next_deliver - 1);
             self.abandoned += batch.len() as u64 + left;
             self.give_up = true;
-            return batch.seqs.clone();
+            let seqs = batch.seqs.clone();
+            drop_quietly(batch);
+            return seqs;
         }
         let batch_size = self.shared.config.batch_size;
         self.abandoned += batch.len() as u64;
@@ -776,6 +779,12 @@ impl<T: Send + 'static> Batcher<T> {
         }
         Vec::new()
     }
+}
+
+/// Drops `value` (delivered items, typically) on the batcher's thread: a panic in an
+/// item's `Drop` is the item's own, and must not end delivery for every other item.
+fn drop_quietly<V>(value: V) {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
 }
 
 /// `DeadLetterFull::DropOldest`: drops (acknowledges) the letters of the dead-letter

@@ -173,27 +173,22 @@ impl<T> Batch<T> {
     }
 
     /// Keeps only the items at `indices` (sorted, deduplicated, in range).
-    pub(crate) fn retain_indices(&mut self, indices: &[usize]) {
+    /// Keeps the items at `indices` (ascending) and returns the others, for the caller to
+    /// drop (an item's `Drop` may panic: the batch stays whole whatever happens then).
+    pub(crate) fn retain_indices(&mut self, indices: &[usize]) -> Vec<T> {
+        let items = std::mem::take(&mut self.items);
+        let seqs = std::mem::take(&mut self.seqs);
         let mut keep = indices.iter().peekable();
-        let mut i = 0;
-        self.items.retain(|_| {
-            let k = keep.peek() == Some(&&i);
-            if k {
-                keep.next();
+        let mut removed = Vec::with_capacity(items.len().saturating_sub(indices.len()));
+        for (i, (item, seq)) in items.into_iter().zip(seqs).enumerate() {
+            if keep.next_if(|&&k| k == i).is_some() {
+                self.items.push(item);
+                self.seqs.push(seq);
+            } else {
+                removed.push(item);
             }
-            i += 1;
-            k
-        });
-        let mut keep = indices.iter().peekable();
-        let mut i = 0;
-        self.seqs.retain(|_| {
-            let k = keep.peek() == Some(&&i);
-            if k {
-                keep.next();
-            }
-            i += 1;
-            k
-        });
+        }
+        removed
     }
 
     /// Sequence number of the first item.
