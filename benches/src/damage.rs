@@ -55,19 +55,22 @@ pub struct DamagedLog {
     scratch: Scratch,
     original: PathBuf,
     damage: Damage,
+    records: u64,
 }
 
 impl DamagedLog {
-    /// Writes the log under `dir` and damages it.
+    /// Writes a log of `records` records (at most [`RECORDS`]) under `dir` and damages
+    /// it.
     ///
     /// # Panics
     ///
     /// On any I/O or log error.
-    pub fn new(dir: &Path, damage: Damage) -> DamagedLog {
+    pub fn new(dir: &Path, damage: Damage, records: u64) -> DamagedLog {
+        let records = records.min(RECORDS);
         let scratch = Scratch::new(dir, "damaged-reopen");
         let original = scratch.path().join("original");
         let wal = Wal::open(&original, wal_options(SyncMode::Os)).expect("open the log");
-        for i in 0..RECORDS {
+        for i in 0..records {
             wal.append(&payload(i)).expect("append");
         }
         wal.sync().expect("sync");
@@ -82,7 +85,7 @@ impl DamagedLog {
         match damage {
             Damage::None => {}
             Damage::TornTail => {
-                let last = frame_at(RECORDS - 1);
+                let last = frame_at(records - 1);
                 file.write_all_at(&[0xA5; 16], last).expect("tear the tail");
                 let path = original.join("checkpoint");
                 let bytes = fs::read(&path).expect("read the checkpoint");
@@ -92,7 +95,7 @@ impl DamagedLog {
                 fs::write(&path, cp.encode_file()).expect("write the checkpoint");
             }
             Damage::EveryOtherFrame => {
-                for i in (0..RECORDS).step_by(2) {
+                for i in (0..records).step_by(2) {
                     let at = frame_at(i) + 16 + 50;
                     let mut b = [0u8; 1];
                     file.read_exact_at(&mut b, at).expect("read");
@@ -105,12 +108,28 @@ impl DamagedLog {
             scratch,
             original,
             damage,
+            records,
         }
     }
 
     /// The damage done.
     pub fn damage(&self) -> Damage {
         self.damage
+    }
+
+    /// What recovery must report for this log.
+    ///
+    /// # Panics
+    ///
+    /// If `report` says otherwise.
+    pub fn check(&self, report: &RecoveryReport) {
+        let n = self.records;
+        let (records, corrupt) = match self.damage {
+            Damage::None => (n, 0),
+            Damage::TornTail => (n - 1, 0),
+            Damage::EveryOtherFrame => (n / 2, n.div_ceil(2)),
+        };
+        assert_eq!((report.records, report.corrupt_records), (records, corrupt));
     }
 
     /// A fresh copy of the damaged directory, to be opened once.
@@ -145,23 +164,4 @@ pub fn reopen(dir: &Path) -> (Duration, RecoveryReport) {
     let report = wal.recovery();
     drop(wal);
     (took, report)
-}
-
-/// What recovery must report for `damage`.
-///
-/// # Panics
-///
-/// If `report` says otherwise.
-pub fn check(damage: Damage, report: &RecoveryReport) {
-    match damage {
-        Damage::None => assert_eq!((report.records, report.corrupt_records), (RECORDS, 0)),
-        Damage::TornTail => {
-            assert_eq!(report.records, RECORDS - 1);
-            assert_eq!(report.corrupt_records, 0);
-        }
-        Damage::EveryOtherFrame => {
-            assert_eq!(report.records, RECORDS / 2);
-            assert_eq!(report.corrupt_records, RECORDS / 2);
-        }
-    }
 }

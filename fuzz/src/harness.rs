@@ -559,8 +559,8 @@ pub fn write_genuine(which: usize) -> Image {
             fs
         }
         4 => {
-            // Seed 29 is one whose power cut tears record 5 (one 512-byte sector kept).
-            let fs = SimFs::new(29);
+            // Seed 25 is one whose power cut tears record 5 (the rest of its page lost).
+            let fs = SimFs::new(25);
             let wal = open_clean(&fs);
             append_all(&wal, 1..=4);
             must(wal.sync(), "sync");

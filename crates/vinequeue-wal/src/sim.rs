@@ -18,9 +18,14 @@
 //! * Writes land in the page cache. `sync_range` makes the pages in its range durable;
 //!   `create` (preallocate + fsync), `truncate` and `write_small` make the file's size and
 //!   contents durable at once.
-//! * A new, renamed or removed directory entry is durable only after `sync_dir`.
+//! * A new, renamed or removed directory entry is durable after `sync_dir`; before it, a
+//!   power cut keeps a random prefix of the directory changes made since (in the order
+//!   they were made, as a metadata journal commits them: a rename is kept whole or not
+//!   at all), so a change may also become durable early.
 //! * `power_cut` returns a fresh handle on what is durable; each unsynced dirty page is,
-//!   at random, kept, lost, or torn (a random number of its leading 512-byte sectors kept).
+//!   at random, kept, lost, or torn (a random number of its leading 512-byte sectors kept,
+//!   and the sector after them, at random, garbage if it held nothing before: the one
+//!   being written; a sector that held data is written atomically, old or new).
 //!   Every handle from before the cut (and files opened through it) fails with EIO from
 //!   then on, so a crashed log's destructor cannot touch the survivors.
 //! * `process_crash` keeps the page cache (what a killed process leaves behind).
@@ -66,6 +71,10 @@ pub enum FaultOp {
     WriteSmall,
     /// `FsFile::read_at`: a device that fails a read (nothing is changed).
     Read,
+    /// `Fs::overwrite` torn by a power cut: the new bytes reach the page cache, but only
+    /// a random number of their leading 512-byte sectors reach the disk, the sector after
+    /// them garbage; the call fails. (Cut the power next to see the torn state.)
+    TornWrite,
     /// `FsFile::start_writeback`: a write-back that fails as
     /// it starts, and throws the dirty pages of its range away (as ext4 does when it
     /// cannot map the blocks), so that the next sync of the range finds nothing to write.
@@ -177,6 +186,8 @@ struct State {
     generation: u64,
     live: BTreeMap<PathBuf, Arc<Node>>,
     durable: BTreeMap<PathBuf, Arc<Node>>,
+    /// Directory changes since the last `sync_dir` of their directory, oldest first.
+    pending: Vec<DirOp>,
     dirs: BTreeSet<PathBuf>,
     locked: BTreeSet<PathBuf>,
     faults: Vec<Fault>,
@@ -184,6 +195,38 @@ struct State {
     rng: u64,
     capacity: Option<u64>,
     syncs: u64,
+}
+
+/// A change to a directory, not durable yet.
+#[derive(Debug)]
+enum DirOp {
+    Insert(PathBuf, Arc<Node>),
+    Remove(PathBuf),
+    Rename(PathBuf, PathBuf, Arc<Node>),
+}
+
+impl DirOp {
+    fn in_dir(&self, dir: &Path) -> bool {
+        match self {
+            DirOp::Insert(p, _) | DirOp::Remove(p) => p.parent() == Some(dir),
+            DirOp::Rename(from, to, _) => from.parent() == Some(dir) || to.parent() == Some(dir),
+        }
+    }
+
+    fn apply(&self, durable: &mut BTreeMap<PathBuf, Arc<Node>>) {
+        match self {
+            DirOp::Insert(p, n) => {
+                durable.insert(p.clone(), Arc::clone(n));
+            }
+            DirOp::Remove(p) => {
+                durable.remove(p);
+            }
+            DirOp::Rename(from, to, n) => {
+                durable.remove(from);
+                durable.insert(to.clone(), Arc::clone(n));
+            }
+        }
+    }
 }
 
 impl State {
@@ -235,6 +278,7 @@ impl SimFs {
                 generation: 0,
                 live: BTreeMap::new(),
                 durable: BTreeMap::new(),
+                pending: Vec::new(),
                 dirs: BTreeSet::new(),
                 locked: BTreeSet::new(),
                 faults: Vec::new(),
@@ -320,6 +364,12 @@ impl SimFs {
     /// Cuts the power: returns a handle on what survived (see the module docs).
     pub fn power_cut(&self) -> SimFs {
         let mut st = self.state.lock();
+        // The journal committed a prefix of the directory changes not synced yet.
+        let pending = std::mem::take(&mut st.pending);
+        let committed = (st.rand() % (pending.len() as u64 + 1)) as usize;
+        for op in &pending[..committed] {
+            op.apply(&mut st.durable);
+        }
         let nodes: Vec<Arc<Node>> = st.durable.values().cloned().collect();
         for node in nodes {
             let mut d = node.data.lock();
@@ -342,6 +392,18 @@ impl SimFs {
                         let cut = (start + keep).min(end);
                         let torn = d.cache[start..cut].to_vec();
                         d.durable[start..cut].copy_from_slice(&torn);
+                        // The sector being written when the power went: garbage, if it
+                        // held nothing yet. (A sector that held data is written
+                        // atomically, old or new, as disks and SSDs do: the log shares
+                        // sectors between synced records and later ones.)
+                        let stop = (cut + SECTOR).min(end);
+                        if st.rand().is_multiple_of(2)
+                            && d.durable[cut..stop].iter().all(|&b| b == 0)
+                        {
+                            for b in &mut d.durable[cut..stop] {
+                                *b = st.rand() as u8;
+                            }
+                        }
                     }
                 }
             }
@@ -378,6 +440,7 @@ impl SimFs {
                 generation: st.generation,
                 live: st.live.clone(),
                 durable: st.live.clone(),
+                pending: Vec::new(),
                 dirs: st.dirs.clone(),
                 locked: BTreeSet::new(),
                 faults: Vec::new(),
@@ -418,6 +481,7 @@ impl SimFs {
             generation,
             live: fresh.clone(),
             durable: fresh,
+            pending: Vec::new(),
             dirs: st.dirs.clone(),
             locked: BTreeSet::new(),
             faults: Vec::new(),
@@ -717,6 +781,8 @@ impl Fs for SimFs {
             }),
         });
         st.live.insert(path.to_path_buf(), Arc::clone(&node));
+        st.pending
+            .push(DirOp::Insert(path.to_path_buf(), Arc::clone(&node)));
         Ok(SimFile {
             node,
             fs: self.clone(),
@@ -762,6 +828,8 @@ impl Fs for SimFs {
         if let Some(f) = st.take_fault(FaultOp::WriteSmall) {
             // Opened with `O_TRUNC`, then the write failed: an empty file is left.
             let node = st.live.entry(path.to_path_buf()).or_default().clone();
+            st.pending
+                .push(DirOp::Insert(path.to_path_buf(), Arc::clone(&node)));
             let mut d = node.data.lock();
             d.cache.clear();
             d.durable.clear();
@@ -775,6 +843,8 @@ impl Fs for SimFs {
             }
         }
         let node = st.live.entry(path.to_path_buf()).or_default().clone();
+        st.pending
+            .push(DirOp::Insert(path.to_path_buf(), Arc::clone(&node)));
         let mut d = node.data.lock();
         d.cache = data.to_vec();
         d.durable = data.to_vec();
@@ -787,6 +857,27 @@ impl Fs for SimFs {
         let mut st = self.lock()?;
         if let Some(f) = st.take_fault(FaultOp::WriteSmall) {
             drop(st);
+            return Err(f.strike());
+        }
+        if let Some(f) = st.take_fault(FaultOp::TornWrite) {
+            let node = st
+                .live
+                .get(path)
+                .cloned()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+            let mut d = node.data.lock();
+            let (at, end) = (offset as usize, offset as usize + data.len());
+            if end <= d.cache.len() {
+                d.cache[at..end].copy_from_slice(data);
+                let sectors = data.len().div_ceil(SECTOR);
+                let keep = ((st.rand() as usize) % (sectors + 1) * SECTOR).min(data.len());
+                d.durable[at..at + keep].copy_from_slice(&data[..keep]);
+                let stop = (at + keep + SECTOR).min(end);
+                for b in &mut d.durable[at + keep..stop] {
+                    *b = st.rand() as u8;
+                }
+            }
+            drop((d, st));
             return Err(f.strike());
         }
         let node = st
@@ -818,7 +909,9 @@ impl Fs for SimFs {
             .live
             .remove(from)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
-        st.live.insert(to.to_path_buf(), node);
+        st.live.insert(to.to_path_buf(), Arc::clone(&node));
+        st.pending
+            .push(DirOp::Rename(from.to_path_buf(), to.to_path_buf(), node));
         Ok(())
     }
 
@@ -831,8 +924,9 @@ impl Fs for SimFs {
         }
         st.live
             .remove(path)
-            .map(|_| ())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        st.pending.push(DirOp::Remove(path.to_path_buf()));
+        Ok(())
     }
 
     fn copy(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -865,6 +959,7 @@ impl Fs for SimFs {
                 st.durable.insert(p.clone(), Arc::clone(n));
             }
         }
+        st.pending.retain(|op| !op.in_dir(dir));
         Ok(())
     }
 

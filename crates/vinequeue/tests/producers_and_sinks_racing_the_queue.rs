@@ -86,7 +86,10 @@ fn producers_racing_stop_lose_nothing_accepted_and_replay_nothing_refused() {
         .map(|&(_, id)| id)
         .collect();
     let accepted = accepted.lock().unwrap();
-    let missing: Vec<_> = accepted.iter().filter(|id| !delivered.contains(id)).collect();
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|id| !delivered.contains(id))
+        .collect();
     assert!(
         missing.is_empty(),
         "{} of {} accepted items never delivered, e.g. {:?}",

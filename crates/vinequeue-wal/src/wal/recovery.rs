@@ -117,6 +117,17 @@ impl<F: Fs> Recovery<F> {
                         fs.remove(&path).map_err(io_err)?;
                         continue;
                     }
+                    if newest && numbers_reserved && synced < *first_seq {
+                        // Nothing in it was ever synced (the checkpoint's frontier lies
+                        // below its first number, which its reservation covers): its
+                        // header was torn by the cut like any unsynced tail. Cut it off
+                        // whole, keeping a copy.
+                        report.torn_bytes += written_after(&file, 0).map_err(io_err)?;
+                        drop(file);
+                        aside.keep(fs, name, &mut report);
+                        fs.remove(&path).map_err(io_err)?;
+                        continue;
+                    }
                     if strict {
                         return Err(Error::Corrupt {
                             file: path,
