@@ -33,3 +33,45 @@ pub struct StoredDeadLetter<T> {
     /// The item's bytes, encoded as in the main log.
     pub payload: Vec<u8>,
 }
+
+/// A record dead-lettered just before a crash can be in both logs: the letter is stored
+/// and synced in the dead-letter log first, and only then is the record acknowledged in
+/// the main log. At the next start, such a record would be delivered again while its
+/// letter waits for a redrive. This acknowledges, in the main log, every record whose
+/// letter is stored, so that each item ends up in exactly one log. It reads the letters'
+/// main sequence numbers only (the first field of each).
+///
+/// # Errors
+///
+/// What reading the dead-letter log, or acknowledging and syncing the main log, failed
+/// with.
+pub(crate) fn settle_letters_stored_twice(
+    main: &dyn crate::Storage,
+    dead: &dyn crate::Storage,
+) -> Result<(), crate::Error> {
+    let mark = main.acked_through();
+    let next = main.next_seq();
+    let mut twice = Vec::new();
+    let mut from = dead.acked_through() + 1;
+    loop {
+        let mut last = None;
+        dead.read(from, 4096, &mut |dseq, bytes| {
+            last = Some(dseq);
+            if let Ok((seq, _)) = postcard::take_from_bytes::<u64>(bytes) {
+                if seq > mark && seq < next && !main.is_acked(seq) {
+                    twice.push(seq);
+                }
+            }
+            true
+        })?;
+        match last {
+            Some(l) => from = l + 1,
+            None => break,
+        }
+    }
+    if !twice.is_empty() {
+        main.ack_all(&twice)?;
+        main.sync()?;
+    }
+    Ok(())
+}

@@ -152,11 +152,17 @@ where
         config.validate()?;
         let report = storage.recovery();
         let published = storage.next_seq() - 1;
+        // Best effort: if it fails, such a record is delivered again (at least once),
+        // and the failure is counted.
+        let settle_failed = dead_letters.as_ref().is_some_and(|dead| {
+            crate::dead::settle_letters_stored_twice(storage.as_ref(), dead.as_ref()).is_err()
+        });
+        let mark = storage.acked_through();
         let durable = Durable {
             corrupt: std::sync::atomic::AtomicU64::new(report.corrupt_records),
             unstored: std::sync::atomic::AtomicU64::new(0),
             dead_dropped: std::sync::atomic::AtomicU64::new(0),
-            log_errors: std::sync::atomic::AtomicU64::new(0),
+            log_errors: std::sync::atomic::AtomicU64::new(u64::from(settle_failed)),
             decode_checked: CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
             recovered: report.records,
             published: CachePadded::new(std::sync::atomic::AtomicU64::new(published)),
@@ -164,7 +170,8 @@ where
             dead_letters,
             codec: Codec::postcard(),
             append_lock: CachePadded::new(Mutex::new(())),
-            cursor: CachePadded::new(Mutex::new((published.min(report.acked_through), 0))),
+            // (The mark as it stands now: settling letters stored twice may have moved it.)
+            cursor: CachePadded::new(Mutex::new((published.min(mark), 0))),
             base_seq: published,
             spilled: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
             arrivals: Mutex::new(crate::shared::Arrivals::new(published)),

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, recorder};
+use vinequeue::wal::format::Checkpoint;
 use vinequeue::{Batch, Config, Queue, SendError, Storage, SyncMode, Wal, WalOptions};
 
 fn config(dir: &std::path::Path) -> Config {
@@ -118,4 +119,60 @@ fn records_acknowledged_above_a_hole_are_not_delivered_again_after_a_restart() {
     // The hole closes: the mark moves over everything acknowledged before the restart.
     wal.ack_all(&[2, 6, 8]).unwrap();
     assert_eq!(wal.acked_through(), 10);
+}
+
+/// A crash between storing a dead letter (synced first) and acknowledging its record in
+/// the main log leaves the item in both logs. The next start acknowledges such records,
+/// so that the item is neither delivered again nor lost: it stays a letter, once.
+#[test]
+fn an_item_dead_lettered_just_before_a_crash_ends_in_exactly_one_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (sink, _) = recorder(|_, _: &Batch<u32>| Err(SendError::permanent("refused")));
+        let queue = Queue::new(config(dir.path()), sink).unwrap();
+        queue.start().unwrap();
+        for v in [7, 8, 9] {
+            queue.enqueue(v).unwrap();
+        }
+        assert!(eventually(Duration::from_secs(20), || queue
+            .dead_letters(10)
+            .unwrap()
+            .len()
+            == 3));
+        queue.stop().unwrap();
+    }
+    // The state the crash leaves: the main log's checkpoint without those
+    // acknowledgements (as if they never reached the disk).
+    let path = dir.path().join("checkpoint");
+    let mut cp = Checkpoint::decode_file(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        cp.acked_through, 3,
+        "the letters' records were acknowledged"
+    );
+    cp.generation += 1;
+    cp.acked_through = 0;
+    cp.acked_above.clear();
+    cp.segment = 1;
+    cp.offset = 40;
+    std::fs::write(&path, cp.encode_file()).unwrap();
+
+    let (sink, record) = recorder(|_, _: &Batch<u32>| Ok(()));
+    let queue = Queue::new(config(dir.path()), sink).unwrap();
+    queue.start().unwrap();
+    queue.enqueue(10).unwrap();
+    queue.flush(Duration::from_secs(20)).unwrap();
+    let delivered: Vec<u32> = record.lock().delivered.iter().map(|&(_, v)| v).collect();
+    assert_eq!(
+        delivered,
+        vec![10],
+        "items already dead-lettered were delivered again"
+    );
+    let letters: Vec<Option<u32>> = queue
+        .dead_letters(10)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.item)
+        .collect();
+    assert_eq!(letters, vec![Some(7), Some(8), Some(9)]);
+    queue.stop().unwrap();
 }
