@@ -93,9 +93,12 @@ fn numbers_are_never_handed_out_twice_across_power_cuts<H: StorageHarness>(h: &m
     let mut s = h.create();
     // (seq -> bytes) of every record a reader saw.
     let mut seen = std::collections::BTreeMap::<u64, Vec<u8>>::new();
+    // (seq -> bytes) of every record synced: each must come back after every cut.
+    let mut synced = std::collections::BTreeMap::<u64, Vec<u8>>::new();
     let mut highest = 0;
     for round in 0..4u64 {
         let base = round * 1000;
+        let mut this_round = Vec::new();
         for i in 0..50 {
             let bytes = payload(base + i);
             let seq = s.append(&bytes).unwrap();
@@ -104,8 +107,10 @@ fn numbers_are_never_handed_out_twice_across_power_cuts<H: StorageHarness>(h: &m
                 "round {round}: number {seq} handed out again (numbers up to {highest} were used)"
             );
             highest = seq;
+            this_round.push((seq, bytes));
             if i == 20 {
                 s.sync().unwrap();
+                synced.extend(this_round.drain(..));
             }
         }
         for (seq, bytes) in read_all(&s, 1) {
@@ -125,6 +130,15 @@ fn numbers_are_never_handed_out_twice_across_power_cuts<H: StorageHarness>(h: &m
             "after a power cut numbering restarts at {} though {highest} was handed out",
             s.next_seq()
         );
+        // Nothing is acknowledged: every synced record of every round is still there.
+        let after: std::collections::BTreeMap<u64, Vec<u8>> = read_all(&s, 1).into_iter().collect();
+        for (seq, bytes) in &synced {
+            assert_eq!(
+                after.get(seq),
+                Some(bytes),
+                "round {round}: synced record {seq} lost or changed by a power cut"
+            );
+        }
     }
 }
 
@@ -322,9 +336,10 @@ fn synced_records_and_acks_survive_reopen<H: StorageHarness>(h: &mut H) {
     s.sync().unwrap();
     drop(s);
     let s = h.reopen().expect("reopen failed");
-    assert!(
-        s.acked_through() >= 100,
-        "a synced acknowledgement must survive reopen"
+    assert_eq!(
+        s.acked_through(),
+        100,
+        "a synced acknowledgement must survive reopen, and nothing more be acknowledged"
     );
     assert_eq!(s.next_seq(), 301, "numbering must continue after reopen");
     let all = read_all(&s, s.acked_through() + 1);

@@ -57,18 +57,28 @@ fn backoff_grows_between_attempts() {
     });
     let config = fast_retries()
         .retry_limit(10)
-        .retry_backoff(Duration::from_millis(20), Duration::from_millis(60));
+        .retry_backoff(Duration::from_millis(20), Duration::from_secs(1));
     let queue = Queue::new(config, sink).unwrap();
     queue.enqueue(1).unwrap();
     queue.start().unwrap();
     queue.flush(Duration::from_secs(10)).unwrap();
     let t = stamps.lock();
     let gaps: Vec<Duration> = t.windows(2).map(|w| w[1] - w[0]).collect();
-    // nominal pauses 20, 40, 60, 60 ms with jitter in [d/2, d]
-    let floors = [10, 20, 30, 30];
+    assert_eq!(
+        gaps.len(),
+        4,
+        "four failed attempts, then the one that succeeds"
+    );
+    // Nominal pauses 20, 40, 80, 160 ms with jitter in [d/2, d]: each at least half its
+    // nominal value, so a constant pause (of whatever length the first one has) fails.
+    let floors = [10, 20, 40, 80];
     for (gap, floor) in gaps.iter().zip(floors) {
         assert!(*gap >= Duration::from_millis(floor), "gaps {gaps:?}");
     }
+    assert!(
+        gaps[3] > gaps[0] * 3 / 2,
+        "the pauses did not grow: {gaps:?}"
+    );
 }
 
 #[test]
