@@ -221,6 +221,31 @@ fn stop_that_cannot_deliver_leaves_the_rest_in_the_log_for_the_next_start() {
     assert_eq!(values, (0..50).collect::<Vec<_>>());
 }
 
+/// A queue over the log on the simulated disk (so that the power can be cut).
+fn on_sim_disk(
+    fs: &vinequeue::wal::sim::SimFs,
+    mode: SyncMode,
+) -> (Queue<u64>, common::Shared<u64>) {
+    let wal = vinequeue::Wal::open_with(
+        fs.clone(),
+        "/srv/queue",
+        vinequeue::WalOptions::default()
+            .segment_size(256 * 1024)
+            .max_size(1 << 30)
+            .sync_mode(mode),
+    )
+    .unwrap();
+    let (sink, record) = ok_recorder::<u64>();
+    let queue = Queue::with_storage(
+        durable(std::path::Path::new("/unused")).sync_mode(mode),
+        Arc::new(wal),
+        None,
+        sink,
+    )
+    .unwrap();
+    (queue, record)
+}
+
 #[test]
 fn sync_makes_everything_durable_and_immediate_mode_syncs_each_enqueue() {
     for mode in [
@@ -228,16 +253,31 @@ fn sync_makes_everything_durable_and_immediate_mode_syncs_each_enqueue() {
         SyncMode::Periodic(Duration::from_secs(3600)),
         SyncMode::Os,
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let (sink, record) = ok_recorder::<u64>();
-        let queue = Queue::new(durable(dir.path()).sync_mode(mode), sink).unwrap();
+        let fs = vinequeue::wal::sim::SimFs::new(17);
+        let (queue, _) = on_sim_disk(&fs, mode);
+        let before = fs.sync_count();
         for i in 0..1000 {
             queue.enqueue(i).unwrap();
         }
-        queue.sync().unwrap();
+        if mode == SyncMode::Immediate {
+            // One producer: no enqueue shares another's sync.
+            let syncs = fs.sync_count() - before;
+            assert!(
+                syncs >= 1000,
+                "{syncs} syncs for 1000 enqueues under Immediate"
+            );
+        } else {
+            queue.sync().unwrap();
+        }
+        // The power goes before anything is delivered.
+        let fs = fs.power_cut();
+        drop(queue);
+        let (queue, record) = on_sim_disk(&fs, mode);
         queue.start().unwrap();
         queue.flush(Duration::from_secs(10)).unwrap();
-        assert_eq!(record.lock().delivered.len(), 1000, "{mode:?}");
+        let values: Vec<u64> = record.lock().delivered.iter().map(|d| d.1).collect();
+        assert_eq!(values, (0..1000).collect::<Vec<_>>(), "{mode:?}");
+        queue.stop().unwrap();
     }
 }
 
