@@ -175,6 +175,9 @@ impl<F: Fs> Recovery<F> {
                             report.corrupt_records = report.corrupt_records.saturating_add(
                                 lost_to.saturating_sub((*first_seq).max(acked + 1)),
                             );
+                            // The numbers counted lost were handed out (the next
+                            // segment's name says so, whatever the checkpoint holds).
+                            next_seq = next_seq.max(lost_to.min(MAX_SEQ));
                             if !numbers_reserved {
                                 let mut reserve = match next_first {
                                     Some(n) => n,
