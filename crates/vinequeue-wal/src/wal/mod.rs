@@ -4,7 +4,7 @@ use crossbeam_utils::CachePadded;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,8 +19,11 @@ use crate::format::{
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::options::WalOptions;
 
+mod group_commit;
 mod recovery;
 mod scan;
+
+use group_commit::GroupCommit;
 
 use recovery::Recovery;
 use scan::Frames;
@@ -321,25 +324,6 @@ impl Acks {
     }
 }
 
-/// Group commit: one thread (the leader) syncs for everyone waiting; the others sleep on
-/// `round` until it completes, then return without taking any lock, so that waking N
-/// waiters costs one system call rather than a chain of N lock hand-offs.
-struct GroupCommit {
-    /// Every record up to here is durable.
-    synced: AtomicU64,
-    /// A leader is syncing.
-    leading: AtomicBool,
-    /// Bumped when a leader finishes a round; followers sleep on it (a futex word).
-    round: AtomicU32,
-    /// Threads inside `sync_through`.
-    callers: AtomicUsize,
-    /// Records the last sync covered that the one before had not: how many appenders
-    /// took part in the last round, which the next leader waits for (see `gather`).
-    last_group: AtomicU64,
-    /// How long the last sync took, in nanoseconds.
-    last_sync_ns: AtomicU64,
-}
-
 /// Most ranges of acknowledged records one read steps over (beyond them, records already
 /// acknowledged may be handed out again, which the contract allows).
 const READ_SKIP_RANGES: usize = 1024;
@@ -359,23 +343,6 @@ const FAULT_AROUND: u64 = 64 << 10;
 
 /// Bytes the prefetch thread maps in per call.
 const PREFETCH_PIECE: u64 = 256 << 10;
-
-/// Rounds of polling `GroupCommit::round` (16 spins, then yields of the core) before a
-/// follower sleeps on it. A sync takes a few hundred microseconds: a follower that sees
-/// the round end without having slept needs no wake-up call and appends again at once,
-/// in time to join the next group (8 appenders went from 0.74x to 1.0x of the ideal
-/// group commit with this).
-const FOLLOWER_SPINS: u32 = 200;
-
-/// Times a new group-commit leader yields its core at least before syncing when other
-/// threads are syncing too, so that they can append first and share its sync (a
-/// `commit_delay`; `Inner::gather` decides how long beyond that). With followers polling
-/// the round (above), blind yields beyond one only delay the sync (64 appenders: 0.42x of
-/// the ideal with 3 yields, 0.59x with 1).
-const GATHER_YIELDS: u32 = 1;
-
-/// Longest a group-commit leader waits for the appenders of the last round (`gather`).
-const MAX_GATHER: Duration = Duration::from_micros(200);
 
 /// Maps chunks of the active segment in ahead of the writer (and, under `Periodic`,
 /// unmaps those it has filled and starts writing them back), on a thread of its own
@@ -845,14 +812,7 @@ impl<F: Fs> Wal<F> {
             opened: Instant::now(),
             reclaiming: Mutex::new(()),
             syncing: Mutex::new(()),
-            sync: CachePadded::new(GroupCommit {
-                synced: AtomicU64::new(next_seq - 1),
-                leading: AtomicBool::new(false),
-                round: AtomicU32::new(0),
-                callers: AtomicUsize::new(0),
-                last_group: AtomicU64::new(0),
-                last_sync_ns: AtomicU64::new(0),
-            }),
+            sync: CachePadded::new(GroupCommit::new(next_seq - 1)),
             prefetch: Prefetch::new(),
             reclaimer: Reclaimer::new(),
             sealed: Mutex::new(Vec::new()),
@@ -960,7 +920,7 @@ impl<F: Fs> Drop for Wal<F> {
                 || self
                     .inner
                     .sync_all_appended()
-                    .map(|upto| self.inner.sync.synced.fetch_max(upto, Ordering::AcqRel))
+                    .map(|upto| self.inner.sync.advance(upto))
                     .is_ok();
             if synced {
                 // No append comes after this: the numbers reserved and not used go back,
@@ -1224,108 +1184,10 @@ impl<F: Fs> Inner<F> {
         Ok(())
     }
 
-    /// Returns once record `seq` is durable; concurrent callers share one sync.
-    ///
-    /// A number not appended yet is taken as the last one appended: waiting for it could
-    /// take forever (no sync makes it durable before it is appended).
+    /// Returns once record `seq` is durable; concurrent callers share one sync (see
+    /// `group_commit`).
     fn sync_through(&self, seq: u64) -> Result<(), Error> {
-        let seq = seq.min(self.next_seq.load(Ordering::Acquire) - 1);
-        let g = &self.sync;
-        g.callers.fetch_add(1, Ordering::SeqCst);
-        let result = self.sync_through_counted(seq);
-        g.callers.fetch_sub(1, Ordering::SeqCst);
-        result
-    }
-
-    fn sync_through_counted(&self, seq: u64) -> Result<(), Error> {
-        let g = &self.sync;
-        loop {
-            self.check_failed()?;
-            let round = g.round.load(Ordering::Acquire);
-            if g.synced.load(Ordering::Acquire) >= seq {
-                return Ok(());
-            }
-            if g.leading
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                // Other threads syncing too: let them append first and share this sync
-                // (a `commit_delay`).
-                if g.callers.load(Ordering::SeqCst) > 1 {
-                    self.gather();
-                }
-                let before = g.synced.load(Ordering::Acquire);
-                let started = Instant::now();
-                // (The failed state is checked once more at the end: a sync that
-                // failed while this round ran, a full segment's, fails the round too.)
-                let result = self
-                    .sync_all_appended()
-                    .and_then(|upto| self.check_failed().map(|()| upto));
-                if let Ok(upto) = result {
-                    g.synced.fetch_max(upto, Ordering::AcqRel);
-                    if upto > self.checkpointed_synced.load(Ordering::Relaxed)
-                        && self.reclaimer.running.load(Ordering::Acquire)
-                    {
-                        self.reclaimer.checkpoint_stale();
-                    }
-                    g.last_group
-                        .store(upto.saturating_sub(before), Ordering::Relaxed);
-                    g.last_sync_ns
-                        .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                }
-                g.leading.store(false, Ordering::Release);
-                g.round.fetch_add(1, Ordering::Release);
-                atomic_wait::wake_all(&g.round);
-                result?;
-                continue;
-            }
-            // Follow: wait for the leader's round to end (`wait` returns at once if it
-            // already has), then look again.
-            let mut spins = 0;
-            while g.round.load(Ordering::Acquire) == round && spins < FOLLOWER_SPINS {
-                if spins < 16 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-                spins += 1;
-            }
-            if g.round.load(Ordering::Acquire) == round {
-                atomic_wait::wait(&g.round, round);
-            }
-        }
-    }
-
-    /// A new leader's wait before it syncs, while other threads sync too: it yields its
-    /// core until three quarters as many records wait for a sync as the last round
-    /// covered (the appenders of that round, appending again), or for half as long as
-    /// the last sync took (at most `MAX_GATHER`), whichever comes first; and at least
-    /// `GATHER_YIELDS` times. With more appenders than cores, a leader that syncs as
-    /// soon as it can covers only the threads that happened to run first, and the
-    /// others wait for a whole extra sync (8 appenders: 0.81-0.94x of the ideal group
-    /// commit before, 1.0x with this; waiting for the whole last group, or for a whole
-    /// sync's time, made 64 appenders slower).
-    fn gather(&self) {
-        let g = &self.sync;
-        let synced = g.synced.load(Ordering::Acquire);
-        let target = g.last_group.load(Ordering::Relaxed) * 3 / 4;
-        let cap = Duration::from_nanos(g.last_sync_ns.load(Ordering::Relaxed) / 2).min(MAX_GATHER);
-        let start = Instant::now();
-        let mut yields = 0;
-        loop {
-            std::thread::yield_now();
-            yields += 1;
-            if yields < GATHER_YIELDS {
-                continue;
-            }
-            let waiting = self
-                .next_seq
-                .load(Ordering::Acquire)
-                .saturating_sub(synced + 1);
-            if waiting >= target || start.elapsed() >= cap {
-                return;
-            }
-        }
+        self.sync.sync_through(seq, self)
     }
 
     /// Reserves a block of numbers from `seq` on (called by the append that is about
@@ -1362,7 +1224,7 @@ impl<F: Fs> Inner<F> {
 
     /// Whether records were synced beyond the frontier the checkpoint holds.
     fn frontier_moved(&self) -> bool {
-        self.sync.synced.load(Ordering::Acquire) > self.checkpointed_synced.load(Ordering::Acquire)
+        self.sync.synced() > self.checkpointed_synced.load(Ordering::Acquire)
     }
 
     /// At close: persists the mark and the frontier, and gives back the numbers reserved
@@ -1406,7 +1268,7 @@ impl<F: Fs> Inner<F> {
         };
         let next = self.next_seq.load(Ordering::Acquire).max(through + 1);
         // Read after `next`: never above a number handed out before it.
-        let synced = self.sync.synced.load(Ordering::Acquire);
+        let synced = self.sync.synced();
         let cp = Checkpoint {
             generation: state.generation + 1,
             acked_through: through,
@@ -1796,6 +1658,29 @@ impl<F: Fs> Inner<F> {
                 }
                 stop = self.stop.lock();
             }
+        }
+    }
+}
+
+impl<F: Fs> group_commit::Log for Inner<F> {
+    fn appended(&self) -> u64 {
+        self.next_seq.load(Ordering::Acquire) - 1
+    }
+
+    fn check_failed(&self) -> Result<(), Error> {
+        Inner::check_failed(self)
+    }
+
+    fn sync_all(&self) -> Result<u64, Error> {
+        self.sync_all_appended()
+    }
+
+    fn synced(&self, upto: u64) {
+        // The frontier moved: the checkpoint is to hold it in time.
+        if upto > self.checkpointed_synced.load(Ordering::Relaxed)
+            && self.reclaimer.running.load(Ordering::Acquire)
+        {
+            self.reclaimer.checkpoint_stale();
         }
     }
 }
