@@ -83,7 +83,24 @@ fn keep_in_log_keeps_what_the_full_dead_letter_log_cannot_take_and_counts_it() {
     );
     // The letters kept are the oldest; the rest wait in the main log.
     assert_eq!(letters[0].item.as_ref().unwrap()[0], 0);
+    let kept = letters.len();
+    let unstored = m.dead_letters_unstored_total;
+    // (They stay unacknowledged: the stop reports them as undelivered.)
+    assert!(matches!(
+        queue.stop(),
+        Ok(()) | Err(Error::ShutdownTimeout { .. })
+    ));
+    drop(queue);
+    // At the next start, with a sink that takes them, exactly those come back: the
+    // newest items, each once.
+    let (sink, record) = recorder(|_, _: &Batch<Vec<u8>>| Ok(()));
+    let queue = Queue::new(config(dir.path(), DeadLetterFull::KeepInLog), sink).unwrap();
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(60)).unwrap();
     queue.stop().unwrap();
+    let back: Vec<u8> = record.lock().delivered.iter().map(|(_, v)| v[0]).collect();
+    assert_eq!(back.len() as u64, unstored);
+    assert_eq!(back, (kept as u8..ITEMS).collect::<Vec<_>>());
 }
 
 #[test]

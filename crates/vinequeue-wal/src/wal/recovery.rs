@@ -121,8 +121,20 @@ impl<F: Fs> Recovery<F> {
                         // Nothing in it was ever synced (the checkpoint's frontier lies
                         // below its first number, which its reservation covers): its
                         // header was torn by the cut like any unsynced tail. Cut it off
-                        // whole, keeping a copy.
+                        // whole, keeping a copy; never hand out again a number an intact
+                        // frame in it holds (with the salt, if the header kept it).
                         report.torn_bytes += written_after(&file, 0).map_err(io_err)?;
+                        if head.len() == SEGMENT_HEADER_LEN {
+                            let frames = Frames {
+                                first_seq: *first_seq,
+                                salt: u64::from_le_bytes(head[24..32].try_into().expect("8")),
+                                max_record: max_len,
+                            };
+                            let held = frames
+                                .highest_valid_seq(&file, SEGMENT_HEADER_LEN as u64, *first_seq)
+                                .map_err(io_err)?;
+                            next_seq = next_seq.max(held.map_or(0, after));
+                        }
                         drop(file);
                         aside.keep(fs, name, &mut report);
                         fs.remove(&path).map_err(io_err)?;
@@ -234,11 +246,15 @@ impl<F: Fs> Recovery<F> {
                     // written back out of order), they were never synced either; keep a
                     // copy for inspection all the same.
                     report.torn_bytes += written_after(&file, offset).map_err(io_err)?;
-                    if frames
-                        .any_valid_after(&file, offset + 1, expect)
+                    // One pass over the rest of the segment (linear): the reservation
+                    // covers their numbers, but a checkpoint that says otherwise must
+                    // not make recovery hand one out again.
+                    if let Some(held) = frames
+                        .highest_valid_seq(&file, offset + 1, expect)
                         .map_err(io_err)?
                     {
                         damaged = true;
+                        next_seq = next_seq.max(after(held));
                     }
                     break;
                 }
