@@ -238,6 +238,8 @@ impl<F: Fs> Recovery<F> {
             report.records += scan.records;
             report.bytes += scan.bytes;
             let mut bad = scan.bad;
+            // Whether the pass over a torn tail already looked for numbers held beyond it.
+            let mut tail_checked = false;
             while let Some((offset, reason)) = bad {
                 let expect = last_seq + 1;
                 if newest && expect > synced {
@@ -256,6 +258,7 @@ impl<F: Fs> Recovery<F> {
                         damaged = true;
                         next_seq = next_seq.max(after(held));
                     }
+                    tail_checked = true;
                     break;
                 }
                 // Damage where a synced record was: corruption, never a torn tail.
@@ -300,12 +303,14 @@ impl<F: Fs> Recovery<F> {
                     }
                 }
             }
-            if (damaged || scan.bad.is_some()) && !numbers_reserved {
-                // Without a checkpoint that reserved the numbers handed out: never hand
-                // out again a number that an intact frame here holds, whether or not
-                // recovery could place it.
+            if (damaged || scan.bad.is_some()) && !tail_checked {
+                // Never hand out again a number that an intact frame here holds, whether
+                // or not recovery could place it (one linear pass from the first damage:
+                // the frames before it were read in order). A reserving checkpoint
+                // covers them already, but one that says otherwise must not win.
+                let from = scan.bad.map_or(SEGMENT_HEADER_LEN as u64, |(o, _)| o + 1);
                 let held = frames
-                    .highest_valid_seq(&file, SEGMENT_HEADER_LEN as u64, header.first_seq)
+                    .highest_valid_seq(&file, from, header.first_seq)
                     .map_err(io_err)?;
                 next_seq = next_seq.max(held.map_or(0, after));
             }
