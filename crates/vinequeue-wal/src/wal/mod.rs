@@ -26,7 +26,7 @@ mod scan;
 use group_commit::GroupCommit;
 
 use recovery::Recovery;
-use scan::Frames;
+use scan::{Frames, OUT_OF_SEQUENCE};
 
 /// A sparse index entry every this many records of a segment.
 const INDEX_EVERY: u64 = 256;
@@ -1589,7 +1589,7 @@ impl<F: Fs> Inner<F> {
                     // Records up to `last` follow: zeros here are a zeroed block (a media
                     // error, a lost write), not the end of the data.
                     Frame::End => "zeroed frame header before later records",
-                    Frame::Record { .. } => "frame out of sequence",
+                    Frame::Record { .. } => OUT_OF_SEQUENCE,
                     Frame::Bad(reason) => reason,
                 };
                 if self.opts.recovery_mode == RecoveryMode::Strict {

@@ -238,10 +238,18 @@ impl<F: Fs> Recovery<F> {
             report.records += scan.records;
             report.bytes += scan.bytes;
             let mut bad = scan.bad;
-            // Whether the pass over a torn tail already looked for numbers held beyond it.
-            let mut tail_checked = false;
             while let Some((offset, reason)) = bad {
                 let expect = last_seq + 1;
+                if reason == OUT_OF_SEQUENCE {
+                    // An intact frame, numbered outside what this segment holds next (the
+                    // next segment's numbers, say): not one of its records, but never
+                    // hand its number out again, whatever the checkpoint reserved.
+                    if let Frame::Record { seq, .. } =
+                        frame_at(&file, offset, header.salt, max_len).map_err(io_err)?
+                    {
+                        next_seq = next_seq.max(after(seq));
+                    }
+                }
                 if newest && expect > synced {
                     // A torn tail: cut it off. It lies beyond what was synced, so a power
                     // cut may have torn it. If valid frames follow the damage (pages
@@ -258,7 +266,6 @@ impl<F: Fs> Recovery<F> {
                         damaged = true;
                         next_seq = next_seq.max(after(held));
                     }
-                    tail_checked = true;
                     break;
                 }
                 // Damage where a synced record was: corruption, never a torn tail.
@@ -270,11 +277,16 @@ impl<F: Fs> Recovery<F> {
                     });
                 }
                 damaged = true;
-                // Skip over it to the next intact record, counting the lost numbers.
+                // Skip over it to the next intact record, counting the lost numbers. (The
+                // search takes any number from `expect` on, so that a frame numbered past
+                // the segment's range is seen too, and stepped over like damage.)
                 match frames
-                    .find_lowest_valid(&file, offset + 1, expect, ceiling)
+                    .find_lowest_valid(&file, offset + 1, expect, MAX_SEQ)
                     .map_err(io_err)?
                 {
+                    Some((p, seq)) if seq > ceiling => {
+                        bad = Some((p, OUT_OF_SEQUENCE));
+                    }
                     Some((p, seq)) => {
                         report.corrupt_records = report
                             .corrupt_records
@@ -302,17 +314,6 @@ impl<F: Fs> Recovery<F> {
                         bad = None;
                     }
                 }
-            }
-            if (damaged || scan.bad.is_some()) && !tail_checked {
-                // Never hand out again a number that an intact frame here holds, whether
-                // or not recovery could place it (one linear pass from the first damage:
-                // the frames before it were read in order). A reserving checkpoint
-                // covers them already, but one that says otherwise must not win.
-                let from = scan.bad.map_or(SEGMENT_HEADER_LEN as u64, |(o, _)| o + 1);
-                let held = frames
-                    .highest_valid_seq(&file, from, header.first_seq)
-                    .map_err(io_err)?;
-                next_seq = next_seq.max(held.map_or(0, after));
             }
             if damaged {
                 aside.keep(fs, name, &mut report);

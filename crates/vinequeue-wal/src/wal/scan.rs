@@ -247,7 +247,7 @@ pub(super) fn scan_from<F: FsFile>(
                 break;
             }
             Frame::Record { .. } => {
-                scan.bad = Some((pos, "frame out of sequence"));
+                scan.bad = Some((pos, OUT_OF_SEQUENCE));
                 break;
             }
             Frame::Bad(reason) => {
@@ -259,6 +259,9 @@ pub(super) fn scan_from<F: FsFile>(
     scan.data_end = pos;
     Ok(scan)
 }
+
+/// Why a scan stopped at an intact frame holding another number than the next one.
+pub(super) const OUT_OF_SEQUENCE: &str = "frame out of sequence";
 
 /// Bytes read through the file at once by a [`Reader`].
 pub(super) const WINDOW: usize = 1 << 20;
