@@ -26,7 +26,7 @@ mod scan;
 use group_commit::GroupCommit;
 
 use recovery::Recovery;
-use scan::{Frames, OUT_OF_SEQUENCE};
+use scan::{Frames, Reader, OUT_OF_SEQUENCE};
 
 /// A sparse index entry every this many records of a segment.
 const INDEX_EVERY: u64 = 256;
@@ -1604,7 +1604,7 @@ impl<F: Fs> Inner<F> {
                 }
                 self.read_corrupt.fetch_add(1, Ordering::Relaxed);
                 match Frames::of(seg)
-                    .find_lowest_valid(&seg.file, pos + 1, floor, last)
+                    .find_lowest_valid(&mut Reader::new(&seg.file), pos + 1, floor, last)
                     .map_err(io_err)?
                 {
                     Some((p, found)) => {

@@ -131,7 +131,11 @@ impl<F: Fs> Recovery<F> {
                                 max_record: max_len,
                             };
                             let held = frames
-                                .highest_valid_seq(&file, SEGMENT_HEADER_LEN as u64, *first_seq)
+                                .highest_valid_seq(
+                                    &mut Reader::new(&file),
+                                    SEGMENT_HEADER_LEN as u64,
+                                    *first_seq,
+                                )
                                 .map_err(io_err)?;
                             next_seq = next_seq.max(held.map_or(0, after));
                         }
@@ -207,7 +211,7 @@ impl<F: Fs> Recovery<F> {
                                     };
                                     let held = frames
                                         .highest_valid_seq(
-                                            &file,
+                                            &mut Reader::new(&file),
                                             SEGMENT_HEADER_LEN as u64,
                                             *first_seq,
                                         )
@@ -231,7 +235,11 @@ impl<F: Fs> Recovery<F> {
                 salt: header.salt,
                 max_record: max_len,
             };
-            let scan = scan_segment(&file, header, max_len, acked, ceiling).map_err(io_err)?;
+            // One reader for the whole segment: its windows move forward with the scan
+            // and the skips over damage, so that each byte is read once.
+            let mut reader = Reader::new(&file);
+            let scan =
+                scan_segment(&mut reader, header, max_len, acked, ceiling).map_err(io_err)?;
             let mut data_end = scan.data_end;
             let mut last_seq = scan.last_seq;
             let mut held_here = vec![(header.first_seq, scan.last_seq)];
@@ -260,7 +268,7 @@ impl<F: Fs> Recovery<F> {
                     // covers their numbers, but a checkpoint that says otherwise must
                     // not make recovery hand one out again.
                     if let Some(held) = frames
-                        .highest_valid_seq(&file, offset + 1, expect)
+                        .highest_valid_seq(&mut reader, offset + 1, expect)
                         .map_err(io_err)?
                     {
                         damaged = true;
@@ -281,7 +289,7 @@ impl<F: Fs> Recovery<F> {
                 // search takes any number from `expect` on, so that a frame numbered past
                 // the segment's range is seen too, and stepped over like damage.)
                 match frames
-                    .find_lowest_valid(&file, offset + 1, expect, MAX_SEQ)
+                    .find_lowest_valid(&mut reader, offset + 1, expect, MAX_SEQ)
                     .map_err(io_err)?
                 {
                     Some((p, seq)) if seq > ceiling => {
@@ -291,7 +299,7 @@ impl<F: Fs> Recovery<F> {
                         report.corrupt_records = report
                             .corrupt_records
                             .saturating_add(seq.saturating_sub(expect.max(acked + 1)));
-                        let more = scan_from(&file, header, max_len, acked, p, seq, ceiling)
+                        let more = scan_from(&mut reader, header, max_len, acked, p, seq, ceiling)
                             .map_err(io_err)?;
                         held_here.push((seq, more.last_seq));
                         report.records += more.records;

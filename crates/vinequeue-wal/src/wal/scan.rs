@@ -34,19 +34,22 @@ impl Frames {
     /// over the published bytes (read through the file), until `visit` returns `false`.
     fn scan_valid<F: FsFile>(
         &self,
-        file: &F,
+        reader: &mut Reader<'_, F>,
         from: u64,
         (min_seq, max_seq): (u64, u64),
         mut visit: impl FnMut(u64, u64) -> bool,
     ) -> io::Result<()> {
-        let mut reader = Reader::new(file);
         let end = reader.end();
         let mut at = from.max(SEGMENT_HEADER_LEN as u64);
         if min_seq > max_seq {
             return Ok(());
         }
-        while at.saturating_add(FRAME_HEADER_LEN as u64) <= end {
-            let b = reader.get(at, WINDOW)?;
+        // Bytes the next window must hold from `at`: a frame header, or a whole frame
+        // that ran past the last window.
+        let mut need = FRAME_HEADER_LEN;
+        'windows: while at.saturating_add(FRAME_HEADER_LEN as u64) <= end {
+            let b = reader.chunk(at, need)?;
+            need = FRAME_HEADER_LEN;
             // Candidates whose header lies in this window; the next window starts at
             // the first candidate after them.
             let candidates = b.len() - (FRAME_HEADER_LEN - 1);
@@ -71,16 +74,18 @@ impl Frames {
                 let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
                 if seq >= min_seq && seq <= max_seq.min(highest) && len <= self.max_record {
                     let frame_len = FRAME_HEADER_LEN + len as usize;
-                    let frame = if p + frame_len <= b.len() {
-                        decode_frame(&b[p..p + frame_len], self.salt, self.max_record)
-                    } else {
-                        // Runs past this window: read it on its own (at most the
-                        // record limit, which the file's size bounds).
-                        let n = (frame_len as u64).min(end - pos) as usize;
-                        let mut own = vec![0; n];
-                        file.read_at(pos, &mut own)?;
-                        decode_frame(&own, self.salt, self.max_record)
-                    };
+                    if p + frame_len > b.len() && p > 0 && pos + (frame_len as u64) <= end {
+                        // Runs past this window: the next one starts here and holds it
+                        // whole (at most the record limit, which the file's size bounds).
+                        at = pos;
+                        need = frame_len;
+                        continue 'windows;
+                    }
+                    let frame = decode_frame(
+                        &b[p..(p + frame_len).min(b.len())],
+                        self.salt,
+                        self.max_record,
+                    );
                     if let Frame::Record { seq, .. } = frame {
                         if !visit(pos, seq) {
                             return Ok(());
@@ -97,12 +102,12 @@ impl Frames {
     /// Whether a valid frame with a sequence number `>= min_seq` lies at or after `from`.
     pub(super) fn any_valid_after<F: FsFile>(
         &self,
-        file: &F,
+        reader: &mut Reader<'_, F>,
         from: u64,
         min_seq: u64,
     ) -> io::Result<bool> {
         Ok(self
-            .find_lowest_valid(file, from, min_seq, MAX_SEQ)?
+            .find_lowest_valid(reader, from, min_seq, MAX_SEQ)?
             .is_some())
     }
 
@@ -117,13 +122,13 @@ impl Frames {
     /// whatever their bounds, as long as it lies within them.
     pub(super) fn find_lowest_valid<F: FsFile>(
         &self,
-        file: &F,
+        reader: &mut Reader<'_, F>,
         from: u64,
         min_seq: u64,
         max_seq: u64,
     ) -> io::Result<Option<(u64, u64)>> {
         let mut found = None;
-        self.scan_valid(file, from, (min_seq, max_seq), |p, seq| {
+        self.scan_valid(reader, from, (min_seq, max_seq), |p, seq| {
             found = Some((p, seq));
             false
         })?;
@@ -134,12 +139,12 @@ impl Frames {
     /// reads the rest of the segment.
     pub(super) fn highest_valid_seq<F: FsFile>(
         &self,
-        file: &F,
+        reader: &mut Reader<'_, F>,
         from: u64,
         min_seq: u64,
     ) -> io::Result<Option<u64>> {
         let mut highest = None;
-        self.scan_valid(file, from, (min_seq, MAX_SEQ), |_, seq| {
+        self.scan_valid(reader, from, (min_seq, MAX_SEQ), |_, seq| {
             highest = highest.max(Some(seq));
             true
         })?;
@@ -175,21 +180,21 @@ pub(super) struct Scan {
 }
 
 pub(super) fn scan_segment<F: FsFile>(
-    file: &F,
+    reader: &mut Reader<'_, F>,
     h: SegmentHeader,
     max_record: u32,
     acked: u64,
     ceiling: u64,
 ) -> io::Result<Scan> {
     let start = SEGMENT_HEADER_LEN as u64;
-    scan_from(file, h, max_record, acked, start, h.first_seq, ceiling)
+    scan_from(reader, h, max_record, acked, start, h.first_seq, ceiling)
 }
 
 /// Scans frames from `pos`, expecting sequence number `expect` there, until the end of
 /// the data or the first bad (or out-of-sequence) frame. Numbers above `ceiling` belong
 /// to the next segment: a frame claiming one is out of sequence.
 pub(super) fn scan_from<F: FsFile>(
-    file: &F,
+    reader: &mut Reader<'_, F>,
     h: SegmentHeader,
     max_record: u32,
     acked: u64,
@@ -197,7 +202,6 @@ pub(super) fn scan_from<F: FsFile>(
     mut expect: u64,
     ceiling: u64,
 ) -> io::Result<Scan> {
-    let mut reader = Reader::new(file);
     let end = reader.end();
     let mut scan = Scan {
         data_end: pos,
@@ -241,7 +245,7 @@ pub(super) fn scan_from<F: FsFile>(
                     salt: h.salt,
                     max_record,
                 };
-                if frames.any_valid_after(file, pos + 1, expect)? {
+                if frames.any_valid_after(reader, pos + 1, expect)? {
                     scan.bad = Some((pos, "zeroed frame header before later records"));
                 }
                 break;
@@ -263,8 +267,13 @@ pub(super) fn scan_from<F: FsFile>(
 /// Why a scan stopped at an intact frame holding another number than the next one.
 pub(super) const OUT_OF_SEQUENCE: &str = "frame out of sequence";
 
-/// Bytes read through the file at once by a [`Reader`].
+/// Most bytes read through the file at once by a [`Reader`].
 pub(super) const WINDOW: usize = 1 << 20;
+
+/// Bytes a [`Reader`] reads at its first read; each later one reads twice as many, up to
+/// `WINDOW`: a scan that stops after a frame or two (stepping over damage, frame by
+/// frame) reads little, a long one reads large windows.
+const FIRST_WINDOW: usize = 4096;
 
 /// Reads a file's published bytes through the file ([`FsFile::read_at`]), a window at
 /// a time, so that recovery meets a read error or a file shrunk under it as an error,
@@ -275,6 +284,8 @@ pub(super) struct Reader<'a, F: FsFile> {
     /// The window: `buf` holds the bytes at `start..start + buf.len()`.
     start: u64,
     buf: Vec<u8>,
+    /// Bytes the next read takes at least.
+    window: usize,
 }
 
 impl<'a, F: FsFile> Reader<'a, F> {
@@ -284,6 +295,7 @@ impl<'a, F: FsFile> Reader<'a, F> {
             end: file.published(),
             start: 0,
             buf: Vec::new(),
+            window: FIRST_WINDOW,
         }
     }
 
@@ -298,20 +310,39 @@ impl<'a, F: FsFile> Reader<'a, F> {
         if at >= stop {
             return Ok(&[]);
         }
-        let held = self.start + self.buf.len() as u64;
-        if at < self.start || stop > held {
-            // At least a window, within the file: never more than it holds, whatever a
-            // length field claims.
-            let n = (stop - at).max(WINDOW as u64).min(self.end - at) as usize;
-            self.buf.clear();
-            self.buf.resize(n, 0);
-            if let Err(e) = self.file.read_at(at, &mut self.buf) {
-                self.buf.clear();
-                return Err(e);
-            }
-            self.start = at;
-        }
+        self.hold(at, stop)?;
         let from = (at - self.start) as usize;
         Ok(&self.buf[from..from + (stop - at) as usize])
+    }
+
+    /// The bytes from `at` to the end of what it holds, at least `min` of them (fewer
+    /// only where the data ends).
+    pub(super) fn chunk(&mut self, at: u64, min: usize) -> io::Result<&[u8]> {
+        let stop = at.saturating_add(min as u64).min(self.end);
+        if at >= stop {
+            return Ok(&[]);
+        }
+        self.hold(at, stop)?;
+        Ok(&self.buf[(at - self.start) as usize..])
+    }
+
+    /// Makes `at..stop` (within the data) held, reading a window from `at` if it is not.
+    fn hold(&mut self, at: u64, stop: u64) -> io::Result<()> {
+        let held = self.start + self.buf.len() as u64;
+        if at >= self.start && stop <= held {
+            return Ok(());
+        }
+        // At least a window, within the file: never more than it holds, whatever a
+        // length field claims.
+        let n = (stop - at).max(self.window as u64).min(self.end - at) as usize;
+        self.window = (self.window * 2).min(WINDOW);
+        self.buf.clear();
+        self.buf.resize(n, 0);
+        if let Err(e) = self.file.read_at(at, &mut self.buf) {
+            self.buf.clear();
+            return Err(e);
+        }
+        self.start = at;
+        Ok(())
     }
 }
