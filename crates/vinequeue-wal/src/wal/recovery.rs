@@ -252,10 +252,13 @@ impl<F: Fs> Recovery<F> {
                     // An intact frame, numbered outside what this segment holds next (the
                     // next segment's numbers, say): not one of its records, but never
                     // hand its number out again, whatever the checkpoint reserved.
+                    // (Only a number a frame at that offset can hold, as everywhere.)
                     if let Frame::Record { seq, .. } =
                         frame_at(&file, offset, header.salt, max_len).map_err(io_err)?
                     {
-                        next_seq = next_seq.max(after(seq));
+                        if seq <= frames.highest_at(offset) {
+                            next_seq = next_seq.max(after(seq));
+                        }
                     }
                 }
                 if newest && expect > synced {

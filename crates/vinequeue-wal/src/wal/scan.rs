@@ -29,6 +29,12 @@ impl Frames {
         }
     }
 
+    /// The highest number a frame of this segment at offset `pos` can hold.
+    pub(super) fn highest_at(&self, pos: u64) -> u64 {
+        self.first_seq
+            .saturating_add(pos.saturating_sub(SEGMENT_HEADER_LEN as u64) / FRAME_HEADER_LEN as u64)
+    }
+
     /// Visits, in byte order, every offset at or after `from` holding a valid frame
     /// whose sequence number lies in `min_seq..=max_seq`, with that number, in one pass
     /// over the published bytes (read through the file), until `visit` returns `false`.
@@ -68,9 +74,7 @@ impl Frames {
                     continue;
                 }
                 let pos = at + p as u64;
-                let highest = self
-                    .first_seq
-                    .saturating_add((pos - SEGMENT_HEADER_LEN as u64) / FRAME_HEADER_LEN as u64);
+                let highest = self.highest_at(pos);
                 let len = u32::from_le_bytes(b[p..p + 4].try_into().expect("4 bytes"));
                 if seq >= min_seq && seq <= max_seq.min(highest) && len <= self.max_record {
                     let frame_len = FRAME_HEADER_LEN + len as usize;
