@@ -245,14 +245,20 @@ impl Checkpoint {
         (generation % 2) as usize * CHECKPOINT_SLOT_STRIDE
     }
 
-    /// The checkpoint file image for `self`: its slot, and an older copy in the other.
-    pub fn encode_file(&self) -> [u8; CHECKPOINT_LEN] {
-        let mut f = [0u8; CHECKPOINT_LEN];
+    /// An older copy of `self` (the generation before), then `self`: what a new file
+    /// holds in its two slots.
+    fn with_older(&self) -> [Checkpoint; 2] {
         let older = Checkpoint {
             generation: self.generation.saturating_sub(1),
             ..self.clone()
         };
-        for c in [&older, self] {
+        [older, self.clone()]
+    }
+
+    /// The checkpoint file image for `self`: its slot, and an older copy in the other.
+    pub fn encode_file(&self) -> [u8; CHECKPOINT_LEN] {
+        let mut f = [0u8; CHECKPOINT_LEN];
+        for c in &self.with_older() {
             let slot = Self::slot_offset(c.generation);
             f[slot..slot + CHECKPOINT_SLOT_LEN].copy_from_slice(&c.encode());
         }
@@ -263,11 +269,7 @@ impl Checkpoint {
     /// as earlier releases wrote it: for tests and tools that make such directories.
     pub fn encode_file_v1(&self) -> [u8; CHECKPOINT_V1_LEN] {
         let mut f = [0u8; CHECKPOINT_V1_LEN];
-        let older = Checkpoint {
-            generation: self.generation.saturating_sub(1),
-            ..self.clone()
-        };
-        for c in [&older, self] {
+        for c in &self.with_older() {
             let at = (c.generation % 2) as usize * CHECKPOINT_V1_SLOT_LEN;
             let b = &mut f[at..at + CHECKPOINT_V1_SLOT_LEN];
             b[0..8].copy_from_slice(&CHECKPOINT_MAGIC);

@@ -859,14 +859,14 @@ impl Fs for SimFs {
             drop(st);
             return Err(f.strike());
         }
+        let node = st
+            .live
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        let mut d = node.data.lock();
+        let (at, end) = (offset as usize, offset as usize + data.len());
         if let Some(f) = st.take_fault(FaultOp::TornWrite) {
-            let node = st
-                .live
-                .get(path)
-                .cloned()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
-            let mut d = node.data.lock();
-            let (at, end) = (offset as usize, offset as usize + data.len());
             if end <= d.cache.len() {
                 d.cache[at..end].copy_from_slice(data);
                 let sectors = data.len().div_ceil(SECTOR);
@@ -880,13 +880,6 @@ impl Fs for SimFs {
             drop((d, st));
             return Err(f.strike());
         }
-        let node = st
-            .live
-            .get(path)
-            .cloned()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
-        let mut d = node.data.lock();
-        let (at, end) = (offset as usize, offset as usize + data.len());
         if end > d.cache.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
