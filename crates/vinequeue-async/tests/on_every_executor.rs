@@ -408,6 +408,7 @@ async fn a_panicking_send_is_retried(sp: Spawner) {
     queue.stop().await.unwrap();
     delivery.await;
     assert_eq!(sink.0.items().len(), 1);
+    assert_eq!(sink.1.load(SeqCst), 2, "one panicking attempt, one that sent");
     assert_eq!(queue.metrics().errors_total, 1);
 
     // A closure sink that panics before it returns its future (while preparing the
@@ -415,24 +416,26 @@ async fn a_panicking_send_is_retried(sp: Spawner) {
     let (queue, batches) = AsyncQueue::<String>::new(fast_config()).unwrap();
     let calls = Arc::new(AtomicU32::new(0));
     let seen = Arc::clone(&calls);
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::clone(&sizes);
     let sink = move |batch: &Batch<String>| {
         assert!(seen.fetch_add(1, SeqCst) > 0, "the first call panics");
-        let n = batch.len();
-        async move {
-            assert!(n > 0);
-            Ok::<(), SendError>(())
-        }
+        sent.lock().push(batch.len());
+        async move { Ok::<(), SendError>(()) }
     };
     let delivery = sp.spawn(batches.deliver_to(sink));
-    queue.start().unwrap();
+    // Both items wait before the start, so they make one batch: one panicking call,
+    // then one call that sends both.
     queue
         .enqueue_batch(vec!["a".into(), "b".into()])
         .await
         .unwrap();
+    queue.start().unwrap();
     queue.flush(Duration::from_secs(20)).await.unwrap();
     queue.stop().await.unwrap();
     delivery.await;
-    assert!(calls.load(SeqCst) >= 2);
+    assert_eq!(calls.load(SeqCst), 2);
+    assert_eq!(*sizes.lock(), [2]);
     let m = queue.metrics();
     assert_eq!((m.sent_total, m.errors_total), (2, 1));
 }

@@ -107,11 +107,12 @@ fn batches_come_in_order_and_full_then_stop_ends_the_drive() {
     let seen = Arc::new(Seen::default());
     let queue = Arc::new(Queue::new(config(), Recording(Arc::clone(&seen))).unwrap());
     let driver = queue.drive_externally().unwrap();
-    queue.start().unwrap();
-    let driving = thread::spawn(move || drive(&driver, |_| Ok(())));
+    // All ten wait before the start: the batches are full ones of 4, then the rest.
     for i in 0..10u32 {
         queue.enqueue(i).unwrap();
     }
+    queue.start().unwrap();
+    let driving = thread::spawn(move || drive(&driver, |_| Ok(())));
     queue.flush(Duration::from_secs(5)).unwrap();
     queue.stop().unwrap();
     let got = driving.join().unwrap();
@@ -120,7 +121,8 @@ fn batches_come_in_order_and_full_then_stop_ends_the_drive() {
         items,
         (0..10).map(|i| (i as u64 + 1, i)).collect::<Vec<_>>()
     );
-    assert!(got.iter().all(|(_, b)| b.len() <= 4));
+    let sizes: Vec<usize> = got.iter().map(|(_, b)| b.len()).collect();
+    assert_eq!(sizes, [4, 4, 2]);
     assert!(
         seen.batches.lock().unwrap().is_empty(),
         "the queue's sink sent nothing"
