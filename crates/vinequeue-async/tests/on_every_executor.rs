@@ -408,7 +408,11 @@ async fn a_panicking_send_is_retried(sp: Spawner) {
     queue.stop().await.unwrap();
     delivery.await;
     assert_eq!(sink.0.items().len(), 1);
-    assert_eq!(sink.1.load(SeqCst), 2, "one panicking attempt, one that sent");
+    assert_eq!(
+        sink.1.load(SeqCst),
+        2,
+        "one panicking attempt, one that sent"
+    );
     assert_eq!(queue.metrics().errors_total, 1);
 
     // A closure sink that panics before it returns its future (while preparing the

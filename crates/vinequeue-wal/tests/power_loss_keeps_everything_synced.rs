@@ -3,6 +3,11 @@
 //! appended appears. A failed sync puts the log in a failed state for good; a full disk
 //! is a clean error.
 //!
+//! The same model also runs with injected faults between the cuts (failing syncs,
+//! creates, renames, removals, checkpoint writes, torn checkpoint writes, write-backs that
+//! drop their pages, reads that fail during a reopen): a fault may fail the log, never
+//! lose what a successful sync covered or bring back what was never appended.
+//!
 //! `VQ_SIM_SEEDS` sets the number of seeded runs (1,000 by default; the long run in
 //! docs/reliability.md uses 100,000).
 
@@ -31,7 +36,23 @@ enum Op {
     Reopen,
     PowerCut,
     ProcessCrash,
+    /// Arms a fault (`FAULTS[kind % len]`) for the `n % 4 + 1`-th next matching call.
+    Fault(u8, u8),
 }
+
+/// The faults the model injects; `Read` fails a reopen's recovery, which is then retried.
+const FAULTS: [(FaultOp, ErrorKind); 10] = [
+    (FaultOp::Sync, ErrorKind::Other),
+    (FaultOp::SyncDir, ErrorKind::Other),
+    (FaultOp::Create, ErrorKind::StorageFull),
+    (FaultOp::Rename, ErrorKind::Other),
+    (FaultOp::Remove, ErrorKind::Other),
+    (FaultOp::WriteSmall, ErrorKind::StorageFull),
+    (FaultOp::TornWrite, ErrorKind::Other),
+    (FaultOp::WriteBack, ErrorKind::Other),
+    (FaultOp::Read, ErrorKind::Other),
+    (FaultOp::Sync, ErrorKind::StorageFull),
+];
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -41,6 +62,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::PowerCut),
         1 => Just(Op::ProcessCrash),
+    ]
+}
+
+fn op_or_fault() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => op(),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(k, n)| Op::Fault(k, n)),
     ]
 }
 
@@ -54,6 +82,8 @@ fn body(seq: u64, len: u16) -> Vec<u8> {
 #[derive(Default)]
 struct Model {
     appended: BTreeMap<u64, Vec<u8>>,
+    /// Appends that failed (under a fault): each may have reached the disk or not.
+    maybe: BTreeMap<u64, Vec<u8>>,
     /// Records covered by a successful sync (or that survived in the page cache).
     synced: std::collections::BTreeSet<u64>,
     /// Acknowledged and made durable by a successful `sync()` (checkpoint).
@@ -84,7 +114,7 @@ fn check(wal: &Wal<SimFs>, m: &Model) -> Result<(), String> {
             return Err(format!("record {seq} out of order after {last}"));
         }
         last = *seq;
-        match m.appended.get(seq) {
+        match m.appended.get(seq).or_else(|| m.maybe.get(seq)) {
             Some(b) if b == bytes => {}
             Some(_) => return Err(format!("record {seq} came back with other bytes")),
             None => return Err(format!("record {seq} was never appended")),
@@ -112,37 +142,83 @@ fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
     let mut fs = SimFs::new(seed);
     let mut wal = Some(Wal::open_with(fs.clone(), DIR, opts()).map_err(|e| e.to_string())?);
     let mut m = Model::default();
+    // A fault was armed since the last reopen: the log may fail (its calls may return
+    // errors), and what its page cache holds may have been thrown away by a failed
+    // write-back, so only successful syncs count.
+    let mut faulty = false;
+    // What a call returned, where an error is allowed only once a fault was armed.
+    let allowed = |faulty: bool, r: Result<(), Error>| -> Result<bool, String> {
+        match r {
+            Ok(()) => Ok(true),
+            Err(_) if faulty => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let trace = std::env::var_os("VQ_SIM_TRACE").is_some();
     for op in ops {
         let w = wal.as_ref().unwrap();
+        if trace {
+            eprintln!(
+                "{op:?}: next {} acked {} synced {:?}",
+                w.next_seq(),
+                w.acked_through(),
+                m.synced.iter().rev().take(3).collect::<Vec<_>>()
+            );
+        }
         match op {
             Op::Append(len) => {
                 let seq = w.next_seq();
                 let b = body(seq, *len);
-                let got = w.append(&b).map_err(|e| e.to_string())?;
-                if got != seq {
-                    return Err(format!("append got {got}, expected {seq}"));
+                match w.append(&b) {
+                    Ok(got) if got != seq => {
+                        return Err(format!("append got {got}, expected {seq}"));
+                    }
+                    Ok(_) => {
+                        m.maybe.remove(&seq);
+                        m.appended.insert(seq, b);
+                    }
+                    Err(_) if faulty => {
+                        // It may have reached the disk all the same.
+                        m.maybe.insert(seq, b);
+                    }
+                    Err(e) => return Err(e.to_string()),
                 }
-                m.appended.insert(seq, b);
             }
             Op::Sync => {
-                w.sync().map_err(|e| e.to_string())?;
-                m.synced.extend(m.appended.keys().copied());
-                m.acked_durable = m.acked;
+                if allowed(faulty, w.sync())? {
+                    m.synced.extend(m.appended.keys().copied());
+                    m.acked_durable = m.acked;
+                }
             }
             Op::Ack(k) => {
                 let upto = (m.acked + 1 + *k as u64 % 20).min(w.next_seq() - 1);
+                let mut all = true;
                 for s in (m.acked + 1)..=upto {
-                    w.ack(s).map_err(|e| e.to_string())?;
+                    if !allowed(faulty, w.ack(s))? {
+                        all = false;
+                        break;
+                    }
                 }
-                m.acked = m.acked.max(upto).max(w.acked_through());
+                if all {
+                    m.acked = m.acked.max(upto);
+                }
+                m.acked = m.acked.max(w.acked_through());
+            }
+            Op::Fault(kind, n) => {
+                let (op, kind) = FAULTS[*kind as usize % FAULTS.len()];
+                fs.fail_nth(op, u64::from(*n % 4) + 1, kind);
+                faulty = true;
             }
             Op::Reopen | Op::PowerCut | Op::ProcessCrash => {
                 let w = wal.take().unwrap();
                 fs = match op {
                     Op::Reopen => {
-                        drop(w); // clean close: syncs everything
-                        m.synced.extend(m.appended.keys().copied());
-                        m.acked_durable = m.acked;
+                        // A clean close syncs everything, unless a fault failed the log.
+                        drop(w);
+                        if !faulty {
+                            m.synced.extend(m.appended.keys().copied());
+                            m.acked_durable = m.acked;
+                        }
                         fs.fork()
                     }
                     Op::PowerCut => {
@@ -153,13 +229,26 @@ fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
                     _ => {
                         let next = fs.process_crash();
                         drop(w);
-                        // the page cache survives: everything appended is there
-                        m.synced.extend(m.appended.keys().copied());
+                        if !faulty {
+                            // the page cache survives: everything appended is there
+                            m.synced.extend(m.appended.keys().copied());
+                        }
                         next
                     }
                 };
-                let w =
-                    Wal::open_with(fs.clone(), DIR, opts()).map_err(|e| format!("reopen: {e}"))?;
+                let w = match Wal::open_with(fs.clone(), DIR, opts()) {
+                    Ok(w) => w,
+                    Err(e) if faulty => {
+                        // A fault still armed failed the recovery (a read, a sync, the
+                        // checkpoint): the next open, without it, must recover.
+                        fs.clear_faults();
+                        Wal::open_with(fs.clone(), DIR, opts())
+                            .map_err(|e2| format!("reopen after {e}: {e2}"))?
+                    }
+                    Err(e) => return Err(format!("reopen: {e}")),
+                };
+                fs.clear_faults();
+                faulty = false;
                 check(&w, &m)?;
                 // Records not recovered are gone for good; forget them.
                 let next = w.next_seq();
@@ -175,6 +264,12 @@ fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
                 };
                 m.appended
                     .retain(|s, _| present.contains(s) || *s <= w.acked_through());
+                // A failed append that came back is a record like any other.
+                for (s, b) in std::mem::take(&mut m.maybe) {
+                    if present.contains(&s) {
+                        m.appended.insert(s, b);
+                    }
+                }
                 m.acked = w.acked_through();
                 m.acked_durable = m.acked;
                 m.synced.retain(|s| m.appended.contains_key(s));
@@ -185,7 +280,7 @@ fn run(seed: u64, ops: &[Op]) -> Result<(), String> {
     Ok(())
 }
 
-fn seeded_ops(seed: u64) -> Vec<Op> {
+fn seeded_ops(seed: u64, with_faults: bool) -> Vec<Op> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = || {
         x ^= x << 13;
@@ -194,25 +289,39 @@ fn seeded_ops(seed: u64) -> Vec<Op> {
         x
     };
     (0..40)
-        .map(|_| match next() % 18 {
+        .map(|_| match next() % if with_faults { 20 } else { 18 } {
             0..=9 => Op::Append((next() % 3000) as u16),
             10..=12 => Op::Sync,
             13 | 14 => Op::Ack(next() as u8),
             15 => Op::Reopen,
             16 => Op::PowerCut,
-            _ => Op::ProcessCrash,
+            17 => Op::ProcessCrash,
+            _ => Op::Fault(next() as u8, next() as u8),
         })
         .collect()
 }
 
-#[test]
-fn power_cuts_over_many_seeds_never_lose_synced_records() {
-    let seeds: u64 = std::env::var("VQ_SIM_SEEDS")
+fn seeds() -> u64 {
+    std::env::var("VQ_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000);
-    for seed in 0..seeds {
-        let ops = seeded_ops(seed);
+        .unwrap_or(1_000)
+}
+
+#[test]
+fn power_cuts_over_many_seeds_never_lose_synced_records() {
+    for seed in 0..seeds() {
+        let ops = seeded_ops(seed, false);
+        if let Err(e) = run(seed, &ops) {
+            panic!("seed {seed}: {e}\nops: {ops:?}");
+        }
+    }
+}
+
+#[test]
+fn faults_and_power_cuts_together_never_lose_synced_records() {
+    for seed in 0..seeds() {
+        let ops = seeded_ops(seed, true);
         if let Err(e) = run(seed, &ops) {
             panic!("seed {seed}: {e}\nops: {ops:?}");
         }
@@ -226,6 +335,16 @@ proptest! {
     fn random_append_sync_ack_reopen_crash_sequences_match_the_model(
         seed in any::<u64>(),
         ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        if let Err(e) = run(seed, &ops) {
+            prop_assert!(false, "{}", e);
+        }
+    }
+
+    #[test]
+    fn the_same_with_faults_between_the_cuts(
+        seed in any::<u64>(),
+        ops in proptest::collection::vec(op_or_fault(), 1..60),
     ) {
         if let Err(e) = run(seed, &ops) {
             prop_assert!(false, "{}", e);

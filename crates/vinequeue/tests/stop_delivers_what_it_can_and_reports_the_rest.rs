@@ -376,7 +376,11 @@ fn a_blocking_enqueue_from_inside_the_sink_does_not_wait_for_itself() {
     assert!(
         matches!(
             results[..],
-            [Ok(_), Err(EnqueueError::Full(101)), Err(EnqueueError::Full(102))]
+            [
+                Ok(_),
+                Err(EnqueueError::Full(101)),
+                Err(EnqueueError::Full(102))
+            ]
         ),
         "the first fills the ring, the others find it full at once: {results:?}"
     );
