@@ -1,6 +1,7 @@
 //! The log on real file systems: the directory lock, permissions, and full disks on a
 //! 2 MiB tmpfs and on a small ext4 (loop device), including an ext4 whose backing store
-//! fills up so that syncs fail. Mounting needs root: those tests are `#[ignore]`d, and
+//! fills up so that syncs fail; and a btrfs whose device returns EIO for a segment's
+//! block. Mounting needs root: those tests are `#[ignore]`d, and
 //! `.ci/run` runs them as root (`cargo test -p vinequeue-wal --test
 //! real_disk_errors_are_clean -- --ignored`) and fails if they did not all run. Run that
 //! way without root, they fail: they never pass without having run.
@@ -9,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vinequeue_core::{Error, Storage};
+use vinequeue_core::{Error, RecoveryMode, Storage};
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 
 #[test]
@@ -86,7 +87,8 @@ struct Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        // (Quietly: a test may have unmounted it already.)
+        let _ = Command::new("umount").arg("-l").arg(&self.at).output();
     }
 }
 
@@ -331,4 +333,80 @@ fn backing_store_fills_up(test: &str, segment_size: u64) {
         "{test}: synced records lost: read up to {}, synced up to {durable}",
         next - 1
     );
+}
+
+/// A record's payload that can be found in a raw disk image.
+fn marked(seq: u64) -> Vec<u8> {
+    let mut p = format!("vinequeue-read-error-test-record-{seq:08}-").into_bytes();
+    p.resize(1000, b'.');
+    p
+}
+
+#[test]
+#[ignore = "needs root (mounts a btrfs image): .ci/run runs it"]
+fn a_segment_whose_disk_fails_reads_is_an_io_error_never_a_sigbus() {
+    assert!(is_root(), "{ROOT}");
+    // btrfs checksums data: a block changed under it reads back as EIO, as a failing
+    // disk would. (`.ci/run` installs btrfs-progs where it is missing.)
+    let backing = tempfile::tempdir().unwrap();
+    let image = backing.path().join("disk.img");
+    run(Command::new("truncate").args(["-s", "160M"]).arg(&image)).unwrap();
+    run(Command::new("mkfs.btrfs").arg("-q").arg(&image)).expect("mkfs.btrfs (btrfs-progs)");
+    let opts = || {
+        WalOptions::default()
+            .segment_size(1 << 20)
+            .sync_mode(SyncMode::Os)
+    };
+    let disk = mount_image(&image).unwrap();
+    let dir = disk.at.join("wal");
+    let wal = Wal::open(&dir, opts()).unwrap();
+    let mut last = 0;
+    for seq in 1..=3_000u64 {
+        last = wal.append(&marked(seq)).unwrap();
+    }
+    assert_eq!(last, 3_000);
+    assert!(wal.segment_count() >= 3);
+    drop(wal);
+    run(Command::new("umount").arg(&disk.at)).unwrap();
+
+    // One byte of record 500 (in the first, sealed segment) changes on the device.
+    let mut raw = std::fs::read(&image).unwrap();
+    let needle = marked(500);
+    let at = raw
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the record is in the image");
+    raw[at + 100] ^= 0xff;
+    std::fs::write(&image, &raw).unwrap();
+
+    let disk = mount_image(&image).unwrap();
+    let dir = disk.at.join("wal");
+    for mode in [RecoveryMode::SkipCorrupt, RecoveryMode::Strict] {
+        match Wal::open(&dir, opts().recovery_mode(mode)) {
+            Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(5), "{mode:?}: {e}"),
+            Err(e) => panic!("{mode:?}: expected the device's EIO, got {e}"),
+            Ok(_) => panic!("{mode:?}: a block the device cannot read went unnoticed"),
+        }
+    }
+    run(Command::new("umount").arg(&disk.at)).unwrap();
+
+    // The device repaired (the byte restored): every record is there, untouched by the
+    // failed opens.
+    raw[at + 100] ^= 0xff;
+    std::fs::write(&image, &raw).unwrap();
+    let disk = mount_image(&image).unwrap();
+    let wal = Wal::open(
+        disk.at.join("wal"),
+        opts().recovery_mode(RecoveryMode::Strict),
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    wal.read(1, usize::MAX, &mut |seq, bytes| {
+        assert_eq!(bytes, marked(seq), "record {seq}");
+        seen.push(seq);
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, (1..=3_000).collect::<Vec<_>>());
+    assert_eq!(wal.recovery().corrupt_records, 0);
 }
