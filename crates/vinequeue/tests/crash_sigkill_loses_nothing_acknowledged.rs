@@ -67,6 +67,12 @@ fn crash_child() {
         .append(true)
         .open(received)
         .unwrap();
+    // An earlier child killed in the middle of a line left it without its newline: end
+    // it, so that this child's first line is not glued to it (and misread).
+    let text = std::fs::read(received).unwrap();
+    if text.last().is_some_and(|&b| b != b'\n') {
+        (&out).write_all(b"\n").unwrap();
+    }
     let sink = move |batch: &Batch<Event>| -> Result<(), SendError> {
         let mut text = String::new();
         for (seq, e) in batch.iter_with_seq() {
