@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use vinequeue_core::{RecoveryMode, Storage};
+use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_fuzz::harness::{build_image, fuzz_options, DIR};
 use vinequeue_wal::format::{decode_frame, Checkpoint, Frame, SegmentHeader, FRAME_HEADER_LEN};
 use vinequeue_wal::sim::SimFs;

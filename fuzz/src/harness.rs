@@ -2,7 +2,7 @@
 //! `crates/vinequeue-wal/tests/fuzz_corpus_replays_cleanly.rs` (which includes this file
 //! with `#[path]`), so that the corpus replays the same way with and without cargo-fuzz.
 //!
-//! Only `std`, `vinequeue-core` and `vinequeue-wal` (feature `testing`) are used here.
+//! Only `std`, `vinequeue-storage` and `vinequeue-wal` (feature `testing`) are used here.
 //!
 //! # `frame_decoder` input
 //!
@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use vinequeue_core::{RecoveryMode, Storage, SyncMode};
+use vinequeue_storage::{RecoveryMode, Storage, SyncMode};
 use vinequeue_wal::format::{
     decode_frame, frame_header, parse_segment_name, Checkpoint, Frame, SegmentHeader,
     CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_SLOT_LEN, CHECKPOINT_SLOT_STRIDE,

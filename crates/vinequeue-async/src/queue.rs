@@ -99,19 +99,18 @@ where
     /// Creates a queue whose batches come out of the returned [`Batches`]: hand them to
     /// an [`AsyncSink`](crate::AsyncSink) with [`Batches::deliver_to`] and spawn the
     /// resulting future, or consume the stream yourself. With `wal_path` set (feature
-    /// `wal`), opens and recovers the write-ahead log as `vinequeue::Queue::new` does.
+    /// `wal`), opens and recovers the write-ahead log as [`Queue::new`] does.
     ///
     /// # Errors
     ///
-    /// As `vinequeue::Queue::new`: [`Error::Config`], [`Error::Locked`],
+    /// As [`Queue::new`]: [`Error::Config`], [`Error::Locked`],
     /// [`Error::Corrupt`] (strict recovery), [`Error::Io`].
     pub fn new(config: Config) -> Result<(Self, Batches<T>), Error> {
-        #[cfg(feature = "wal")]
-        if let Some(logs) = vinequeue_wal::QueueLogs::open(&config)? {
+        if config.get_wal_path().is_some() {
             // With a log, the batcher reads it back, acknowledges and syncs: file I/O
             // that stays on the batcher thread, off the executor.
             let (sink, batches) = bridge::channel();
-            let queue = Queue::with_storage(config, logs.log, Some(logs.dead_letters), sink)?;
+            let queue = Queue::new(config, sink)?;
             return Ok((Self::from_queue(queue)?, batches));
         }
         // In memory, whoever consumes the batches runs the batcher: no thread hop per

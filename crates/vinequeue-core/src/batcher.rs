@@ -22,7 +22,7 @@ use crate::dead::StoredRecord;
 use crate::retry::Backoff;
 use crate::shared::{Shared, NO_WAKE};
 use crate::sink::{Batch, DeadLetter, DeadLetterReason, SendError, SendErrorKind, Sink};
-use crate::storage::Storage;
+use crate::Storage;
 
 /// Longest the batcher parks without re-checking its state; a backstop only, every
 /// event that matters also unparks it.
@@ -690,7 +690,7 @@ impl<T: Send + 'static> Batcher<T> {
         if let Some(d) = &self.shared.durable {
             if let Some(dead) = &d.dead_letters {
                 let text = match &error {
-                    Some(e) => truncated(e.to_string(), MAX_DEAD_ERROR),
+                    Some(e) => truncated(e.to_string(), crate::dead::MAX_DEAD_ERROR),
                     None => format!("{reason:?}"),
                 };
                 let mut records = Vec::with_capacity(batch.len());
@@ -825,14 +825,11 @@ const MAX_REFUSED_TRACKED: usize = 100_000;
 /// Most memory the list of refused dead letters holds, texts included (beyond that they
 /// wait in the main log for the next start): a batch's error text is kept once for all
 /// its letters, so letters refused one at a time with long errors cannot take
-/// `MAX_REFUSED_TRACKED` times `MAX_DEAD_ERROR` bytes.
+/// `MAX_REFUSED_TRACKED` times `dead::MAX_DEAD_ERROR` bytes.
 const MAX_REFUSED_BYTES: usize = 16 << 20;
 
 /// `reason` of a record stored because it did not decode.
 pub(crate) const UNDECODABLE: &str = "Undecodable";
-
-/// Longest sink error text stored with a dead letter (bytes).
-const MAX_DEAD_ERROR: usize = 4096;
 
 /// `text` cut to at most `max` bytes, at a character boundary.
 fn truncated(mut text: String, max: usize) -> String {

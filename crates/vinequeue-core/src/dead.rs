@@ -3,6 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Longest sink error text stored with a dead letter (bytes).
+pub(crate) const MAX_DEAD_ERROR: usize = 4096;
+
+/// Room a dead letter needs in the dead-letter log besides its item's bytes: the error
+/// text (at most [`MAX_DEAD_ERROR`]), the reason, the sequence number and the lengths,
+/// with room to spare. The main log refuses items larger than a letter can hold.
+#[cfg_attr(not(feature = "wal"), allow(dead_code))]
+pub(crate) const MAX_LETTER_OVERHEAD: u32 = 2 * MAX_DEAD_ERROR as u32;
+
 /// One dead-lettered item as stored in the dead-letter log (postcard-encoded).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct StoredRecord {

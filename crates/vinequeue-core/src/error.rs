@@ -1,86 +1,8 @@
-//! Error types: [`Error`] for queue operations, [`EnqueueError`] that hands the item back.
+//! [`EnqueueError`]: why `enqueue` did not take an item, with the item handed back.
 
 use std::fmt;
-use std::path::PathBuf;
 
-/// What went wrong in a queue operation.
-///
-/// Every message says what happened and, where there is one, what to do about it.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// The configuration is invalid; the message names the field and the reason.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// The queue had no room (its overflow policy refused the item).
-    #[error("queue is full: raise memory_size, or make the sink keep up")]
-    Full,
-    /// The queue was stopped.
-    #[error("queue is closed: it was stopped and accepts no more items")]
-    Closed,
-    /// The operation needs a started queue; call `start()` first.
-    #[error("queue is not started: call start() first")]
-    NotStarted,
-    /// Another queue (in this or another process) holds the log directory.
-    #[error("{0} is locked by another queue; stop that one or use another path")]
-    Locked(PathBuf),
-    /// An I/O operation failed.
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
-    /// Stored data failed its checks.
-    #[error("corrupt data in {file} at offset {offset}: {reason}")]
-    Corrupt {
-        /// The damaged file.
-        file: PathBuf,
-        /// Byte offset of the damage within the file.
-        offset: u64,
-        /// What was wrong.
-        reason: String,
-    },
-    /// An item could not be encoded or decoded.
-    #[error("codec error: {0}")]
-    Codec(String),
-    /// `flush` gave up before every item enqueued before it was delivered.
-    #[error("flush timed out with {pending} item(s) still undelivered")]
-    FlushTimeout {
-        /// Items enqueued before the flush that were still not delivered.
-        pending: u64,
-    },
-    /// `stop` ran out of `shutdown_timeout` before it could deliver everything.
-    ///
-    /// In memory mode the items that were not delivered have been handed to
-    /// [`Sink::on_dead_letter`](crate::Sink::on_dead_letter) with
-    /// [`DeadLetterReason::Shutdown`](crate::DeadLetterReason::Shutdown), unless the sink
-    /// was still blocked inside `send`, in which case they stay with the batcher thread.
-    #[error("stop timed out: {undelivered} item(s) were not delivered within shutdown_timeout")]
-    ShutdownTimeout {
-        /// How many items were not delivered.
-        undelivered: u64,
-    },
-    /// The log reached its size limit (`wal_max_size`); nothing was written.
-    #[error("log is full: {size} of {limit} bytes used; deliver (acknowledge) records or raise wal_max_size")]
-    LogFull {
-        /// Bytes in use.
-        size: u64,
-        /// The configured limit.
-        limit: u64,
-    },
-    /// A record is larger than the log accepts.
-    #[error("record of {len} bytes is larger than the limit of {limit} bytes")]
-    RecordTooLarge {
-        /// Encoded length of the record.
-        len: u64,
-        /// The limit (`max_record_size`).
-        limit: u64,
-    },
-    /// A sync failed earlier; the log refuses every write since, because what reached the
-    /// disk is unknown. Reopen the log (after fixing the disk) to recover what was synced.
-    #[error("log failed and refuses writes: {0}; reopen it to recover")]
-    LogFailed(String),
-    /// The feature needed by the configuration is not available in this build.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-}
+pub use vinequeue_storage::Error;
 
 /// Why `enqueue` did not take an item; the item is handed back inside.
 ///
@@ -201,21 +123,5 @@ mod tests {
         assert!(matches!(err, Error::Closed));
         let err: Error = EnqueueError::Failed(1, Error::Codec("x".into())).into();
         assert!(matches!(err, Error::Codec(_)));
-    }
-
-    #[test]
-    fn messages_are_lowercase_and_specific() {
-        let e = Error::Corrupt {
-            file: "a.seg".into(),
-            offset: 12,
-            reason: "crc mismatch".into(),
-        };
-        assert_eq!(
-            e.to_string(),
-            "corrupt data in a.seg at offset 12: crc mismatch"
-        );
-        assert!(Error::ShutdownTimeout { undelivered: 5 }
-            .to_string()
-            .contains('5'));
     }
 }

@@ -46,6 +46,8 @@ mod config;
 mod dead;
 mod driver;
 mod error;
+#[cfg(feature = "wal")]
+mod logs;
 mod loom;
 mod metrics;
 mod queue;
@@ -53,9 +55,13 @@ mod retry;
 mod ring;
 mod shared;
 mod sink;
-mod storage;
+
+/// The conformance suite for [`Storage`] implementations (feature `testing`): see
+/// `vinequeue_storage::testing`.
 #[cfg(any(test, feature = "testing"))]
-pub mod testing;
+pub mod testing {
+    pub use vinequeue_storage::testing::*;
+}
 
 #[cfg(all(test, loom))]
 mod loom_ring;
@@ -67,13 +73,15 @@ pub use crate::config::{
 pub use crate::dead::StoredDeadLetter;
 pub use crate::driver::{BatchDriver, Next};
 pub use crate::error::{EnqueueError, Error};
+#[cfg(feature = "wal")]
+pub use crate::logs::DEAD_LETTER_DIR;
 pub use crate::metrics::Metrics;
 pub use crate::queue::Queue;
 pub use crate::sink::{
     Batch, BoxError, DeadLetter, DeadLetterReason, NullSink, SendError, Sink, SinkExt,
     WithDeadLetter,
 };
-pub use crate::storage::{MemStorage, RecoveryReport, Storage};
+pub use vinequeue_storage::{MemStorage, RecoveryReport, Storage};
 
 #[cfg(test)]
 mod static_checks {

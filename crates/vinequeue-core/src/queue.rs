@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::ring::PushError;
 use crate::shared::{Codec, Durable, Shared};
 use crate::sink::Sink;
-use crate::storage::Storage;
+use crate::Storage;
 
 /// Extra time `stop()` waits past the shutdown deadline for the batcher to hand leftover
 /// items to the dead-letter hook and exit.
@@ -106,14 +106,21 @@ impl<T> Queue<T>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
-    /// Creates a queue that will deliver to `sink`. Nothing runs until
-    /// [`start`](Queue::start), but items may be enqueued before (they wait in the ring).
+    /// Creates a queue that will deliver to `sink`: memory only, or durable when
+    /// [`Config::wal_path`] is set (feature `wal`, on by default). A durable queue opens
+    /// the write-ahead log in `wal_path` (and a dead-letter log in
+    /// `wal_path/dead-letters`), recovers what is there, and delivers its unacknowledged
+    /// records first on [`start`](Queue::start), with their original sequence numbers.
+    /// Nothing runs until `start`, but items may be enqueued before (they wait in the
+    /// ring, or in the log).
     ///
     /// # Errors
     ///
     /// [`Error::Config`] if the configuration is invalid (the message names the field);
-    /// [`Error::Unsupported`] if `wal_path` is set, which needs the write-ahead log
-    /// storage.
+    /// with a log, [`Error::Locked`] if another queue holds the directory,
+    /// [`Error::Corrupt`] under [`RecoveryMode::Strict`](crate::RecoveryMode::Strict),
+    /// [`Error::Io`]; [`Error::Unsupported`] for a `wal_path` in a build without the
+    /// feature `wal`.
     ///
     /// ```
     /// use vinequeue_core::{Config, NullSink, Queue};
@@ -124,10 +131,16 @@ where
     /// ```
     pub fn new<S: Sink<T>>(config: Config, sink: S) -> Result<Self, Error> {
         config.validate()?;
+        #[cfg(feature = "wal")]
+        if let Some(logs) = crate::logs::Logs::open(&config)? {
+            return Self::with_storage(config, logs.log, Some(logs.dead_letters), sink);
+        }
+        #[cfg(not(feature = "wal"))]
         if let Some(path) = &config.wal_path {
             return Err(Error::Unsupported(format!(
-                "wal_path {} was set, but vinequeue-core cannot open a log by itself; use \
-                 `vinequeue::Queue::new` (feature \"wal\") or `Queue::with_storage`",
+                "wal_path {} was set, but this build has no write-ahead log: enable the \
+                 feature \"wal\" of vinequeue-core (on by default), or use \
+                 `Queue::with_storage`",
                 path.display()
             )));
         }

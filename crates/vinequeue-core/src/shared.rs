@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Counters;
 use crate::ring::Ring;
-use crate::storage::Storage;
+use crate::Storage;
 
 /// Encoding of items for the log, captured where the serde bounds are known so that the
 /// rest of the queue (and `Drop`) does not need them.

@@ -1,11 +1,13 @@
 //! VineQueue's write-ahead log: a directory of preallocated, memory-mapped segment files
-//! holding CRC32C-framed records, implementing [`vinequeue_core::Storage`].
+//! holding CRC32C-framed records, implementing [`vinequeue_storage::Storage`]. It depends on
+//! that contract alone and knows nothing of the queue above it.
 //!
 //! # On disk
 //!
 //! ```text
 //! <dir>/LOCK                          flock'd by the one opener
-//! <dir>/checkpoint                    acknowledged-through cursor (52 bytes)
+//! <dir>/checkpoint                    the acknowledged mark, the acknowledged ranges above it,
+//!                                     the synced frontier, the reserved numbers (two 4 KiB slots)
 //! <dir>/00000000000000000001.seg      segments, named by their first sequence number
 //! <dir>/damaged/                      copies of segments that recovery found damaged
 //! ```
@@ -27,14 +29,13 @@
 //! * A full disk shows up as an error when a segment is created (they are preallocated),
 //!   never as a crash; the log works again once space is freed.
 //!
-//! [`Error::LogFailed`]: vinequeue_core::Error::LogFailed
-//! [`RecoveryMode`]: vinequeue_core::RecoveryMode
+//! [`Error::LogFailed`]: vinequeue_storage::Error::LogFailed
+//! [`RecoveryMode`]: vinequeue_storage::RecoveryMode
 
 pub mod format;
 mod fs;
 mod mmap;
 mod options;
-mod queue_logs;
 #[cfg(any(test, feature = "testing"))]
 pub mod sim;
 mod wal;
@@ -42,6 +43,5 @@ mod wal;
 pub use crate::fs::{DirEntry, Fs, FsFile, RealFs, RealLock};
 pub use crate::mmap::MappedFile;
 pub use crate::options::{WalOptions, MIN_SEGMENT_SIZE};
-pub use crate::queue_logs::{QueueLogs, DEAD_LETTER_DIR};
 pub use crate::wal::Wal;
-pub use vinequeue_core::{RecoveryMode, SyncMode};
+pub use vinequeue_storage::{RecoveryMode, SyncMode};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use vinequeue_core::{Error, RecoveryMode, SyncMode};
+use vinequeue_storage::{Error, RecoveryMode, SyncMode};
 
 use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 
@@ -94,7 +94,7 @@ impl WalOptions {
     /// directory: a few hundred microseconds, and tens of milliseconds while the disk is
     /// busy writing back. In the background, an acknowledgement returns at once (the
     /// queue's batcher acknowledges every batch, and stalled there, it let the memory
-    /// ring fill up behind it) and [`size`](vinequeue_core::Storage::size) drops once the
+    /// ring fill up behind it) and [`size`](vinequeue_storage::Storage::size) drops once the
     /// deletion is done. An `append` that finds the log full while a deletion is under
     /// way (at most a second) before it reports `LogFull`; a deletion that fails is
     /// reported by the next acknowledgement, and tried again by a later one (or by
@@ -139,9 +139,9 @@ impl WalOptions {
     /// Recovery keeps one copy of each damaged file it meets (a segment or the
     /// checkpoint), for inspection, once: a later open over the same damage adds none.
     /// A copy that would pass this limit is not made, and counted in
-    /// [`RecoveryReport::damaged_not_kept`](vinequeue_core::RecoveryReport). The
+    /// [`RecoveryReport::damaged_not_kept`](vinequeue_storage::RecoveryReport). The
     /// directory is the user's to empty; its size is in
-    /// [`RecoveryReport::damaged_bytes`](vinequeue_core::RecoveryReport) and the
+    /// [`RecoveryReport::damaged_bytes`](vinequeue_storage::RecoveryReport) and the
     /// queue's metrics. Default = 100 MiB.
     pub fn max_damaged_size(mut self, bytes: u64) -> Self {
         self.max_damaged_size = bytes;

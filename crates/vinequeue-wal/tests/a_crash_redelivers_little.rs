@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vinequeue_core::Storage;
+use vinequeue_storage::Storage;
 use vinequeue_wal::format::Checkpoint;
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};

@@ -6,7 +6,7 @@
 use std::io::ErrorKind;
 use std::path::Path;
 
-use vinequeue_core::{RecoveryMode, Storage};
+use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::sim::{FaultOp, SimFs};
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 

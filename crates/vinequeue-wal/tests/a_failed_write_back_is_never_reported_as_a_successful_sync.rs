@@ -10,7 +10,7 @@ use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vinequeue_core::Storage;
+use vinequeue_storage::Storage;
 use vinequeue_wal::sim::{FaultOp, SimFs};
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 
@@ -122,7 +122,9 @@ fn a_write_back_of_a_filled_chunk_that_fails_as_it_starts_fails_the_next_sync() 
     );
     failure.release();
     match wal.sync() {
-        Err(vinequeue_core::Error::LogFailed(why)) => assert!(why.contains("write-back"), "{why}"),
+        Err(vinequeue_storage::Error::LogFailed(why)) => {
+            assert!(why.contains("write-back"), "{why}")
+        }
         other => panic!("a sync over records whose pages were dropped returned {other:?}"),
     }
     assert!(wal.is_failed());
@@ -157,11 +159,13 @@ fn a_write_ahead_that_fails_as_it_starts_fails_the_next_sync() {
     // The failed call returns its error (held or not: the sync waits for a call still
     // running over its range).
     match wal.sync_through(last) {
-        Err(vinequeue_core::Error::LogFailed(why)) => assert!(why.contains("write-back"), "{why}"),
+        Err(vinequeue_storage::Error::LogFailed(why)) => {
+            assert!(why.contains("write-back"), "{why}")
+        }
         other => panic!("a sync over records whose pages were dropped returned {other:?}"),
     }
     assert!(matches!(
         wal.append(&rec),
-        Err(vinequeue_core::Error::LogFailed(_))
+        Err(vinequeue_storage::Error::LogFailed(_))
     ));
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use vinequeue_core::Storage;
+use vinequeue_storage::Storage;
 use vinequeue_wal::{SyncMode, Wal, WalOptions, MIN_SEGMENT_SIZE};
 
 const CHILD: &str = "VQ_FD_LIMIT_CHILD_DIR";

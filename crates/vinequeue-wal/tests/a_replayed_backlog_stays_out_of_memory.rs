@@ -8,7 +8,7 @@
 //! process's.
 #![cfg(target_os = "linux")]
 
-use vinequeue_core::{Storage, SyncMode};
+use vinequeue_storage::{Storage, SyncMode};
 use vinequeue_wal::{Wal, WalOptions};
 
 /// Resident file-backed memory of this process, in KiB (`RssFile` of /proc/self/status).

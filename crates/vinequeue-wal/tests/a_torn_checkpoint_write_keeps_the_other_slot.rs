@@ -4,7 +4,7 @@
 
 use std::io::ErrorKind;
 
-use vinequeue_core::{RecoveryMode, Storage};
+use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::sim::{FaultOp, SimFs};
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 

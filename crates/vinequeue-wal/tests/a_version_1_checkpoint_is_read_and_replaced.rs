@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use vinequeue_core::{RecoveryMode, Storage};
+use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::format::{Checkpoint, CHECKPOINT_LEN, CHECKPOINT_V1_LEN};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vinequeue_core::{Error, RecoveryMode, Storage};
+use vinequeue_storage::{Error, RecoveryMode, Storage};
 use vinequeue_wal::format::Checkpoint;
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};

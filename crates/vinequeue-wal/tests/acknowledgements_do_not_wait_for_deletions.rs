@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use vinequeue_core::{Error, Storage};
+use vinequeue_storage::{Error, Storage};
 use vinequeue_wal::format::parse_segment_name;
 use vinequeue_wal::sim::{FaultOp, SimFs};
 use vinequeue_wal::{DirEntry, Fs, SyncMode, Wal, WalOptions};

@@ -9,7 +9,7 @@
 //! `fs.rs` writes ahead over bytes already written, which a write-ahead that wrote zeros
 //! of its own fails.)
 
-use vinequeue_core::{Storage, SyncMode};
+use vinequeue_storage::{Storage, SyncMode};
 use vinequeue_wal::{Wal, WalOptions};
 
 /// Record `i`: says which one it is, and varies in length from 40 bytes to 3 MiB, so

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use vinequeue_core::Storage;
+use vinequeue_storage::Storage;
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use vinequeue_core::testing::{storage_conformance, StorageHarness};
-use vinequeue_core::MemStorage;
+use vinequeue_storage::testing::{storage_conformance, StorageHarness};
+use vinequeue_storage::MemStorage;
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 

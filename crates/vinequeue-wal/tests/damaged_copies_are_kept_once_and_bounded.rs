@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use vinequeue_core::Storage;
+use vinequeue_storage::Storage;
 use vinequeue_wal::format::frame_offset;
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vinequeue_core::{Error, RecoveryMode, Storage};
+use vinequeue_storage::{Error, RecoveryMode, Storage};
 use vinequeue_wal::format::{
     frame_offset, Checkpoint, CHECKPOINT_SLOT_LEN, CHECKPOINT_SLOT_STRIDE, FRAME_HEADER_LEN,
 };

@@ -12,7 +12,7 @@ use std::sync::Once;
 #[path = "../../../fuzz/src/harness.rs"]
 mod harness;
 
-use vinequeue_core::{RecoveryMode, Storage};
+use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::Wal;
 

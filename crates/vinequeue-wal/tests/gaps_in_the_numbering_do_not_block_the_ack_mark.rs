@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vinequeue_core::Storage;
+use vinequeue_storage::Storage;
 use vinequeue_wal::format::{frame_offset, FRAME_HEADER_LEN};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};

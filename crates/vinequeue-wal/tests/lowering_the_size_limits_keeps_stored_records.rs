@@ -2,7 +2,7 @@
 //! size) limit new appends only. Reopening a log with lower limits than it was written
 //! with must find every record it holds, intact, in sealed and newest segments alike.
 
-use vinequeue_core::{RecoveryMode, Storage};
+use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vinequeue_core::{Error, RecoveryMode, Storage};
+use vinequeue_storage::{Error, RecoveryMode, Storage};
 use vinequeue_wal::format::{
     frame_header, Checkpoint, FRAME_HEADER_LEN, MAX_SEQ, SEGMENT_HEADER_LEN,
 };
@@ -155,32 +155,4 @@ fn a_frame_claiming_a_number_its_offset_cannot_hold_changes_no_numbering() {
         assert_eq!(seen, vec![1, 2, 3]);
         assert_eq!(wal.append(b"y").unwrap(), 4);
     }
-}
-
-#[test]
-fn a_queue_over_a_log_whose_numbers_are_used_up_delivers_and_acknowledges_promptly() {
-    // Everything between record 3 and the last number holds no record: 2^62 numbers the
-    // batcher steps over, and must acknowledge in one go, not one by one. (The records
-    // are six bytes, which postcard decodes as a `[u8; 6]`.)
-    let fs = log_with_its_numbers_used_up();
-    let wal = std::sync::Arc::new(Wal::open_with(fs, DIR, opts()).unwrap());
-    let delivered = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let d = std::sync::Arc::clone(&delivered);
-    let sink = move |b: &vinequeue_core::Batch<[u8; 6]>| -> Result<(), vinequeue_core::SendError> {
-        d.lock().extend(b.seqs().iter().copied());
-        Ok(())
-    };
-    let config =
-        vinequeue_core::Config::default().flush_timeout(std::time::Duration::from_millis(5));
-    let queue = vinequeue_core::Queue::with_storage(config, wal.clone(), None, sink).unwrap();
-    queue.start().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(queue.flush(std::time::Duration::from_secs(60)));
-        let _ = queue.stop();
-    });
-    rx.recv_timeout(std::time::Duration::from_secs(30))
-        .expect("the batcher is still stepping over the lost numbers")
-        .unwrap();
-    assert_eq!(*delivered.lock(), vec![1, 2, 3]);
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::ErrorKind;
 
 use proptest::prelude::*;
-use vinequeue_core::{Error, Storage};
+use vinequeue_storage::{Error, Storage};
 use vinequeue_wal::sim::{FaultOp, SimFs};
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vinequeue_core::{Error, RecoveryMode, Storage};
+use vinequeue_storage::{Error, RecoveryMode, Storage};
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 
 #[test]

@@ -5,7 +5,7 @@
 use std::io::ErrorKind;
 use std::path::Path;
 
-use vinequeue_core::{Error, RecoveryMode, Storage};
+use vinequeue_storage::{Error, RecoveryMode, Storage};
 use vinequeue_wal::sim::{FaultOp, SimFs};
 use vinequeue_wal::{DirEntry, Fs, RealFs, SyncMode, Wal, WalOptions};
 

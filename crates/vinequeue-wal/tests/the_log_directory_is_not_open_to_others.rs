@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use vinequeue_core::{Error, Storage};
+use vinequeue_storage::{Error, Storage};
 use vinequeue_wal::format::frame_offset;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vinequeue_core::{RecoveryMode, Storage};
+use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use vinequeue_core::{Storage, SyncMode};
+use vinequeue_storage::{Storage, SyncMode};
 use vinequeue_wal::{Wal, WalOptions};
 
 /// A record that says which one it is, 100 bytes.

@@ -59,7 +59,7 @@ fn cut_once(seed: u64, pool: &ThreadPool) -> (HashSet<u64>, HashSet<u64>) {
         }
     };
     let queue = Queue::with_storage(config(), wal_on(&fs), None, sink).unwrap();
-    let queue = AsyncQueue::from_queue(queue.into_core()).unwrap();
+    let queue = AsyncQueue::from_queue(queue).unwrap();
     queue.start().unwrap();
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let producers: Vec<_> = (0..4u64)

@@ -1,6 +1,7 @@
 //! Items at the edges, through the real log: the largest record and one byte more, the
 //! unit type, a `Serialize` that fails, an item whose `Drop` panics, a queue dropped
-//! without `stop()`, and a backlog spilled to the log then taken up by the next start.
+//! without `stop()`, a backlog spilled to the log then taken up by the next start, and a
+//! log whose numbers are used up.
 
 mod common;
 
@@ -10,7 +11,12 @@ use std::time::Duration;
 
 use common::{eventually, ok_recorder, recorder};
 use serde::{Deserialize, Serialize, Serializer};
-use vinequeue::{Batch, Config, EnqueueError, Error, Queue, SendError, SyncMode};
+use std::path::Path;
+
+use vinequeue::wal::format::{Checkpoint, MAX_SEQ, SEGMENT_HEADER_LEN};
+use vinequeue::wal::sim::SimFs;
+use vinequeue::{Batch, Config, EnqueueError, Error, Queue, SendError, Storage, SyncMode};
+use vinequeue::{Wal, WalOptions};
 
 fn config(dir: &std::path::Path) -> Config {
     Config::default()
@@ -307,4 +313,49 @@ fn a_spilled_backlog_is_delivered_in_order_at_the_next_start_then_the_new_items(
     let new: Vec<u32> = got[1000..].iter().map(|&(_, v)| v).collect();
     assert_eq!(new, (1000..1100).collect::<Vec<_>>());
     assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+#[test]
+fn a_queue_over_a_log_whose_numbers_are_used_up_delivers_and_acknowledges_promptly() {
+    // Everything between record 3 and the last number holds no record: 2^62 numbers the
+    // batcher steps over, and must acknowledge in one go, not one by one. (The records
+    // are six bytes, which postcard decodes as a `[u8; 6]`.)
+    let fs = SimFs::new(3);
+    let opts = || WalOptions::default().segment_size(64 * 1024);
+    let wal = Wal::open_with(fs.clone(), "/wal", opts()).unwrap();
+    for _ in 0..3 {
+        wal.append(b"record").unwrap();
+    }
+    drop(wal);
+    let fs = fs.process_crash();
+    // Its checkpoint reserved every number there is.
+    let cp = Checkpoint {
+        generation: 9,
+        acked_through: 0,
+        next_seq: MAX_SEQ,
+        segment: 1,
+        offset: SEGMENT_HEADER_LEN as u64,
+        synced_through: 3,
+        acked_above: Vec::new(),
+    };
+    fs.put_file(&Path::new("/wal").join("checkpoint"), &cp.encode_file());
+    let wal = std::sync::Arc::new(Wal::open_with(fs, "/wal", opts()).unwrap());
+    let delivered = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let d = std::sync::Arc::clone(&delivered);
+    let sink = move |b: &vinequeue::Batch<[u8; 6]>| -> Result<(), vinequeue::SendError> {
+        d.lock().extend(b.seqs().iter().copied());
+        Ok(())
+    };
+    let config = vinequeue::Config::default().flush_timeout(std::time::Duration::from_millis(5));
+    let queue = vinequeue::Queue::with_storage(config, wal.clone(), None, sink).unwrap();
+    queue.start().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(queue.flush(std::time::Duration::from_secs(60)));
+        let _ = queue.stop();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the batcher is still stepping over the lost numbers")
+        .unwrap();
+    assert_eq!(*delivered.lock(), vec![1, 2, 3]);
 }

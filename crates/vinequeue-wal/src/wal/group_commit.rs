@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use vinequeue_core::Error;
+use vinequeue_storage::Error;
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use vinequeue_core::{Error, RecoveryMode, RecoveryReport, Storage, SyncMode};
+use vinequeue_storage::{Error, RecoveryMode, RecoveryReport, Storage, SyncMode};
 
 use crate::format::{
     decode_frame, frame_header, parse_segment_name, segment_name, Checkpoint, Frame, SegmentHeader,
@@ -656,7 +656,7 @@ enum Numbers {
 /// records, implementing [`Storage`].
 ///
 /// ```
-/// use vinequeue_core::Storage;
+/// use vinequeue_storage::Storage;
 /// use vinequeue_wal::{Wal, WalOptions};
 ///
 /// let dir = tempfile::tempdir()?;

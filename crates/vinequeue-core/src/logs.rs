@@ -1,10 +1,12 @@
-//! The pair of logs a durable queue runs on, opened from its [`Config`].
+//! The pair of logs a durable queue runs on, opened from its [`Config`] (feature `wal`):
+//! the main log in `wal_path` and the dead-letter log in `wal_path/dead-letters`. The one
+//! place where a `Config` becomes storage; the log itself knows nothing of the queue.
 
 use std::sync::Arc;
 
-use vinequeue_core::{Config, Error, Storage, SyncMode};
+use vinequeue_wal::{Wal, WalOptions};
 
-use crate::{Wal, WalOptions};
+use crate::{Config, Error, Storage, SyncMode};
 
 /// Name of the dead-letter log's directory inside `wal_path`.
 pub const DEAD_LETTER_DIR: &str = "dead-letters";
@@ -13,30 +15,15 @@ pub const DEAD_LETTER_DIR: &str = "dead-letters";
 /// item.
 const DEAD_LETTER_SEGMENT: u64 = 4 * 1024 * 1024;
 
-/// Room a dead letter needs besides its item: the sequence number, the reason, the
-/// sink's error (cut to 4 KiB) and their lengths.
-const DEAD_LETTER_OVERHEAD: u32 = 8 * 1024;
-
-/// The logs behind a durable queue: the main log in `wal_path` and the dead-letter log in
-/// `wal_path/dead-letters`, ready for `Queue::with_storage`.
-#[derive(Clone)]
-pub struct QueueLogs {
-    /// The main log: every enqueued item until it is acknowledged.
-    pub log: Arc<dyn Storage>,
-    /// Dead-lettered items (synced on every write), until redriven.
-    pub dead_letters: Arc<dyn Storage>,
+/// The main log and the dead-letter log of a durable queue.
+pub(crate) struct Logs {
+    /// Every enqueued item until it is acknowledged.
+    pub(crate) log: Arc<dyn Storage>,
+    /// Dead-lettered items (synced on every write), until redriven or discarded.
+    pub(crate) dead_letters: Arc<dyn Storage>,
 }
 
-impl std::fmt::Debug for QueueLogs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueueLogs")
-            .field("log_size", &self.log.size())
-            .field("dead_letters_size", &self.dead_letters.size())
-            .finish()
-    }
-}
-
-impl QueueLogs {
+impl Logs {
     /// Opens (and recovers) the logs for `config`, or returns `None` when it has no
     /// `wal_path` (a memory-only queue). The main log takes `wal_max_size`, `sync_mode`
     /// and `recovery_mode` from the config; the dead-letter log uses 4 MiB segments,
@@ -52,7 +39,7 @@ impl QueueLogs {
     ///
     /// [`Error::Config`] for an invalid configuration; [`Error::Locked`] if another queue
     /// holds the directory; [`Error::Corrupt`] under `RecoveryMode::Strict`; [`Error::Io`].
-    pub fn open(config: &Config) -> Result<Option<Self>, Error> {
+    pub(crate) fn open(config: &Config) -> Result<Option<Self>, Error> {
         let Some(path) = config.get_wal_path() else {
             return Ok(None);
         };
@@ -66,12 +53,12 @@ impl QueueLogs {
         let largest_letter = dead_opts.effective_max_record_size();
         let opts = WalOptions::default()
             .max_size(max)
-            .max_record_size(largest_letter.saturating_sub(DEAD_LETTER_OVERHEAD))
+            .max_record_size(largest_letter.saturating_sub(crate::dead::MAX_LETTER_OVERHEAD))
             .sync_mode(config.get_sync_mode())
             .recovery_mode(config.get_recovery_mode());
         let log = Wal::open(path, opts)?;
         let dead_letters = Wal::open(path.join(DEAD_LETTER_DIR), dead_opts)?;
-        Ok(Some(QueueLogs {
+        Ok(Some(Logs {
             log: Arc::new(log),
             dead_letters: Arc::new(dead_letters),
         }))

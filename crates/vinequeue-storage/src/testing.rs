@@ -5,8 +5,8 @@
 //! every check panics with a message naming the broken rule.
 //!
 //! ```
-//! use vinequeue_core::testing::{storage_conformance, StorageHarness};
-//! use vinequeue_core::MemStorage;
+//! use vinequeue_storage::testing::{storage_conformance, StorageHarness};
+//! use vinequeue_storage::MemStorage;
 //!
 //! struct Mem;
 //! impl StorageHarness for Mem {
