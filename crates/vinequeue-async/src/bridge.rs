@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use futures::Stream;
 use parking_lot::{Condvar, Mutex};
-use vinequeue_core::{Batch, BatchDriver, DeadLetter, Next, SendError, Sink};
+use vinequeue_core::adapter::{BatchDriver, Next};
+use vinequeue_core::{Batch, DeadLetter, SendError, Sink};
 
 use crate::timer::Sleep;
 

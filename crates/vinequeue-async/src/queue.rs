@@ -334,6 +334,13 @@ impl<T: Send + 'static> AsyncQueue<T> {
         self.inner.queue.queue_size()
     }
 
+    /// The sequence number of the last item accepted so far (0 if none): what
+    /// [`sync`](AsyncQueue::sync) makes durable and [`flush`](AsyncQueue::flush)
+    /// delivers.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.queue.last_seq()
+    }
+
     /// Bytes of write-ahead log on disk; 0 in memory mode.
     pub fn wal_size(&self) -> u64 {
         self.inner.queue.wal_size()

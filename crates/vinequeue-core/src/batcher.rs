@@ -365,7 +365,7 @@ impl<T: Send + 'static> Batcher<T> {
             }
             SendErrorKind::Retry => {}
         }
-        if at.retry >= self.shared.config.retry_limit {
+        if at.retry >= self.shared.retry_limit {
             let kept = self.dead_letter(batch, Some(error), DeadLetterReason::RetriesExhausted);
             return self.resolve(at, kept);
         }
@@ -690,7 +690,7 @@ impl<T: Send + 'static> Batcher<T> {
         if let Some(d) = &self.shared.durable {
             if let Some(dead) = &d.dead_letters {
                 let text = match &error {
-                    Some(e) => truncated(e.to_string(), crate::dead::MAX_DEAD_ERROR),
+                    Some(e) => truncated(e.describe(), crate::dead::MAX_DEAD_ERROR),
                     None => format!("{reason:?}"),
                 };
                 let mut records = Vec::with_capacity(batch.len());

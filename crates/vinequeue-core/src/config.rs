@@ -71,7 +71,8 @@ pub struct Config {
     pub(crate) wal_max_size: u64,
     pub(crate) sync_mode: SyncMode,
     pub(crate) send_timeout: Duration,
-    pub(crate) retry_limit: u32,
+    /// `None`: the default of the queue's kind (see `retry_limit`).
+    pub(crate) retry_limit: Option<u32>,
     pub(crate) retry_backoff_first: Duration,
     pub(crate) retry_backoff_max: Duration,
     pub(crate) shutdown_timeout: Duration,
@@ -92,7 +93,7 @@ impl Default for Config {
             wal_max_size: 100 * 1024 * 1024,
             sync_mode: SyncMode::Periodic(Duration::from_millis(100)),
             send_timeout: Duration::from_secs(30),
-            retry_limit: 3,
+            retry_limit: None,
             retry_backoff_first: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
@@ -153,10 +154,41 @@ impl Config {
     }
 
     /// Retries after the first failed attempt; then the batch is dead-lettered.
-    /// Default = 3.
+    /// [`RETRY_UNTIL_STOPPED`](Config::RETRY_UNTIL_STOPPED) (`u32::MAX`) retries until
+    /// the queue stops.
+    ///
+    /// Default: 3 in memory mode; in durable mode (a `wal_path`, or a storage of your
+    /// own), until stopped: a backend that is down for a while (a database restart, a
+    /// deploy) must not turn everything sent meanwhile into dead letters, and the log
+    /// holds what waits. The pause between attempts grows to `retry_backoff`'s `max`
+    /// and stays there; what `stop()` cannot deliver stays in the log for the next start.
     pub fn retry_limit(mut self, retries: u32) -> Self {
-        self.retry_limit = retries;
+        self.retry_limit = Some(retries);
         self
+    }
+
+    /// Retries until the queue stops: [`retry_limit`](Config::retry_limit) with
+    /// [`RETRY_UNTIL_STOPPED`](Config::RETRY_UNTIL_STOPPED).
+    pub fn retry_until_stopped(self) -> Self {
+        self.retry_limit(Self::RETRY_UNTIL_STOPPED)
+    }
+
+    /// A `retry_limit` that never runs out: the batch is retried until `stop()`.
+    pub const RETRY_UNTIL_STOPPED: u32 = u32::MAX;
+
+    /// The configured retry limit; `None` for the default, which depends on the kind of
+    /// queue (see [`retry_limit`](Config::retry_limit)).
+    pub fn get_retry_limit(&self) -> Option<u32> {
+        self.retry_limit
+    }
+
+    /// The retry limit a queue with (`durable`) or without a log runs with.
+    pub(crate) fn effective_retry_limit(&self, durable: bool) -> u32 {
+        self.retry_limit.unwrap_or(if durable {
+            Self::RETRY_UNTIL_STOPPED
+        } else {
+            3
+        })
     }
 
     /// First and largest pause between attempts; the pause doubles after each failure,
@@ -255,6 +287,26 @@ impl Config {
     /// The configured deadline of each send attempt.
     pub fn get_send_timeout(&self) -> Duration {
         self.send_timeout
+    }
+
+    /// The configured longest wait of a partial batch.
+    pub fn get_flush_timeout(&self) -> Duration {
+        self.flush_timeout
+    }
+
+    /// The configured first and largest pause between attempts.
+    pub fn get_retry_backoff(&self) -> (Duration, Duration) {
+        (self.retry_backoff_first, self.retry_backoff_max)
+    }
+
+    /// The configured time `stop()` keeps delivering.
+    pub fn get_shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// Whether send-latency histograms are kept.
+    pub fn get_enable_metrics(&self) -> bool {
+        self.enable_metrics
     }
 
     /// Checks every field; this is what [`Queue::new`](crate::Queue::new) runs.
@@ -386,7 +438,9 @@ mod tests {
         assert_eq!(c.wal_max_size, 100 << 20);
         assert_eq!(c.sync_mode, SyncMode::Periodic(Duration::from_millis(100)));
         assert_eq!(c.send_timeout, Duration::from_secs(30));
-        assert_eq!(c.retry_limit, 3);
+        assert_eq!(c.retry_limit, None);
+        assert_eq!(c.effective_retry_limit(false), 3);
+        assert_eq!(c.effective_retry_limit(true), Config::RETRY_UNTIL_STOPPED);
         assert_eq!(c.retry_backoff_first, Duration::from_millis(100));
         assert_eq!(c.retry_backoff_max, Duration::from_secs(10));
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));

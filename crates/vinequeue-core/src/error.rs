@@ -77,7 +77,10 @@ impl<T> fmt::Debug for EnqueueError<T> {
 impl<T> fmt::Display for EnqueueError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EnqueueError::Full(_) => f.write_str("enqueue refused: queue is full"),
+            EnqueueError::Full(_) => f.write_str(
+                "enqueue refused: queue is full (the memory ring at memory_size; in durable \
+                 mode, the log at wal_max_size)",
+            ),
             EnqueueError::Closed(_) => f.write_str("enqueue refused: queue is closed"),
             EnqueueError::NotStarted(_) => f.write_str("enqueue refused: queue is not started"),
             EnqueueError::Failed(_, e) => write!(f, "enqueue failed: {e}"),

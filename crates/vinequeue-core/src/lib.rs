@@ -58,7 +58,7 @@ mod sink;
 
 /// The conformance suite for [`Storage`] implementations (feature `testing`): see
 /// `vinequeue_storage::testing`.
-#[cfg(any(test, feature = "testing"))]
+#[cfg(feature = "testing")]
 pub mod testing {
     pub use vinequeue_storage::testing::*;
 }
@@ -71,7 +71,24 @@ pub use crate::config::{
     MIN_DEAD_LETTER_SIZE,
 };
 pub use crate::dead::StoredDeadLetter;
-pub use crate::driver::{BatchDriver, Next};
+
+/// Hooks for adapter authors: what an adapter such as `vinequeue-async` needs to run the
+/// queue without threads of its own. Using the queue never needs them, and they may
+/// change between minor versions.
+///
+/// * [`BatchDriver`](adapter::BatchDriver) and [`Next`](adapter::Next): take the batcher's work out of its thread
+///   (`Queue::drive_externally`), so that whoever consumes the batches runs it.
+/// * `Queue::try_enqueue` (never waits; returns the sequence number),
+///   `Queue::register_waker` / `Queue::unregister_waker` (wake a task when room, progress
+///   or a stop happens), `Queue::request_flush` / `Queue::flushed` (a flush in two steps),
+///   `Queue::encoded_copy` (an item as it comes back from the log), and
+///   `SendError::from_panic`.
+///
+/// These methods are hidden from the queue's documentation page; their own docs are in
+/// the source.
+pub mod adapter {
+    pub use crate::driver::{BatchDriver, Next};
+}
 pub use crate::error::{EnqueueError, Error};
 #[cfg(feature = "wal")]
 pub use crate::logs::DEAD_LETTER_DIR;

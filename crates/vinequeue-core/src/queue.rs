@@ -230,6 +230,7 @@ impl<T: Send + 'static> Queue<T> {
         }
     }
 
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     /// Makes the caller run this queue's batcher through the returned [`BatchDriver`]
     /// instead of a thread: for adapters that form and send batches in a task of their
     /// own (the async adapter does). Call it before [`start`](Queue::start); `start()`
@@ -505,6 +506,7 @@ impl<T: Send + 'static> Queue<T> {
             .wait_until(until, || self.shared.resolved.load(SeqCst) != seen);
     }
 
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     /// Hands `item` to the queue without ever blocking: for adapters (the async one) and
     /// for producers that must not wait.
     ///
@@ -552,6 +554,7 @@ impl<T: Send + 'static> Queue<T> {
         }
     }
 
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     /// Encodes `item` as the log does and decodes it again: the copy an adapter hands back
     /// when an `Immediate` sync fails after the item was queued (what the blocking
     /// `enqueue` does itself).
@@ -569,6 +572,7 @@ impl<T: Send + 'static> Queue<T> {
         (d.codec.decode)(&bytes).map_err(undecodable)
     }
 
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     /// Registers `waker` to be woken once, the next time the batcher makes room (takes
     /// items out of the ring) or progress (resolves a batch), or the queue closes: for
     /// async adapters waiting after [`try_enqueue`](Queue::try_enqueue) returned `Full`,
@@ -583,6 +587,7 @@ impl<T: Send + 'static> Queue<T> {
         self.shared.wakers.register(waker, key);
     }
 
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     /// Removes a registration made by [`register_waker`](Queue::register_waker) that has
     /// not fired yet (nothing happens if it has).
     pub fn unregister_waker(&self, key: u64) {
@@ -774,6 +779,7 @@ impl<T: Send + 'static> Queue<T> {
         }
     }
 
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     /// Starts a flush without waiting for it (for async adapters): the batcher sends
     /// partial batches at once until everything enqueued before this call is resolved.
     /// Returns the target to pass to [`flushed`](Queue::flushed).
@@ -798,6 +804,7 @@ impl<T: Send + 'static> Queue<T> {
         Ok(target)
     }
 
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     /// Whether a flush to `target` (from [`request_flush`](Queue::request_flush)) is
     /// complete: `Ok(true)` when done, `Ok(false)` while in progress.
     ///

@@ -416,6 +416,8 @@ pub(crate) struct Shared<T> {
     /// (On cache lines of its own: every `enqueue` reads it, and the fields the batcher
     /// writes at every batch must not share its line.)
     pub(crate) config: CachePadded<Config>,
+    /// Retries before a batch is dead-lettered (the config's, or its kind's default).
+    pub(crate) retry_limit: u32,
     pub(crate) ring: Ring<Entry<T>>,
     /// Present in durable mode.
     pub(crate) durable: Option<Durable<T>>,
@@ -461,6 +463,7 @@ impl<T> Shared<T> {
     pub(crate) fn new(config: Config, durable: Option<Durable<T>>) -> Self {
         let resolved = durable.as_ref().map_or(0, |d| d.storage.acked_through());
         Shared {
+            retry_limit: config.effective_retry_limit(durable.is_some()),
             ring: Ring::new(config.memory_size),
             durable,
             counters: Counters::new(config.enable_metrics),

@@ -291,6 +291,7 @@ pub struct SendError {
 impl SendError {
     /// What a panicking sink's attempt counts as: a retryable failure whose message
     /// carries the panic's message. `payload` is what `catch_unwind` returned.
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
         let message: Cow<'static, str> = if let Some(s) = payload.downcast_ref::<&'static str>() {
             (*s).into()
@@ -352,6 +353,23 @@ impl SendError {
     /// The underlying error.
     pub fn error(&self) -> &(dyn StdError + Send + Sync + 'static) {
         &*self.error
+    }
+
+    /// The underlying error's message followed by its causes (each `source()`, joined
+    /// with `": "`): what a dead letter reports.
+    pub fn describe(&self) -> String {
+        let mut text = self.error.to_string();
+        let mut cause = self.error.source();
+        while let Some(e) = cause {
+            let next = e.to_string();
+            // (Some errors repeat their source's message in their own.)
+            if !text.ends_with(&next) {
+                text.push_str(": ");
+                text.push_str(&next);
+            }
+            cause = e.source();
+        }
+        text
     }
 
     /// The underlying error, owned.
@@ -426,10 +444,11 @@ impl<T> DeadLetter<T> {
         self.reason
     }
 
-    /// A description of the last error.
+    /// The last error the sink returned, with its causes (see [`SendError::describe`]);
+    /// for a batch given up at shutdown, why.
     pub fn error(&self) -> String {
         match &self.error {
-            Some(e) => e.to_string(),
+            Some(e) => e.describe(),
             None => "shutdown_timeout ran out before delivery".to_owned(),
         }
     }
@@ -482,6 +501,32 @@ mod tests {
         let e = sink_body().unwrap_err();
         assert_eq!(e.kind, SendErrorKind::Retry);
         assert!(e.to_string().contains("will retry"));
+    }
+
+    #[test]
+    fn a_dead_letter_reports_the_cause_chain_without_the_retry_wording() {
+        #[derive(Debug)]
+        struct Refused(std::io::Error);
+        impl fmt::Display for Refused {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("insert into events failed")
+            }
+        }
+        impl StdError for Refused {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = SendError::retry(Refused(std::io::Error::other("connection refused")));
+        let letter = DeadLetter {
+            batch: Batch::<u8>::with_capacity(0),
+            error: Some(e),
+            reason: DeadLetterReason::RetriesExhausted,
+        };
+        assert_eq!(
+            letter.error(),
+            "insert into events failed: connection refused"
+        );
     }
 
     #[test]

@@ -8,9 +8,8 @@ use std::task::{Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use vinequeue_core::{
-    Batch, BatchDriver, Config, DeadLetter, DeadLetterReason, Error, Next, Queue, SendError, Sink,
-};
+use vinequeue_core::adapter::{BatchDriver, Next};
+use vinequeue_core::{Batch, Config, DeadLetter, DeadLetterReason, Error, Queue, SendError, Sink};
 
 /// Wakes a parked thread.
 struct Unpark {

@@ -11,8 +11,12 @@ pub enum Error {
     /// The configuration is invalid; the message names the field and the reason.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The queue had no room (its overflow policy refused the item).
-    #[error("queue is full: raise memory_size, or make the sink keep up")]
+    /// The queue had no room (its overflow policy refused the item): the memory ring
+    /// held `memory_size` items, or (durable mode) the log reached `wal_max_size`.
+    #[error(
+        "queue is full: the memory ring holds memory_size items, or in durable mode the log \
+         reached wal_max_size; make the sink keep up, or raise the limit"
+    )]
     Full,
     /// The queue was stopped.
     #[error("queue is closed: it was stopped and accepts no more items")]

@@ -40,7 +40,12 @@ mod options;
 pub mod sim;
 mod wal;
 
+// The file layer is the seam the simulated disk (and tests' own file systems) plug into:
+// public only with the feature `testing`. Without it, the log runs on the real file
+// system (`Wal::open`) and no safe code outside this crate reaches a mapped file.
+#[cfg(feature = "testing")]
 pub use crate::fs::{DirEntry, Fs, FsFile, RealFs, RealLock};
+#[cfg(feature = "testing")]
 pub use crate::mmap::MappedFile;
 pub use crate::options::{WalOptions, MIN_SEGMENT_SIZE};
 pub use crate::wal::Wal;

@@ -17,7 +17,16 @@
 //!   are written by one writer at a time (checked by the `writing` flag) and only become
 //!   readable once published with `Release` ordering; readers check their range against
 //!   `published` loaded with `Acquire`. So no byte is ever read and written concurrently.
-#![allow(unsafe_code)]
+//!
+//! The device itself is the one thing left: a write-back that fails can make the kernel
+//! drop the pages it could not write (the fault model `FsFile::start_writeback`
+//! documents), and a mapped page dropped so reads back what the disk holds. The log
+//! fails for good on the first such error; a reader in the middle of a slice can still
+//! see different bytes, as with any store that maps its files.
+#![expect(
+    unsafe_code,
+    reason = "a shared map of a log file, madvise and posix_fallocate; each block states its invariant"
+)]
 
 use crossbeam_utils::CachePadded;
 use std::fs::{File, OpenOptions};
@@ -33,7 +42,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::fs::FsFile;
 
-/// A log file mapped shared, read-write.
+/// A log file mapped shared, read-write. (Public only with the feature `testing`.)
 #[derive(Debug)]
 pub struct MappedFile {
     /// The descriptor, while the file may still be written; `None` once sealed. The map
@@ -100,7 +109,7 @@ impl FsFile for MappedFile {
         );
         let published = self.published.load(Ordering::Relaxed);
         assert!(
-            offset >= published && offset + total <= self.len,
+            offset >= published && offset.checked_add(total).is_some_and(|end| end <= self.len),
             "write of {total} bytes at {offset} outside the writable range {published}..{}",
             self.len
         );
@@ -122,7 +131,9 @@ impl FsFile for MappedFile {
     fn read_with<R>(&self, offset: u64, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         let published = self.published.load(Ordering::Acquire);
         assert!(
-            offset + len as u64 <= published,
+            offset
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= published),
             "read of {len} bytes at {offset} beyond the published {published}"
         );
         if len == 0 {
@@ -260,15 +271,17 @@ impl FsFile for MappedFile {
         if start >= end {
             return offset;
         }
-        // SAFETY: 1. the mapping is `MAP_SHARED` of a regular file, so MADV_DONTNEED only
-        // drops this process's page-table entries (marking a page written through a
-        // dropped entry dirty in the page cache, so that a later sync still writes it): a
-        // later access faults the same bytes back in from the page cache (or the file),
-        // it never sees zeros; 2. the range is below `published`, so its bytes are
-        // immutable (module docs), so a reader holding a slice into it reads identical
-        // bytes before and after; 3. no one else writes the file while it is mapped
-        // (module docs). The advice is only a hint: an error changes nothing and is
-        // ignored.
+        // SAFETY: `MADV_DONTNEED` on a `MAP_SHARED` map of a regular file drops only this
+        // process's page-table entries for the range; it discards no data (a dirty page
+        // stays dirty in the page cache, and a later sync writes it), and the next access
+        // faults the page in again from the page cache, or from the file if the kernel
+        // wrote it back and evicted it. The range lies below `published`, whose bytes are
+        // never written again (module docs), so a reader holding a slice into it reads
+        // the bytes it read before, as without the advice. The one way those bytes can
+        // change is the kernel dropping a page after a failed write-back (the device
+        // fault of the module docs), which unmaps it from every process with or without
+        // this advice: the advice adds no case to those. It is a hint: an error changes
+        // nothing and is ignored.
         let _ = unsafe {
             map.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,

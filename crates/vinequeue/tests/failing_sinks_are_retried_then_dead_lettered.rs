@@ -252,3 +252,55 @@ fn question_mark_on_any_error_is_retryable() {
     assert_eq!(record.lock().calls.len(), 2);
     assert_eq!(record.lock().delivered.len(), 1);
 }
+
+#[test]
+fn a_durable_queue_retries_through_an_outage_by_default_and_a_memory_queue_gives_up() {
+    // A backend down for 20 attempts (a database restart): the durable queue keeps
+    // the batch and delivers it when the backend is back; nothing is dead-lettered.
+    let down_for = 20;
+    let failing = move |call: usize, _: &Batch<u32>| {
+        if call < down_for {
+            Err(SendError::retry("connection refused"))
+        } else {
+            Ok(())
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, record) = recorder(failing);
+    let queue = Queue::new(fast_retries().wal_path(dir.path()), sink).unwrap();
+    assert_eq!(queue.config().get_retry_limit(), None);
+    for i in 0..4 {
+        queue.enqueue(i).unwrap();
+    }
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(30)).unwrap();
+    queue.stop().unwrap();
+    assert_eq!(record.lock().calls.len(), down_for + 1);
+    assert_eq!(record.lock().delivered.len(), 4);
+    let m = queue.metrics();
+    assert_eq!(
+        (m.dead_lettered_total, m.retries_total),
+        (0, down_for as u64)
+    );
+
+    // In memory, the default is 3 retries: the fourth failure dead-letters the batch.
+    let (sink, record) = recorder(failing);
+    let queue = Queue::new(fast_retries(), sink).unwrap();
+    for i in 0..4 {
+        queue.enqueue(i).unwrap();
+    }
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(record.lock().calls.len(), 4);
+    assert_eq!(queue.metrics().dead_lettered_total, 4);
+    // And `retry_until_stopped` keeps a memory queue retrying as well.
+    let (sink, record) = recorder(failing);
+    let queue = Queue::new(fast_retries().retry_until_stopped(), sink).unwrap();
+    for i in 0..4 {
+        queue.enqueue(i).unwrap();
+    }
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(record.lock().calls.len(), down_for + 1);
+    assert_eq!(queue.metrics().dead_lettered_total, 0);
+}
