@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use futures::future::{select, Either, FutureExt};
 use vinequeue_core::{Batch, DeadLetter, SendError};
 
-use crate::bridge::{Batches, Event};
+use crate::bridge::{Batches, Outgoing};
 use crate::timer::Sleep;
 
 /// Where batches go, asynchronously: an HTTP API, a database client, a Kafka producer.
@@ -117,14 +117,14 @@ async fn run<T: Send + Sync + 'static, S: AsyncSink<T>>(mut batches: Batches<T>,
         .await;
         match event {
             None => return,
-            Some(Event::DeadLetter(letter)) => {
+            Some(Outgoing::DeadLetter(letter)) => {
                 // A panic in the handler is ignored, as with a blocking sink.
                 // (Inside `async`, so that a panic while creating the future is caught too.)
                 let _ = AssertUnwindSafe(async { sink.on_dead_letter(letter).await })
                     .catch_unwind()
                     .await;
             }
-            Some(Event::Batch(ready)) => {
+            Some(Outgoing::Batch(ready)) => {
                 let deadline = ready.deadline();
                 // A panic while `send` builds its future counts like one while it runs.
                 let sending = AssertUnwindSafe(async { sink.send(&ready).await }).catch_unwind();

@@ -21,7 +21,7 @@ use crate::timer::Sleep;
 /// space, as the blocking `enqueue` does.
 const DROP_OLDEST_WAIT: Duration = Duration::from_secs(1);
 
-struct Inner<T: Send + 'static> {
+struct AsyncQueueState<T: Send + 'static> {
     queue: Arc<Queue<T>>,
     /// Durable queues: runs the syncs async callers wait for.
     syncer: Option<Arc<Syncer>>,
@@ -29,7 +29,7 @@ struct Inner<T: Send + 'static> {
     immediate: bool,
 }
 
-impl<T: Send + 'static> Drop for Inner<T> {
+impl<T: Send + 'static> Drop for AsyncQueueState<T> {
     fn drop(&mut self) {
         if let Some(syncer) = &self.syncer {
             syncer.shutdown();
@@ -81,7 +81,7 @@ impl<T: Send + 'static> Drop for Inner<T> {
 /// # Ok::<(), vinequeue_core::Error>(())
 /// ```
 pub struct AsyncQueue<T: Send + 'static> {
-    inner: Arc<Inner<T>>,
+    inner: Arc<AsyncQueueState<T>>,
 }
 
 impl<T: Send + 'static> Clone for AsyncQueue<T> {
@@ -241,7 +241,7 @@ impl<T: Send + 'static> AsyncQueue<T> {
             None
         };
         Ok(AsyncQueue {
-            inner: Arc::new(Inner {
+            inner: Arc::new(AsyncQueueState {
                 immediate: durable && queue.config().get_sync_mode() == SyncMode::Immediate,
                 syncer,
                 queue,

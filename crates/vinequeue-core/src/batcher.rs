@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::dead::StoredRecord;
 use crate::retry::Backoff;
-use crate::shared::{Shared, NO_WAKE};
+use crate::shared::{QueueState, NO_WAKE};
 use crate::sink::{Batch, DeadLetter, DeadLetterReason, SendError, SendErrorKind, Sink};
 use crate::Storage;
 
@@ -32,7 +32,7 @@ const PARK_BACKSTOP: Duration = Duration::from_secs(1);
 const SPIN_BEFORE_PARK: u32 = 12;
 
 pub(crate) struct Batcher<T> {
-    pub(crate) shared: Arc<Shared<T>>,
+    pub(crate) shared: Arc<QueueState<T>>,
     sink: Box<dyn Sink<T>>,
     backoff: Backoff,
     /// Reused buffer for ring pops.
@@ -113,7 +113,7 @@ struct Attempt {
 }
 
 /// What the state machine needs next; see [`Batcher::step`].
-pub(crate) enum Step<T> {
+pub(crate) enum BatcherAction<T> {
     /// Send this batch (its `attempt` and `deadline` are set), then report the outcome
     /// with [`Batcher::sent`], handing the batch back.
     Send(Batch<T>),
@@ -130,7 +130,7 @@ pub(crate) enum Step<T> {
 }
 
 impl<T: Send + 'static> Batcher<T> {
-    pub(crate) fn new(shared: Arc<Shared<T>>, sink: Box<dyn Sink<T>>) -> Self {
+    pub(crate) fn new(shared: Arc<QueueState<T>>, sink: Box<dyn Sink<T>>) -> Self {
         let c = &shared.config;
         let next_deliver = shared
             .durable
@@ -180,23 +180,23 @@ impl<T: Send + 'static> Batcher<T> {
     pub(crate) fn drive_here(mut self) -> u64 {
         loop {
             match self.step() {
-                Step::Send(mut batch) => {
+                BatcherAction::Send(mut batch) => {
                     let sink = &mut self.sink;
                     let result = catch_unwind(AssertUnwindSafe(|| sink.send_mut(&mut batch)))
                         .unwrap_or_else(|panic| Err(SendError::from_panic(panic)));
                     self.sent(batch, result);
                 }
-                Step::Wait { threshold, until } => {
+                BatcherAction::Wait { threshold, until } => {
                     let timeout = until.map(|u| u.saturating_duration_since(Instant::now()));
                     self.park_until(threshold, timeout);
                 }
-                Step::Sleep(until) => {
+                BatcherAction::Sleep(until) => {
                     let now = Instant::now();
                     if until > now {
                         thread::park_timeout(until - now);
                     }
                 }
-                Step::Done(abandoned) => return abandoned,
+                BatcherAction::Done(abandoned) => return abandoned,
             }
         }
     }
@@ -206,9 +206,9 @@ impl<T: Send + 'static> Batcher<T> {
         matches!(self.phase, Phase::Sending { .. })
     }
 
-    /// Runs the state machine until it needs something from outside; see [`Step`].
+    /// Runs the state machine until it needs something from outside; see [`BatcherAction`].
     /// Never blocks (durable mode reads the log, and acknowledgements may sync it).
-    pub(crate) fn step(&mut self) -> Step<T> {
+    pub(crate) fn step(&mut self) -> BatcherAction<T> {
         let batch_size = self.shared.config.batch_size;
         self.note_arrivals();
         self.retry_refused();
@@ -227,10 +227,10 @@ impl<T: Send + 'static> Batcher<T> {
                             || self.shutdown_passed()
                         {
                             // (Durable mode with a stuck log read: nothing more can be done.)
-                            return Step::Done(self.abandoned);
+                            return BatcherAction::Done(self.abandoned);
                         }
                         self.phase = Phase::Idle { waited: true };
-                        return Step::Wait {
+                        return BatcherAction::Wait {
                             threshold: self.shared.ring.popped() + 1,
                             until: None,
                         };
@@ -267,7 +267,7 @@ impl<T: Send + 'static> Batcher<T> {
                             deadline,
                             waited: true,
                         };
-                        return Step::Wait {
+                        return BatcherAction::Wait {
                             threshold,
                             until: Some(deadline),
                         };
@@ -298,7 +298,7 @@ impl<T: Send + 'static> Batcher<T> {
                         started,
                         sent: batch.len() as u64,
                     };
-                    return Step::Send(batch);
+                    return BatcherAction::Send(batch);
                 }
                 Phase::Backoff {
                     batch,
@@ -312,7 +312,7 @@ impl<T: Send + 'static> Batcher<T> {
                     };
                     if Instant::now() < limit {
                         self.phase = Phase::Backoff { batch, at, until };
-                        return Step::Sleep(limit);
+                        return BatcherAction::Sleep(limit);
                     }
                     at.retry += 1;
                     self.shared.counters.retries.fetch_add(1, Relaxed);
@@ -321,9 +321,9 @@ impl<T: Send + 'static> Batcher<T> {
                 Phase::Sending { at, started, sent } => {
                     // `step` while the batch is out: nothing to do until `sent`.
                     self.phase = Phase::Sending { at, started, sent };
-                    return Step::Sleep(Instant::now() + PARK_BACKSTOP);
+                    return BatcherAction::Sleep(Instant::now() + PARK_BACKSTOP);
                 }
-                Phase::Done => return Step::Done(self.abandoned),
+                Phase::Done => return BatcherAction::Done(self.abandoned),
             }
         }
     }
@@ -553,7 +553,7 @@ impl<T: Send + 'static> Batcher<T> {
 
     /// The counter of dead letters dropped to make room, under
     /// `DeadLetterFull::DropOldest` (`None`: a full dead-letter log keeps them out).
-    fn room<'a>(&self, d: &'a crate::shared::Durable<T>) -> Option<&'a AtomicU64> {
+    fn room<'a>(&self, d: &'a crate::shared::DurableState<T>) -> Option<&'a AtomicU64> {
         (self.shared.config.get_dead_letter_full() == crate::config::DeadLetterFull::DropOldest)
             .then_some(&d.dead_dropped)
     }

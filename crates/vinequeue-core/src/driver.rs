@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::batcher::{Batcher, Step};
-use crate::queue::Control;
-use crate::shared::{Shared, NO_WAKE};
+use crate::batcher::{Batcher, BatcherAction};
+use crate::lifecycle::LifecycleControl;
+use crate::shared::{QueueState, NO_WAKE};
 use crate::sink::{Batch, SendError};
 
 pub(crate) enum DriverState<T> {
@@ -71,8 +71,8 @@ pub enum Next<T> {
 /// no longer go on: the queue's `stop()` reports what is left as undelivered.
 pub struct BatchDriver<T: Send + 'static> {
     pub(crate) slot: Arc<DriverSlot<T>>,
-    pub(crate) shared: Arc<Shared<T>>,
-    pub(crate) control: Arc<Control<T>>,
+    pub(crate) shared: Arc<QueueState<T>>,
+    pub(crate) control: Arc<LifecycleControl<T>>,
 }
 
 impl<T: Send + 'static> BatchDriver<T> {
@@ -107,8 +107,8 @@ impl<T: Send + 'static> BatchDriver<T> {
         loop {
             let step = catch_unwind(AssertUnwindSafe(|| batcher.step()));
             match step {
-                Ok(Step::Send(batch)) => return Next::Send(batch),
-                Ok(Step::Wait { threshold, until }) => {
+                Ok(BatcherAction::Send(batch)) => return Next::Send(batch),
+                Ok(BatcherAction::Wait { threshold, until }) => {
                     shared.wake_at.store(threshold, SeqCst);
                     if batcher.must_not_wait(threshold) {
                         shared.wake_at.store(NO_WAKE, SeqCst);
@@ -116,8 +116,8 @@ impl<T: Send + 'static> BatchDriver<T> {
                     }
                     return Next::Wait(until.or(backstop));
                 }
-                Ok(Step::Sleep(until)) => return Next::Wait(Some(until)),
-                Ok(Step::Done(abandoned)) => {
+                Ok(BatcherAction::Sleep(until)) => return Next::Wait(Some(until)),
+                Ok(BatcherAction::Done(abandoned)) => {
                     *state = DriverState::Finished;
                     drop(state);
                     self.control.batcher_exited(abandoned, shared);
@@ -159,7 +159,7 @@ impl<T: Send + 'static> Drop for BatchDriver<T> {
 /// it to the end on this thread. Returns whether it did.
 pub(crate) fn take_over<T: Send + 'static>(
     slot: &Arc<DriverSlot<T>>,
-    control: &Arc<Control<T>>,
+    control: &Arc<LifecycleControl<T>>,
     spawn: bool,
 ) -> bool {
     let batcher = {

@@ -42,10 +42,12 @@
 #![warn(missing_docs)]
 
 mod batcher;
+mod codec;
 mod config;
 mod dead;
 mod driver;
 mod error;
+mod lifecycle;
 #[cfg(feature = "wal")]
 mod logs;
 mod loom;

@@ -485,7 +485,7 @@ mod tests {
         let data: Vec<u8> = (0..(3 << 20) + 1234).map(|i| (i % 251) as u8).collect();
         file.prepare(0, len);
         file.write_publish(0, &[&data]);
-        // Written ahead over bytes the writer has already reached (a prefetch thread
+        // Written ahead over bytes the writer has already reached (a write-ahead thread
         // that fell behind), and over bytes it has not.
         file.start_writeback(0, len).unwrap();
         file.read_with(0, data.len(), |b| assert!(b == &data[..], "bytes changed"));

@@ -27,266 +27,16 @@ use vinequeue_core::{Batch, DeadLetter, SendError, Sink};
 
 use crate::timer::Sleep;
 
-/// Most dead letters waiting for the consumer. When it is reached the batcher waits (up
-/// to `DEAD_LETTER_WAIT`) for the consumer to take some; only then, or with no consumer
-/// left, is the oldest discarded (still counted in the metrics, and kept in the
-/// dead-letter log of a durable queue).
-const DEAD_LETTER_BACKLOG: usize = 1024;
+mod bridged;
+mod driven;
 
-/// Longest the batcher waits for room in the dead-letter backlog.
-const DEAD_LETTER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-enum State<T> {
-    /// No batch in hand.
-    Idle,
-    /// A batch waits for a consumer.
-    Offered(Batch<T>),
-    /// A consumer holds the batch.
-    Taken,
-    /// The consumer's verdict, for the batcher.
-    Done(Batch<T>, Result<(), SendError>),
-}
-
-struct Slot<T> {
-    state: State<T>,
-    dead_letters: VecDeque<DeadLetter<T>>,
-    /// The batcher is gone (the queue stopped, or was dropped): no more batches.
-    closed: bool,
-    /// The `Batches` end was dropped: nobody will take anything any more.
-    consumer_gone: bool,
-    consumer: Option<Waker>,
-}
-
-pub(crate) struct Channel<T> {
-    slot: Mutex<Slot<T>>,
-    /// The batcher waits here for a verdict, or for room in the dead-letter backlog.
-    verdict: Condvar,
-}
-
-impl<T> Channel<T> {
-    fn wake_consumer(mut slot: parking_lot::MutexGuard<'_, Slot<T>>) {
-        let waker = slot.consumer.take();
-        drop(slot);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    fn finish(&self, batch: Batch<T>, result: Result<(), SendError>) {
-        let mut slot = self.slot.lock();
-        slot.state = State::Done(batch, result);
-        drop(slot);
-        self.verdict.notify_all();
-    }
-}
-
-/// Creates the two ends: the sink for the core queue and the stream for async code.
-pub(crate) fn channel<T: Send + 'static>() -> (BridgeSink<T>, Batches<T>) {
-    let chan = Arc::new(Channel {
-        slot: Mutex::new(Slot {
-            state: State::Idle,
-            dead_letters: VecDeque::new(),
-            closed: false,
-            consumer_gone: false,
-            consumer: None,
-        }),
-        verdict: Condvar::new(),
-    });
-    (
-        BridgeSink {
-            chan: Arc::clone(&chan),
-        },
-        Batches {
-            src: Source::Bridge(chan),
-            sleep: None,
-        },
-    )
-}
-
-/// For a queue whose batcher the consumer drives itself (memory mode): the queue's sink,
-/// which keeps the dead letters for the consumer, and a `Batches` waiting for the
-/// driver (see [`Batches::driven`]).
-pub(crate) fn letter_box<T>() -> (LetterSink<T>, Arc<LetterBox<T>>) {
-    let letters = Arc::new(LetterBox {
-        letters: Mutex::new(VecDeque::new()),
-        consumer_gone: AtomicBool::new(false),
-    });
-    (
-        LetterSink {
-            letters: Arc::clone(&letters),
-        },
-        letters,
-    )
-}
-
-/// Dead letters of a driven queue, waiting for the consumer. They are produced while the
-/// consumer polls (it runs the batcher), so they are not capped: a `Delivery` hands each
-/// to `on_dead_letter` before its next batch, and a stream consumer takes them with
-/// `take_dead_letters`.
-pub(crate) struct LetterBox<T> {
-    letters: Mutex<VecDeque<DeadLetter<T>>>,
-    /// The consumer end is gone: nobody will ever take a letter.
-    consumer_gone: AtomicBool,
-}
-
-/// The sink of a driven queue: the consumer sends the batches itself, so this only keeps
-/// the dead letters for it. Its `send` is used only by a batcher left without a
-/// consumer: every attempt fails at once.
-pub(crate) struct LetterSink<T> {
-    letters: Arc<LetterBox<T>>,
-}
-
-/// The `Batches` end of a queue was dropped: no task takes batches any more.
-#[derive(Debug, thiserror::Error)]
-#[error("the Batches end of the queue was dropped: nothing takes batches any more")]
-struct ConsumerGone;
-
-impl<T: Send + 'static> Sink<T> for LetterSink<T> {
-    fn send(&mut self, _batch: &Batch<T>) -> Result<(), SendError> {
-        Err(SendError::retry(ConsumerGone))
-    }
-
-    fn on_dead_letter(&mut self, letter: DeadLetter<T>) {
-        // With no consumer left the letter has nowhere to go (it is counted in the
-        // metrics all the same).
-        if !self.letters.consumer_gone.load(SeqCst) {
-            self.letters.letters.lock().push_back(letter);
-        }
-    }
-}
-
-/// The consumer end of a driven queue: the consumer runs the batcher itself.
-pub(crate) struct Driven<T: Send + 'static> {
-    driver: BatchDriver<T>,
-    letters: Arc<LetterBox<T>>,
-    /// A `ReadyBatch` is out, not answered yet.
-    out: AtomicBool,
-    /// Woken when that batch is answered (a stream consumer polling meanwhile).
-    consumer: Mutex<Option<Waker>>,
-}
-
-impl<T: Send + 'static> Drop for Driven<T> {
-    fn drop(&mut self) {
-        // (Its `BatchDriver`, dropped next, moves the batcher to a thread of its own.)
-        self.letters.consumer_gone.store(true, SeqCst);
-        self.letters.letters.lock().clear();
-    }
-}
-
-impl<T: Send + 'static> Driven<T> {
-    fn answer(&self, batch: Batch<T>, result: Result<(), SendError>) {
-        self.driver.sent(batch, result);
-        self.out.store(false, SeqCst);
-        let waker = self.consumer.lock().take();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// The sink the batcher thread calls; see the module documentation.
-pub(crate) struct BridgeSink<T> {
-    chan: Arc<Channel<T>>,
-}
-
-/// Rounds of spinning, then yielding, before the batcher thread sleeps waiting for a
-/// verdict: a consumer that answers within microseconds then costs no thread wake-up.
-const SPIN_BEFORE_WAIT: u32 = 40;
-
-fn spin(step: u32) {
-    if step < 8 {
-        for _ in 0..(1u32 << step) {
-            std::hint::spin_loop();
-        }
-    } else {
-        std::thread::yield_now();
-    }
-}
-
-/// Nobody took a batch within its `send_timeout`.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "no consumer took the batch within send_timeout: spawn `Batches::deliver_to(sink)` \
-         on an executor, or poll the `Batches` stream"
-)]
-struct NoConsumer;
-
-impl<T: Send + 'static> Sink<T> for BridgeSink<T> {
-    fn send(&mut self, _batch: &Batch<T>) -> Result<(), SendError> {
-        // The batcher calls `send_mut`; a batch lent immutably cannot be handed over.
-        Err(SendError::retry(NoConsumer))
-    }
-
-    fn send_mut(&mut self, batch: &mut Batch<T>) -> Result<(), SendError> {
-        let deadline = batch.deadline();
-        let mut slot = self.chan.slot.lock();
-        slot.state = State::Offered(std::mem::take(batch));
-        Channel::wake_consumer(slot);
-        self.wait_verdict(batch, deadline)
-    }
-
-    fn on_dead_letter(&mut self, letter: DeadLetter<T>) {
-        let mut slot = self.chan.slot.lock();
-        let give_up = Instant::now() + DEAD_LETTER_WAIT;
-        while slot.dead_letters.len() >= DEAD_LETTER_BACKLOG && !slot.consumer_gone {
-            if self.chan.verdict.wait_until(&mut slot, give_up).timed_out() {
-                break;
-            }
-        }
-        if slot.dead_letters.len() >= DEAD_LETTER_BACKLOG {
-            slot.dead_letters.pop_front();
-        }
-        slot.dead_letters.push_back(letter);
-        Channel::wake_consumer(slot);
-    }
-}
-
-impl<T> BridgeSink<T> {
-    /// Waits for the consumer's verdict on the offered batch and puts the batch back.
-    /// A batch nobody took by its deadline is taken back as a retryable failure; one a
-    /// consumer holds is waited for (the consumer applies `send_timeout`).
-    fn wait_verdict(&self, batch: &mut Batch<T>, deadline: Instant) -> Result<(), SendError> {
-        let mut slot = self.chan.slot.lock();
-        let mut step = 0;
-        loop {
-            match std::mem::replace(&mut slot.state, State::Idle) {
-                State::Done(back, result) => {
-                    *batch = back;
-                    return result;
-                }
-                State::Offered(back) if slot.consumer_gone || Instant::now() >= deadline => {
-                    // Out of time, or the `Batches` end is gone and nobody can ever
-                    // take it: a failed attempt.
-                    *batch = back;
-                    return Err(SendError::retry(NoConsumer));
-                }
-                state => {
-                    let taken = matches!(state, State::Taken);
-                    slot.state = state;
-                    if step < SPIN_BEFORE_WAIT {
-                        step += 1;
-                        parking_lot::MutexGuard::unlocked(&mut slot, || spin(step));
-                    } else if taken {
-                        self.chan.verdict.wait(&mut slot);
-                    } else {
-                        self.chan.verdict.wait_until(&mut slot, deadline);
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl<T> Drop for BridgeSink<T> {
-    fn drop(&mut self) {
-        let mut slot = self.chan.slot.lock();
-        slot.closed = true;
-        Channel::wake_consumer(slot);
-    }
-}
+pub(crate) use bridged::channel;
+use bridged::*;
+pub(crate) use driven::letter_box;
+use driven::*;
 
 /// What the consumer end yields.
-pub(crate) enum Event<T: Send + 'static> {
+pub(crate) enum Outgoing<T: Send + 'static> {
     Batch(ReadyBatch<T>),
     DeadLetter(DeadLetter<T>),
 }
@@ -331,11 +81,11 @@ impl<T: Send + 'static> Batches<T> {
         matches!(self.src, Source::Driven(_))
     }
 
-    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event<T>>> {
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outgoing<T>>> {
         self.poll_with(cx, true)
     }
 
-    fn poll_with(&mut self, cx: &mut Context<'_>, letters: bool) -> Poll<Option<Event<T>>> {
+    fn poll_with(&mut self, cx: &mut Context<'_>, letters: bool) -> Poll<Option<Outgoing<T>>> {
         let chan = match &self.src {
             Source::Bridge(chan) => chan,
             Source::Driven(d) => {
@@ -348,14 +98,14 @@ impl<T: Send + 'static> Batches<T> {
             if let Some(letter) = slot.dead_letters.pop_front() {
                 drop(slot);
                 chan.verdict.notify_all(); // room in the backlog
-                return Poll::Ready(Some(Event::DeadLetter(letter)));
+                return Poll::Ready(Some(Outgoing::DeadLetter(letter)));
             }
         }
         if matches!(slot.state, State::Offered(_)) {
             let State::Offered(batch) = std::mem::replace(&mut slot.state, State::Taken) else {
                 unreachable!("checked above");
             };
-            return Poll::Ready(Some(Event::Batch(ReadyBatch {
+            return Poll::Ready(Some(Outgoing::Batch(ReadyBatch {
                 batch: Some(batch),
                 to: Answer::Bridge(Arc::clone(chan)),
             })));
@@ -397,11 +147,11 @@ impl<T: Send + 'static> Batches<T> {
         d: &Arc<Driven<T>>,
         cx: &mut Context<'_>,
         letters: bool,
-    ) -> Poll<Option<Event<T>>> {
+    ) -> Poll<Option<Outgoing<T>>> {
         loop {
             if letters {
                 if let Some(letter) = d.letters.letters.lock().pop_front() {
-                    return Poll::Ready(Some(Event::DeadLetter(letter)));
+                    return Poll::Ready(Some(Outgoing::DeadLetter(letter)));
                 }
             }
             if d.out.load(SeqCst) {
@@ -415,7 +165,7 @@ impl<T: Send + 'static> Batches<T> {
             match d.driver.next(cx.waker()) {
                 Next::Send(batch) => {
                     d.out.store(true, SeqCst);
-                    return Poll::Ready(Some(Event::Batch(ReadyBatch {
+                    return Poll::Ready(Some(Outgoing::Batch(ReadyBatch {
                         batch: Some(batch),
                         to: Answer::Driven(Arc::clone(d)),
                     })));
@@ -457,8 +207,8 @@ impl<T: Send + 'static> Stream for Batches<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ReadyBatch<T>>> {
         match self.get_mut().poll_with(cx, false) {
-            Poll::Ready(Some(Event::Batch(batch))) => Poll::Ready(Some(batch)),
-            Poll::Ready(Some(Event::DeadLetter(_))) => unreachable!("not asked for"),
+            Poll::Ready(Some(Outgoing::Batch(batch))) => Poll::Ready(Some(batch)),
+            Poll::Ready(Some(Outgoing::DeadLetter(_))) => unreachable!("not asked for"),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
