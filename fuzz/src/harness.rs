@@ -48,7 +48,7 @@ use vinequeue_wal::format::{
     CHECKPOINT_V1_LEN, CHECKPOINT_V1_SLOT_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
 use vinequeue_wal::sim::SimFs;
-use vinequeue_wal::{Fs, Wal, WalOptions};
+use vinequeue_wal::{Fs, Reclaim, Wal, WalOptions};
 
 // ---------------------------------------------------------------------------------------
 // Allocation counting: `decode_frame` must never allocate, whatever its length field says.
@@ -493,7 +493,7 @@ pub fn fuzz_options(mode: RecoveryMode) -> WalOptions {
         .recovery_mode(mode)
         // Deletions inside the acknowledging call: the images must be the same bytes
         // every time they are written.
-        .background_reclaim(false)
+        .reclaim(Reclaim::Inline)
 }
 
 /// Payload of record `i` in the genuine logs.

@@ -15,6 +15,7 @@
 //! `futures`, plus two helper threads of its own (a timer, and per durable queue a sync
 //! thread). It runs on tokio, smol, async-std, `futures::executor`, or anything else
 //! that polls futures.
+#![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
 
 mod bridge;

@@ -3,6 +3,7 @@
 //! `unsafe` outside the ring), and decoding back.
 
 use crate::error::Error;
+use vinequeue_storage::CodecError;
 
 /// Encoding of items for the log, captured where the serde bounds are known so that the
 /// rest of the queue (and `Drop`) does not need them.
@@ -16,10 +17,18 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> {
     pub(crate) fn postcard() -> Self {
         Codec {
             encode_into: |item, buf| {
-                postcard::serialize_with_flavor(item, AppendTo::new(buf))
-                    .map_err(|e| Error::Codec(e.to_string()))
+                postcard::serialize_with_flavor(item, AppendTo::new(buf)).map_err(|e| {
+                    Error::Codec(CodecError::with_source("the item does not encode", e))
+                })
             },
-            decode: |bytes| postcard::from_bytes(bytes).map_err(|e| Error::Codec(e.to_string())),
+            decode: |bytes| {
+                postcard::from_bytes(bytes).map_err(|e| {
+                    Error::Codec(CodecError::with_source(
+                        "the bytes do not decode as the item type",
+                        e,
+                    ))
+                })
+            },
         }
     }
 }

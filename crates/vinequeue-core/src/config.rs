@@ -108,12 +108,14 @@ impl Default for Config {
 
 impl Config {
     /// Capacity of the memory ring, in items. Default = 10 000.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn memory_size(mut self, items: usize) -> Self {
         self.memory_size = items;
         self
     }
 
     /// Most items handed to one `Sink::send`. Default = 100.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn batch_size(mut self, items: usize) -> Self {
         self.batch_size = items;
         self
@@ -121,12 +123,14 @@ impl Config {
 
     /// Longest an item waits for its batch to fill before the batch is sent anyway.
     /// Default = 5 s.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = timeout;
         self
     }
 
     /// Directory of the write-ahead log. Default = none (memory only).
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn wal_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.wal_path = Some(path.into());
         self
@@ -134,6 +138,7 @@ impl Config {
 
     /// Most bytes of log on disk; at the limit the overflow policy applies.
     /// Default = 100 MiB.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn wal_max_size(mut self, bytes: u64) -> Self {
         self.wal_max_size = bytes;
         self
@@ -141,6 +146,7 @@ impl Config {
 
     /// Durability of an accepted item with a write-ahead log. Default =
     /// `Periodic(100 ms)`.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn sync_mode(mut self, mode: SyncMode) -> Self {
         self.sync_mode = mode;
         self
@@ -148,6 +154,7 @@ impl Config {
 
     /// Deadline handed to each send attempt ([`Batch::deadline`](crate::Batch::deadline)).
     /// Default = 30 s.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout;
         self
@@ -162,6 +169,7 @@ impl Config {
     /// deploy) must not turn everything sent meanwhile into dead letters, and the log
     /// holds what waits. The pause between attempts grows to `retry_backoff`'s `max`
     /// and stays there; what `stop()` cannot deliver stays in the log for the next start.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn retry_limit(mut self, retries: u32) -> Self {
         self.retry_limit = Some(retries);
         self
@@ -169,6 +177,7 @@ impl Config {
 
     /// Retries until the queue stops: [`retry_limit`](Config::retry_limit) with
     /// [`RETRY_UNTIL_STOPPED`](Config::RETRY_UNTIL_STOPPED).
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn retry_until_stopped(self) -> Self {
         self.retry_limit(Self::RETRY_UNTIL_STOPPED)
     }
@@ -193,6 +202,7 @@ impl Config {
 
     /// First and largest pause between attempts; the pause doubles after each failure,
     /// with jitter. Default = 100 ms, 10 s.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn retry_backoff(mut self, first: Duration, max: Duration) -> Self {
         self.retry_backoff_first = first;
         self.retry_backoff_max = max;
@@ -200,18 +210,21 @@ impl Config {
     }
 
     /// How long `stop()` (and `Drop`) keeps delivering. Default = 30 s.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
     /// Whether send-latency histograms are kept (counters are always on). Default = true.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn enable_metrics(mut self, enabled: bool) -> Self {
         self.enable_metrics = enabled;
         self
     }
 
     /// What `enqueue` does when there is no room. Default = `Block(1 s)`.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
         self.overflow = policy;
         self
@@ -219,6 +232,7 @@ impl Config {
 
     /// What opening the write-ahead log does with damaged records that are not a torn
     /// tail. Default = `SkipCorrupt`.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
         self.recovery_mode = mode;
         self
@@ -241,6 +255,7 @@ impl Config {
 
     /// Limit of the dead-letter log kept beside the write-ahead log, in bytes (at least
     /// 16 MiB). Default: a quarter of `wal_max_size`, at least 16 MiB.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn dead_letter_max_size(mut self, bytes: u64) -> Self {
         self.dead_letter_max_size = Some(bytes);
         self
@@ -248,6 +263,7 @@ impl Config {
 
     /// What happens to a dead letter when the dead-letter log is full. Default
     /// [`DeadLetterFull::KeepInLog`].
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn dead_letter_full(mut self, policy: DeadLetterFull) -> Self {
         self.dead_letter_full = policy;
         self

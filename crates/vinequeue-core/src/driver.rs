@@ -75,6 +75,12 @@ pub struct BatchDriver<T: Send + 'static> {
     pub(crate) control: Arc<LifecycleControl<T>>,
 }
 
+impl<T: Send + 'static> std::fmt::Debug for BatchDriver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchDriver").finish_non_exhaustive()
+    }
+}
+
 impl<T: Send + 'static> BatchDriver<T> {
     /// Advances the batcher until it needs something: a batch to send, or a wait.
     /// `waker` is woken when items arrive, a flush is requested, or the queue stops.

@@ -38,6 +38,7 @@
 //!
 //! In memory mode (no `wal_path`) items live only in the process: a crash loses what is
 //! buffered. Durability comes with the write-ahead log.
+#![warn(missing_debug_implementations)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -100,7 +101,7 @@ pub use crate::sink::{
     Batch, BoxError, DeadLetter, DeadLetterReason, NullSink, SendError, Sink, SinkExt,
     WithDeadLetter,
 };
-pub use vinequeue_storage::{MemStorage, RecoveryReport, Storage};
+pub use vinequeue_storage::{CodecError, MemStorage, RecoveryReport, Storage};
 
 #[cfg(test)]
 mod static_checks {

@@ -41,9 +41,10 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
-    /// An item could not be encoded or decoded.
+    /// An item could not be encoded or decoded; the codec's own error, where there is
+    /// one, is the [`CodecError`]'s source.
     #[error("codec error: {0}")]
-    Codec(String),
+    Codec(#[source] CodecError),
     /// `flush` gave up before every item enqueued before it was delivered.
     #[error("flush timed out with {pending} item(s) still undelivered")]
     FlushTimeout {
@@ -86,6 +87,78 @@ pub enum Error {
     Unsupported(String),
 }
 
+/// Why an item could not be encoded or decoded: what was being done, and the codec's own
+/// error as the [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct CodecError {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl CodecError {
+    /// An error with a message and no underlying cause.
+    pub fn new(message: impl Into<String>) -> Self {
+        CodecError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with a message saying what was being done, caused by `source`.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        CodecError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The message (without the cause).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The message followed by the causes, `": "`-separated.
+    pub fn describe(&self) -> String {
+        let mut text = self.message.clone();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
+    }
+}
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CodecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for CodecError {
+    fn from(message: String) -> Self {
+        CodecError::new(message)
+    }
+}
+
+impl From<&str> for CodecError {
+    fn from(message: &str) -> Self {
+        CodecError::new(message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +177,18 @@ mod tests {
         assert!(Error::ShutdownTimeout { undelivered: 5 }
             .to_string()
             .contains('5'));
+    }
+
+    #[test]
+    fn a_codec_error_keeps_its_cause_as_the_source() {
+        let cause = std::io::Error::other("unexpected end of input");
+        let e = Error::Codec(CodecError::with_source("the item does not decode", cause));
+        assert_eq!(e.to_string(), "codec error: the item does not decode");
+        let source = std::error::Error::source(&e).unwrap();
+        assert_eq!(
+            std::error::Error::source(source).unwrap().to_string(),
+            "unexpected end of input"
+        );
     }
 
     #[test]

@@ -10,12 +10,13 @@
 //! alone, and `vinequeue-core` (the queue) re-exports all of it. Users depend on the
 //! facade crate `vinequeue`, where every item here is reachable as `vinequeue::Name`.
 
+#![warn(missing_debug_implementations)]
 mod error;
 mod modes;
 mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use crate::error::Error;
+pub use crate::error::{CodecError, Error};
 pub use crate::modes::{RecoveryMode, SyncMode};
 pub use crate::storage::{MemStorage, RecoveryReport, Storage};

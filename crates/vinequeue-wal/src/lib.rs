@@ -32,6 +32,7 @@
 //! [`Error::LogFailed`]: vinequeue_storage::Error::LogFailed
 //! [`RecoveryMode`]: vinequeue_storage::RecoveryMode
 
+#![warn(missing_debug_implementations)]
 pub mod format;
 mod fs;
 mod mmap;
@@ -47,6 +48,6 @@ mod wal;
 pub use crate::fs::{DirEntry, Fs, FsFile, RealFs, RealLock};
 #[cfg(feature = "testing")]
 pub use crate::mmap::MappedFile;
-pub use crate::options::{WalOptions, MIN_SEGMENT_SIZE};
+pub use crate::options::{Reclaim, WalOptions, MIN_SEGMENT_SIZE};
 pub use crate::wal::Wal;
 pub use vinequeue_storage::{RecoveryMode, SyncMode};

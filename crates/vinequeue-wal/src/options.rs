@@ -15,7 +15,7 @@ pub struct WalOptions {
     pub(crate) sync_mode: SyncMode,
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) max_record_size: u32,
-    pub(crate) background_reclaim: bool,
+    pub(crate) reclaim: Reclaim,
     pub(crate) sequence_reservation: u64,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) allow_shared_directory: bool,
@@ -30,13 +30,35 @@ impl Default for WalOptions {
             sync_mode: SyncMode::Periodic(Duration::from_millis(100)),
             recovery_mode: RecoveryMode::SkipCorrupt,
             max_record_size: 16 * 1024 * 1024,
-            background_reclaim: true,
+            reclaim: Reclaim::Background,
             sequence_reservation: 1 << 20,
             checkpoint_interval: Duration::from_millis(200),
             allow_shared_directory: false,
             max_damaged_size: 100 * 1024 * 1024,
         }
     }
+}
+
+/// Where a [`Wal`](crate::Wal) deletes segments whose records are all acknowledged
+/// ([`WalOptions::reclaim`]).
+///
+/// Deleting a segment writes the checkpoint, unlinks the file and syncs the directory: a
+/// few hundred microseconds, and tens of milliseconds while the disk is busy writing
+/// back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Reclaim {
+    /// On the log's own thread: an acknowledgement returns at once (the queue's batcher
+    /// acknowledges every batch, and stalled there it would let the memory ring fill up
+    /// behind it), and [`size`](vinequeue_storage::Storage::size) drops once the deletion
+    /// is done. An `append` that finds the log full while a deletion is under way waits
+    /// for it (at most a second) before it reports `LogFull`; a deletion that fails is
+    /// reported by the next acknowledgement, and tried again by a later one (or by
+    /// [`Wal::reclaim`](crate::Wal::reclaim), or the next segment roll). The default.
+    #[default]
+    Background,
+    /// Inside the acknowledging call, which returns once the space is free.
+    Inline,
 }
 
 /// Most numbers one checkpoint write may reserve ahead.
@@ -49,6 +71,7 @@ impl WalOptions {
     /// Size of each segment file, preallocated in full when the segment is created.
     /// Capped at a quarter of `max_size` so that the log can always roll to a new segment
     /// while older ones wait for acknowledgement. Default = 64 MiB.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = bytes;
         self
@@ -56,6 +79,7 @@ impl WalOptions {
 
     /// Most bytes the log may occupy on disk (all files); at the limit `append` returns
     /// `Error::LogFull`. Default = 100 MiB.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn max_size(mut self, bytes: u64) -> Self {
         self.max_size = bytes;
         self
@@ -64,15 +88,17 @@ impl WalOptions {
     /// `Periodic(d)` syncs in the background every `d`; `Immediate` and `Os` sync only
     /// when asked (`sync`, `sync_through`; the queue asks after every append under
     /// `Immediate`). Under `Os`, a segment is synced once it is sealed (on the log's own
-    /// thread with [`background_reclaim`](Self::background_reclaim)), so that a power
+    /// thread with [`Reclaim::Background`]), so that a power
     /// cut can tear only the newest segment.
     /// Default = `Periodic(100 ms)`.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn sync_mode(mut self, mode: SyncMode) -> Self {
         self.sync_mode = mode;
         self
     }
 
     /// What opening does with damage that is not a torn tail. Default = `SkipCorrupt`.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
         self.recovery_mode = mode;
         self
@@ -82,25 +108,18 @@ impl WalOptions {
     /// segment. It limits new records only: records already in the log are read whatever
     /// their length (up to what fits in their segment file), so lowering this, or
     /// `max_size`, never turns stored records into damage.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn max_record_size(mut self, bytes: u32) -> Self {
         self.max_record_size = bytes;
         self
     }
 
-    /// Whether segments whose records are all acknowledged are deleted on a thread of
-    /// the log's own (`true`, the default) or inside the acknowledging call (`false`).
-    ///
-    /// Deleting a segment writes the checkpoint, unlinks the file and syncs the
-    /// directory: a few hundred microseconds, and tens of milliseconds while the disk is
-    /// busy writing back. In the background, an acknowledgement returns at once (the
-    /// queue's batcher acknowledges every batch, and stalled there, it let the memory
-    /// ring fill up behind it) and [`size`](vinequeue_storage::Storage::size) drops once the
-    /// deletion is done. An `append` that finds the log full while a deletion is under
-    /// way (at most a second) before it reports `LogFull`; a deletion that fails is
-    /// reported by the next acknowledgement, and tried again by a later one (or by
-    /// [`Wal::reclaim`](crate::Wal::reclaim), or the next segment roll).
-    pub fn background_reclaim(mut self, on: bool) -> Self {
-        self.background_reclaim = on;
+    /// Where segments whose records are all acknowledged are deleted: on a thread of the
+    /// log's own ([`Reclaim::Background`], the default) or inside the acknowledging call
+    /// ([`Reclaim::Inline`]).
+    #[must_use = "a setter returns the changed value; use it"]
+    pub fn reclaim(mut self, reclaim: Reclaim) -> Self {
+        self.reclaim = reclaim;
         self
     }
 
@@ -110,6 +129,7 @@ impl WalOptions {
     /// deduplicate on it). The cost is one small synced write per this many appends;
     /// after a crash the numbers reserved and not used are skipped (a gap in the
     /// numbering; a clean close gives them back). Default = 1,048,576.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn sequence_reservation(mut self, numbers: u64) -> Self {
         self.sequence_reservation = numbers;
         self
@@ -120,6 +140,7 @@ impl WalOptions {
     /// own thread with [`background_reclaim`](Self::background_reclaim), else in the
     /// acknowledging call). After a crash, what was acknowledged in about the last
     /// interval is delivered again. Default = 200 ms.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn checkpoint_interval(mut self, every: Duration) -> Self {
         self.checkpoint_interval = every;
         self
@@ -130,6 +151,7 @@ impl WalOptions {
     /// plant files, or links, that the log would read or write; opening refuses it with
     /// [`Error::Config`] naming the path and its mode unless this is set. Directories
     /// the log creates get mode 0700. Default = `false`.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn allow_shared_directory(mut self, allow: bool) -> Self {
         self.allow_shared_directory = allow;
         self
@@ -143,6 +165,7 @@ impl WalOptions {
     /// directory is the user's to empty; its size is in
     /// [`RecoveryReport::damaged_bytes`](vinequeue_storage::RecoveryReport) and the
     /// queue's metrics. Default = 100 MiB.
+    #[must_use = "a setter returns the changed value; use it"]
     pub fn max_damaged_size(mut self, bytes: u64) -> Self {
         self.max_damaged_size = bytes;
         self

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use vinequeue_storage::Storage;
 use vinequeue_wal::format::Checkpoint;
 use vinequeue_wal::sim::SimFs;
-use vinequeue_wal::{SyncMode, Wal, WalOptions};
+use vinequeue_wal::{Reclaim, SyncMode, Wal, WalOptions};
 
 const DIR: &str = "/wal";
 
@@ -18,7 +18,11 @@ fn opts(mode: SyncMode, background: bool) -> WalOptions {
         .segment_size(256 << 10)
         .max_size(1 << 30)
         .sync_mode(mode)
-        .background_reclaim(background)
+        .reclaim(if background {
+            Reclaim::Background
+        } else {
+            Reclaim::Inline
+        })
         .checkpoint_interval(Duration::from_millis(20))
 }
 

@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 
 use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::sim::{FaultOp, SimFs};
-use vinequeue_wal::{SyncMode, Wal, WalOptions};
+use vinequeue_wal::{Reclaim, SyncMode, Wal, WalOptions};
 
 const DIR: &str = "/wal";
 
@@ -15,7 +15,7 @@ fn opts() -> WalOptions {
         .segment_size(64 << 10)
         .max_size(1 << 30)
         .sync_mode(SyncMode::Immediate)
-        .background_reclaim(false)
+        .reclaim(Reclaim::Inline)
         .recovery_mode(RecoveryMode::Strict)
 }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use vinequeue_storage::{Error, Storage};
 use vinequeue_wal::format::parse_segment_name;
 use vinequeue_wal::sim::{FaultOp, SimFs};
-use vinequeue_wal::{DirEntry, Fs, SyncMode, Wal, WalOptions};
+use vinequeue_wal::{DirEntry, Fs, Reclaim, SyncMode, Wal, WalOptions};
 
 const DIR: &str = "/wal";
 const WAIT: Duration = Duration::from_secs(10);
@@ -196,7 +196,7 @@ fn closing_the_log_finishes_the_deletion_asked_for() {
 #[test]
 fn without_the_thread_the_acknowledgement_deletes() {
     let fs = SimFs::new(5);
-    let wal = Wal::open_with(fs.clone(), DIR, opts().background_reclaim(false)).unwrap();
+    let wal = Wal::open_with(fs.clone(), DIR, opts().reclaim(Reclaim::Inline)).unwrap();
     let last = fill(&wal, 4);
     wal.ack_range(1, last).unwrap();
     assert_eq!(wal.segment_count(), 1);
@@ -347,7 +347,11 @@ fn a_full_log_deletes_a_segment_acknowledged_before_it_was_sealed() {
             DIR,
             opts()
                 .max_size(4 * 64 * 1024 + 4096)
-                .background_reclaim(background),
+                .reclaim(if background {
+                    Reclaim::Background
+                } else {
+                    Reclaim::Inline
+                }),
         )
         .unwrap();
         // The first segment: every record acknowledged while it is the active one.

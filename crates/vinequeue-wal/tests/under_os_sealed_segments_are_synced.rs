@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::sim::SimFs;
-use vinequeue_wal::{SyncMode, Wal, WalOptions};
+use vinequeue_wal::{Reclaim, SyncMode, Wal, WalOptions};
 
 const DIR: &str = "/wal";
 
@@ -15,7 +15,11 @@ fn opts(background: bool) -> WalOptions {
         .segment_size(64 * 1024)
         .max_size(1 << 30)
         .sync_mode(SyncMode::Os)
-        .background_reclaim(background)
+        .reclaim(if background {
+            Reclaim::Background
+        } else {
+            Reclaim::Inline
+        })
         .recovery_mode(RecoveryMode::Strict)
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../../../README.md")]
 #![deny(unsafe_code)]
+#![warn(missing_debug_implementations)]
 #![warn(missing_docs)]
 
 pub use vinequeue_core::*;

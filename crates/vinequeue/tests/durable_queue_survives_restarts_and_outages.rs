@@ -379,7 +379,7 @@ fn an_item_that_cannot_come_back_from_the_log_is_refused_under_immediate() {
     match queue.enqueue(Untagged::Number(7)) {
         Err(vinequeue::EnqueueError::Failed(item, Error::Codec(why))) => {
             assert_eq!(item, Untagged::Number(7), "the item comes back");
-            assert!(why.contains("does not decode"), "{why}");
+            assert!(why.message().contains("does not decode"), "{why}");
         }
         other => panic!("expected a codec failure, got {other:?}"),
     }

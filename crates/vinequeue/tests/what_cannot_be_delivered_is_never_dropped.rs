@@ -344,7 +344,7 @@ fn a_type_that_does_not_come_back_from_its_encoding_is_refused_at_the_first_enqu
     .unwrap();
     match queue.enqueue(Untagged::Number(1)) {
         Err(EnqueueError::Failed(Untagged::Number(1), Error::Codec(why))) => {
-            assert!(why.contains("does not decode"), "{why}")
+            assert!(why.message().contains("does not decode"), "{why}")
         }
         other => panic!("accepted an item that could never be replayed: {other:?}"),
     }

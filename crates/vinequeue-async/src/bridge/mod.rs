@@ -49,6 +49,7 @@ pub(crate) enum Outgoing<T: Send + 'static> {
 /// One batch is out at a time: the next comes once the current one is acknowledged,
 /// failed or dropped. The stream ends when the queue has stopped and delivered (or given
 /// up on) everything.
+#[must_use = "nothing is delivered unless the batches are consumed (deliver_to, or the Stream)"]
 pub struct Batches<T: Send + 'static> {
     src: Source<T>,
     /// A driven queue's wait for its flush timeout or a retry's backoff.
@@ -226,6 +227,7 @@ impl<T: Send + 'static> fmt::Debug for Batches<T> {
 /// as a retryable failure. The queue sends nothing else until then, and it does not time
 /// out a batch held here: `send_timeout` is for the consumer to apply (see
 /// [`Batch::deadline`]).
+#[must_use = "answer the batch with ack or fail; dropped unanswered it counts as a failed attempt"]
 pub struct ReadyBatch<T: Send + 'static> {
     batch: Option<Batch<T>>,
     to: Answer<T>,

@@ -69,8 +69,12 @@ impl<T: Send + 'static> Queue<T> {
                             error: letter.error,
                             payload: letter.payload,
                         };
-                        let bytes = postcard::to_allocvec(&record)
-                            .map_err(|e| Error::Codec(e.to_string()))?;
+                        let bytes = postcard::to_allocvec(&record).map_err(|e| {
+                            Error::Codec(vinequeue_storage::CodecError::with_source(
+                                "a dead-letter record does not encode",
+                                e,
+                            ))
+                        })?;
                         dead.append(&bytes)?;
                     }
                 }
@@ -142,8 +146,9 @@ fn read_dead_letters<T>(
                     payload: record.payload,
                 }),
                 Err(e) => {
-                    failure = Some(Error::Codec(format!(
-                        "dead letter {dseq} is not a dead-letter record: {e}"
+                    failure = Some(Error::Codec(vinequeue_storage::CodecError::with_source(
+                        format!("dead letter {dseq} is not a dead-letter record"),
+                        e,
                     )));
                     return false;
                 }

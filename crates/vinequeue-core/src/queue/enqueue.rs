@@ -447,9 +447,13 @@ impl<T: Send + 'static> Queue<T> {
 
 /// The error for an item that does not decode from its own encoding.
 pub(super) fn undecodable(e: Error) -> Error {
-    Error::Codec(format!(
-        "the item does not decode from its own encoding ({e}): types that need a \
-         self-describing format (deserialize_any: untagged or flattened enums, \
-         serde_json::Value) cannot go through the log"
-    ))
+    let message = "the item does not decode from its own encoding: types that need a \
+                   self-describing format (deserialize_any: untagged or flattened enums, \
+                   serde_json::Value) cannot go through the log";
+    match e {
+        Error::Codec(cause) => {
+            Error::Codec(vinequeue_storage::CodecError::with_source(message, cause))
+        }
+        other => Error::Codec(vinequeue_storage::CodecError::with_source(message, other)),
+    }
 }

@@ -118,6 +118,17 @@ pub struct Wal<F: Fs = RealFs> {
     reclaimer: Option<JoinHandle<()>>,
 }
 
+impl<F: Fs> std::fmt::Debug for Wal<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.inner.dir)
+            .field("next_seq", &self.inner.next_seq.load(Ordering::Relaxed))
+            .field("segments", &self.inner.segments.read().len())
+            .field("failed", &self.inner.has_failed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Wal<RealFs> {
     /// Opens (creating if needed) the log in `dir`, recovering what is there.
     ///
@@ -291,7 +302,7 @@ impl<F: Fs> Wal<F> {
             _ => None,
         };
         // Without the thread (it could not start), acknowledgements reclaim inline.
-        let reclaimer = if inner.opts.background_reclaim {
+        let reclaimer = if inner.opts.reclaim == crate::Reclaim::Background {
             let worker = Arc::clone(&inner);
             let spawned = std::thread::Builder::new()
                 .name("vinequeue-wal-reclaim".into())
@@ -327,7 +338,7 @@ impl<F: Fs> Wal<F> {
     /// Deletes, now and on this thread, the sealed segments whose records are all
     /// acknowledged, once the log's own thread has finished the deletion it has under
     /// way, if any: afterwards [`size`](Storage::size) is what the log's files hold.
-    /// With [`WalOptions::background_reclaim`] (the default) acknowledgements leave this
+    /// With [`Reclaim::Background`](crate::Reclaim::Background) (the default) acknowledgements leave this
     /// to the log's thread; call it to have the space back before going on.
     ///
     /// # Errors

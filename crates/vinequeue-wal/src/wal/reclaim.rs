@@ -8,7 +8,7 @@ use super::*;
 pub(super) const RECLAIM_WAIT: Duration = Duration::from_secs(1);
 
 /// Deletes acknowledged segments on a thread of the log's own
-/// ([`WalOptions::background_reclaim`]), so that an acknowledgement does not wait for the
+/// ([`Reclaim::Background`](crate::Reclaim::Background)), so that an acknowledgement does not wait for the
 /// checkpoint write, the unlink and the directory sync.
 pub(super) struct Reclaimer {
     pub(super) state: Mutex<ReclaimState>,
