@@ -137,7 +137,7 @@ impl WalOptions {
 
     /// Longest an advanced acknowledgement mark goes unpersisted: the checkpoint is
     /// written at most this long after an acknowledgement moves the mark (on the log's
-    /// own thread with [`background_reclaim`](Self::background_reclaim), else in the
+    /// own thread with [`Reclaim::Background`], else in the
     /// acknowledging call). After a crash, what was acknowledged in about the last
     /// interval is delivered again. Default = 200 ms.
     #[must_use = "a setter returns the changed value; use it"]
