@@ -1,5 +1,5 @@
 //! Deleting acknowledged segments (checkpoint write, unlink, directory sync) runs on the
-//! log's own thread by default (`WalOptions::background_reclaim`): the queue's batcher
+//! log's own thread by default (`WalOptions::reclaim`, `Reclaim::Background`): the queue's batcher
 //! acknowledges every batch, and a deletion inside that call (tens of milliseconds while
 //! the disk writes back) let the memory ring fill up behind it. Moved off the caller, the
 //! deletion must still happen, be reported when it fails, be waited for by an `append`
