@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use vinequeue_core::{
-    Config, EnqueueError, Error, Metrics, OverflowPolicy, Queue, RecoveryReport, Storage, SyncMode,
+    Config, EnqueueError, Error, FlushReport, Metrics, OverflowPolicy, Queue, RecoveryReport,
+    Storage, SyncMode,
 };
 
 use crate::bridge::{self, Batches};
@@ -260,24 +261,26 @@ impl<T: Send + 'static> AsyncQueue<T> {
     }
 
     /// Waits until every item enqueued before this call has been delivered (or
-    /// dead-lettered, or dropped), sending partial batches at once; see [`Queue::flush`].
+    /// dead-lettered, or dropped), sending partial batches at once, and says what became
+    /// of them; see [`Queue::flush`].
     ///
     /// # Errors
     ///
     /// [`Error::NotStarted`], [`Error::FlushTimeout`], [`Error::Closed`], as the blocking
     /// `flush`.
-    pub async fn flush(&self, timeout: Duration) -> Result<(), Error> {
+    pub async fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
         let queue = &self.inner.queue;
+        let before = queue.outcome_counts();
         let target = queue.request_flush()?;
         let mut sleep = Sleep::until(deadline_after(timeout));
         let mut registration = Registration::new(queue);
         std::future::poll_fn(|cx| {
             if queue.flushed(target)? {
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(queue.flush_report_since(before)));
             }
             registration.register(cx.waker());
             if queue.flushed(target)? {
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ok(queue.flush_report_since(before)));
             }
             match Pin::new(&mut sleep).poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(Error::FlushTimeout {

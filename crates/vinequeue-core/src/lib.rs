@@ -95,7 +95,7 @@ pub mod adapter {
 pub use crate::error::{EnqueueError, Error};
 #[cfg(feature = "wal")]
 pub use crate::logs::DEAD_LETTER_DIR;
-pub use crate::metrics::Metrics;
+pub use crate::metrics::{FlushReport, Metrics};
 pub use crate::queue::Queue;
 pub use crate::sink::{
     Batch, BoxError, DeadLetter, DeadLetterReason, NullSink, SendError, Sink, SinkExt,

@@ -194,6 +194,15 @@ impl Counters {
         }
     }
 
+    /// What a flush reports, counted from here: (delivered, dead-lettered, dropped).
+    pub(crate) fn outcomes(&self) -> (u64, u64, u64) {
+        (
+            self.sent.load(Relaxed),
+            self.dead_lettered.load(Relaxed),
+            self.dropped_oldest.load(Relaxed) + self.dropped_newest.load(Relaxed),
+        )
+    }
+
     /// Fills the counter fields of a snapshot (the queue adds the gauges).
     pub(crate) fn fill(&self, m: &mut Metrics) {
         m.sent_total = self.sent.load(Relaxed);
@@ -250,5 +259,48 @@ mod tests {
         assert!(close(p99, 9_900_000), "p99 {p99}");
         assert_eq!(max, 10_000_000);
         assert_eq!(Histogram::new().summary(), (0, 0, 0));
+    }
+}
+
+/// What became of the items while a flush waited ([`Queue::flush`](crate::Queue::flush)):
+/// a flush returns once every item enqueued before it is resolved, and resolved is not
+/// always delivered.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use vinequeue_core::{Batch, Config, Queue, SendError};
+/// let queue = Queue::new(Config::default(), |_: &Batch<u32>| Err(SendError::permanent("no")))?;
+/// queue.enqueue(1)?;
+/// queue.start()?;
+/// let report = queue.flush(Duration::from_secs(5))?;
+/// assert_eq!((report.delivered, report.dead_lettered), (0, 1));
+/// assert!(!report.all_delivered());
+/// # Ok::<(), vinequeue_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlushReport {
+    /// Items the sink accepted while the flush waited.
+    pub delivered: u64,
+    /// Items dead-lettered while the flush waited (permanent errors, retries exhausted):
+    /// in the dead-letter log (durable mode) or handed to `Sink::on_dead_letter`.
+    pub dead_lettered: u64,
+    /// Items discarded by `DropOldest` / `DropNewest` while the flush waited.
+    pub dropped: u64,
+}
+
+impl FlushReport {
+    /// Whether nothing was dead-lettered or dropped while the flush waited.
+    pub fn all_delivered(&self) -> bool {
+        self.dead_lettered == 0 && self.dropped == 0
+    }
+
+    /// The outcomes counted between `before` and `after` (see `Counters::outcomes`).
+    pub(crate) fn between(before: (u64, u64, u64), after: (u64, u64, u64)) -> Self {
+        FlushReport {
+            delivered: after.0.saturating_sub(before.0),
+            dead_lettered: after.1.saturating_sub(before.1),
+            dropped: after.2.saturating_sub(before.2),
+        }
     }
 }

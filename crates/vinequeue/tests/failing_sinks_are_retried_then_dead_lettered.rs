@@ -273,7 +273,9 @@ fn a_durable_queue_retries_through_an_outage_by_default_and_a_memory_queue_gives
         queue.enqueue(i).unwrap();
     }
     queue.start().unwrap();
-    queue.flush(Duration::from_secs(30)).unwrap();
+    let report = queue.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!((report.delivered, report.dead_lettered), (4, 0));
+    assert!(report.all_delivered());
     queue.stop().unwrap();
     assert_eq!(record.lock().calls.len(), down_for + 1);
     assert_eq!(record.lock().delivered.len(), 4);
@@ -290,7 +292,10 @@ fn a_durable_queue_retries_through_an_outage_by_default_and_a_memory_queue_gives
         queue.enqueue(i).unwrap();
     }
     queue.start().unwrap();
-    queue.flush(Duration::from_secs(30)).unwrap();
+    // The flush returns once the batch is resolved, and says it was dead-lettered.
+    let report = queue.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!((report.delivered, report.dead_lettered), (0, 4));
+    assert!(!report.all_delivered());
     assert_eq!(record.lock().calls.len(), 4);
     assert_eq!(queue.metrics().dead_lettered_total, 4);
     // And `retry_until_stopped` keeps a memory queue retrying as well.

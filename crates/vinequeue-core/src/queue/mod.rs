@@ -25,7 +25,7 @@ use crate::dead::{StoredDeadLetter, StoredRecord};
 use crate::driver::{BatchDriver, DriverSlot, DriverState};
 use crate::error::{EnqueueError, Error};
 use crate::lifecycle::*;
-use crate::metrics::Metrics;
+use crate::metrics::{FlushReport, Metrics};
 use crate::ring::PushError;
 use crate::shared::{DurableState, QueueState};
 use crate::sink::Sink;
@@ -186,7 +186,9 @@ impl<T: Send + 'static> Queue<T> {
 
     /// Waits until every item enqueued before this call has been delivered (or
     /// dead-lettered, or dropped), sending partial batches at once instead of waiting for
-    /// `flush_timeout`. The queue keeps running.
+    /// `flush_timeout`. The queue keeps running. The [`FlushReport`] says what became of
+    /// the items meanwhile: check [`FlushReport::all_delivered`] where a dead letter
+    /// matters.
     ///
     /// # Errors
     ///
@@ -195,8 +197,9 @@ impl<T: Send + 'static> Queue<T> {
     /// [`Error::Closed`] if the queue was stopped with items left undelivered;
     /// [`Error::Unsupported`] on the batcher thread (inside the sink or a dead-letter
     /// handler) with anything left to deliver: the flush would wait for itself.
-    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+    pub fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
         let s = &self.shared;
+        let before = s.counters.outcomes();
         let deadline = after(Instant::now(), timeout);
         let target = self.request_flush()?;
         if s.on_batcher_thread() && !self.flushed(target)? {
@@ -209,12 +212,26 @@ impl<T: Send + 'static> Queue<T> {
         if s.progress
             .wait_until(deadline, || !matches!(self.flushed(target), Ok(false)))
         {
-            self.flushed(target).map(|_| ())
+            self.flushed(target)?;
+            Ok(FlushReport::between(before, s.counters.outcomes()))
         } else {
             Err(Error::FlushTimeout {
                 pending: target.saturating_sub(self.delivered_through()),
             })
         }
+    }
+
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
+    /// What became of the items since `before` (from
+    /// [`outcome_counts`](Queue::outcome_counts)): what an adapter's flush reports.
+    pub fn flush_report_since(&self, before: (u64, u64, u64)) -> FlushReport {
+        FlushReport::between(before, self.shared.counters.outcomes())
+    }
+
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
+    /// The counts a flush report starts from.
+    pub fn outcome_counts(&self) -> (u64, u64, u64) {
+        self.shared.counters.outcomes()
     }
 
     #[doc(hidden)] // adapter plumbing: see the `adapter` module
