@@ -3,6 +3,8 @@
 //! through its creation must not leave an empty or short checkpoint behind: `Strict`
 //! would then refuse to open a log that holds nothing damaged.
 
+mod support;
+
 use std::io::ErrorKind;
 use std::path::Path;
 
@@ -13,11 +15,7 @@ use vinequeue_wal::{SyncMode, Wal, WalOptions};
 const DIR: &str = "/wal";
 
 fn opts() -> WalOptions {
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Immediate)
-        .recovery_mode(RecoveryMode::Strict)
+    support::small_segments(SyncMode::Immediate).recovery_mode(RecoveryMode::Strict)
 }
 
 #[test]

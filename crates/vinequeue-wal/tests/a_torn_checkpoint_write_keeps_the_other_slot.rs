@@ -2,6 +2,8 @@
 //! next one garbage) damages only the slot being written: the log opens under `Strict`
 //! from the other slot, with its mark, and nothing appended is lost.
 
+mod support;
+
 use std::io::ErrorKind;
 
 use vinequeue_storage::{RecoveryMode, Storage};
@@ -11,10 +13,7 @@ use vinequeue_wal::{Reclaim, SyncMode, Wal, WalOptions};
 const DIR: &str = "/wal";
 
 fn opts() -> WalOptions {
-    WalOptions::default()
-        .segment_size(64 << 10)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Immediate)
+    support::small_segments(SyncMode::Immediate)
         .reclaim(Reclaim::Inline)
         .recovery_mode(RecoveryMode::Strict)
 }

@@ -2,6 +2,8 @@
 //! with its mark and its reserved numbers, and the file is replaced by a version 2 one
 //! (slots in separate 4 KiB blocks) at that open.
 
+mod support;
+
 use std::path::Path;
 
 use vinequeue_storage::{RecoveryMode, Storage};
@@ -12,11 +14,7 @@ use vinequeue_wal::{SyncMode, Wal, WalOptions};
 const DIR: &str = "/wal";
 
 fn opts() -> WalOptions {
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Immediate)
-        .recovery_mode(RecoveryMode::Strict)
+    support::small_segments(SyncMode::Immediate).recovery_mode(RecoveryMode::Strict)
 }
 
 fn checkpoint_bytes(fs: &SimFs) -> Vec<u8> {

@@ -6,6 +6,8 @@
 //! are damage too (counted, refused by `Strict`, skipped by `SkipCorrupt`); only over
 //! records never synced are they a torn tail.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,10 +20,7 @@ const DIR: &str = "/wal";
 const PAGE: usize = 4096;
 
 fn opts() -> WalOptions {
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Immediate)
+    support::small_segments(SyncMode::Immediate)
 }
 
 /// Record 1 fills the segment up to 8 KiB and every later frame is exactly one 4 KiB

@@ -5,6 +5,8 @@
 //! deletion must still happen, be reported when it fails, be waited for by an `append`
 //! that needs the space, and be finished when the log closes.
 
+mod support;
+
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -22,10 +24,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn opts() -> WalOptions {
     // Segments of 64 KiB: about 30 records of 2000 bytes each.
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Os)
+    support::small_segments(SyncMode::Os)
 }
 
 fn record(i: u64) -> Vec<u8> {

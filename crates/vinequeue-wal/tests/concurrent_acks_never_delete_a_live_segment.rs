@@ -4,6 +4,8 @@
 //! vanish at the next open), must not trip over a segment another reclaim deleted, and
 //! must keep the size it reports equal to what is on disk.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,10 +18,7 @@ const DIR: &str = "/wal";
 
 fn opts() -> WalOptions {
     // Tiny segments (about 30 records each), so that rolls and reclaims are frequent.
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Os)
+    support::small_segments(SyncMode::Os)
 }
 
 fn payload(thread: u64, i: u64) -> Vec<u8> {

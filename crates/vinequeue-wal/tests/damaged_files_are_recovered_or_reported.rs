@@ -1,6 +1,8 @@
 //! Recovery over damaged directories: torn tails, bit flips, truncated and garbage
 //! segments, stray files, a damaged checkpoint.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use vinequeue_storage::{Error, RecoveryMode, Storage};
@@ -13,10 +15,7 @@ use vinequeue_wal::{Fs, SyncMode, Wal, WalOptions};
 const DIR: &str = "/data/wal";
 
 fn opts() -> WalOptions {
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Immediate)
+    support::small_segments(SyncMode::Immediate)
 }
 
 fn payload(i: u64) -> Vec<u8> {

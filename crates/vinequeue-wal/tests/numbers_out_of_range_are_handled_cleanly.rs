@@ -2,6 +2,8 @@
 //! file, neither hang, nor panic, nor push the numbering past `MAX_SEQ` (where the log's
 //! own files and checkpoint could no longer name it).
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,10 +17,7 @@ use vinequeue_wal::{Fs, SyncMode, Wal, WalOptions};
 const DIR: &str = "/wal";
 
 fn opts() -> WalOptions {
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Immediate)
+    support::small_segments(SyncMode::Immediate)
 }
 
 #[test]

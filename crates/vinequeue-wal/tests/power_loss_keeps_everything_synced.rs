@@ -11,6 +11,8 @@
 //! `VQ_SIM_SEEDS` sets the number of seeded runs (1,000 by default; the long run in
 //! docs/reliability.md uses 100,000).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 
@@ -22,10 +24,7 @@ use vinequeue_wal::{SyncMode, Wal, WalOptions};
 const DIR: &str = "/var/lib/app/wal";
 
 fn opts() -> WalOptions {
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Immediate)
+    support::small_segments(SyncMode::Immediate)
 }
 
 #[derive(Debug, Clone)]
@@ -302,10 +301,7 @@ fn seeded_ops(seed: u64, with_faults: bool) -> Vec<Op> {
 }
 
 fn seeds() -> u64 {
-    std::env::var("VQ_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000)
+    support::seeds(1_000)
 }
 
 #[test]

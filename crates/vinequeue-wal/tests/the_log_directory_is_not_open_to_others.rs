@@ -1,6 +1,8 @@
 //! A log directory other users can write to is refused, and links planted in the log's
 //! directory are never followed.
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 
 use vinequeue_storage::{Error, Storage};
@@ -8,10 +10,7 @@ use vinequeue_wal::format::frame_offset;
 use vinequeue_wal::{SyncMode, Wal, WalOptions};
 
 fn opts() -> WalOptions {
-    WalOptions::default()
-        .segment_size(64 * 1024)
-        .max_size(1 << 30)
-        .sync_mode(SyncMode::Immediate)
+    support::small_segments(SyncMode::Immediate)
 }
 
 #[test]

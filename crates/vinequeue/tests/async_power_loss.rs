@@ -4,6 +4,8 @@
 //!
 //! `VQ_SIM_SEEDS` sets the number of seeds (50 by default).
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -36,10 +38,7 @@ fn config() -> Config {
 }
 
 fn seeds() -> u64 {
-    std::env::var("VQ_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50)
+    common::seeds(50)
 }
 
 /// One power cut under four async producers; returns (acknowledged before the cut and

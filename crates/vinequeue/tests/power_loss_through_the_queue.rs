@@ -11,6 +11,8 @@
 //! The sink records `(seq, item)` for every delivery. `VQ_SIM_SEEDS` sets the number of
 //! seeds (200 by default), `VQ_SIM_THREADS` how many run at once (1 by default).
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,10 +75,7 @@ fn queue_on(
 }
 
 fn seeds() -> u64 {
-    std::env::var("VQ_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200)
+    common::seeds(200)
 }
 
 /// Enqueues filler items (numbered from `*next`, none of them required to survive)

@@ -101,3 +101,12 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Seeds a simulation runs: `VQ_SIM_SEEDS` if set, else `default` (what the test
+/// affords in `cargo test`; docs/reliability.md gives the long runs).
+pub fn seeds(default: u64) -> u64 {
+    std::env::var("VQ_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
