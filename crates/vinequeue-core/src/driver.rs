@@ -3,7 +3,6 @@
 //! happen in one task, with no thread hop per batch).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use parking_lot::Mutex;
 
 use crate::batcher::{Batcher, BatcherAction};
 use crate::lifecycle::LifecycleControl;
-use crate::shared::{QueueState, NO_WAKE};
+use crate::shared::QueueState;
 use crate::sink::{Batch, SendError};
 
 pub(crate) enum DriverState<T> {
@@ -88,7 +87,7 @@ impl<T: Send + 'static> BatchDriver<T> {
         let shared = &self.shared;
         // A threshold asked for by an earlier wait is stale now (the thread clears it
         // after each park): producers crossing it would wake this task for nothing.
-        shared.wake_at.store(NO_WAKE, SeqCst);
+        shared.wake_at.clear();
         // Registered before looking, so that whatever changes after the look wakes it.
         shared.register_driver(waker);
         let mut state = self.slot.state.lock();
@@ -115,9 +114,9 @@ impl<T: Send + 'static> BatchDriver<T> {
             match step {
                 Ok(BatcherAction::Send(batch)) => return Next::Send(batch),
                 Ok(BatcherAction::Wait { threshold, until }) => {
-                    shared.wake_at.store(threshold, SeqCst);
+                    shared.wake_at.announce(threshold);
                     if batcher.must_not_wait(threshold) {
-                        shared.wake_at.store(NO_WAKE, SeqCst);
+                        shared.wake_at.clear();
                         continue;
                     }
                     return Next::Wait(until.or(backstop));

@@ -58,6 +58,7 @@ mod retry;
 mod ring;
 mod shared;
 mod sink;
+mod wake;
 
 /// The conformance suite for [`Storage`] implementations (feature `testing`): see
 /// `vinequeue_storage::testing`.
@@ -68,6 +69,8 @@ pub mod testing {
 
 #[cfg(all(test, loom))]
 mod loom_ring;
+#[cfg(all(test, loom))]
+mod loom_wake;
 
 pub use crate::config::{
     Config, DeadLetterFull, OverflowPolicy, RecoveryMode, SyncMode, MAX_MEMORY_SIZE,

@@ -11,6 +11,21 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU64};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU64};
 
+/// Under loom, a `SeqCst` fence; otherwise nothing.
+///
+/// Loom treats `SeqCst` loads and stores as acquire/release: it does not model the single
+/// total order that the C++ memory model gives them, on which a Dekker-style handshake
+/// (each side stores, then loads what the other stored) relies. For such a pair, a
+/// `SeqCst` fence between each side's store and load gives the same guarantee, and loom
+/// models fences. The shipped code has the `SeqCst` accesses (on x86 the producer's
+/// compare-exchange is a full barrier already) and no fence on its hot path; the model
+/// runs the same code with the fences that stand in for the total order.
+#[inline(always)]
+pub(crate) fn order_like_seqcst() {
+    #[cfg(loom)]
+    fence(std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Tells the scheduler (or the loom model) that this thread waits for another one.
 #[inline]
 pub(crate) fn spin_hint(step: u32) {

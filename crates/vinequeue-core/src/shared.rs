@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Counters;
 use crate::ring::Ring;
+use crate::wake::WakeAt;
 use crate::Storage;
 
 /// The write-ahead log side of a durable queue. The fields producers write for every
@@ -150,9 +151,6 @@ impl Arrivals {
         }
     }
 }
-
-/// "No wake-up wanted" value of `QueueState::wake_at`.
-pub(crate) const NO_WAKE: u64 = u64::MAX;
 
 /// Threads waiting for something the batcher produces (room in the ring, or delivery
 /// progress), with a counter so the batcher pays for a lock only when someone waits.
@@ -307,14 +305,9 @@ pub(crate) struct QueueState<T> {
     /// that unparking costs no lock when no task is registered. SeqCst, like `wake_at`:
     /// the task sets it before it stores `wake_at` and re-checks the ring.
     pub(crate) driver_registered: AtomicBool,
-    /// The batcher is parked until `ring.pushed() >= wake_at`; `NO_WAKE` otherwise.
-    ///
-    /// Protocol: the batcher stores the threshold (SeqCst), then reads `ring.pushed()`
-    /// (SeqCst) and parks only if it is still below. A producer moves the ring's tail
-    /// (SeqCst), then reads `wake_at` (SeqCst); if its push reached the threshold it swaps
-    /// in `NO_WAKE` and, if it won the swap, unparks the batcher. By the single total order
-    /// of SeqCst operations, one of the two always sees the other.
-    pub(crate) wake_at: AtomicU64,
+    /// The threshold of pushes the waiting batcher wants to be woken at (see
+    /// `crate::wake` for the protocol).
+    pub(crate) wake_at: WakeAt,
 
     /// Producers blocked by `OverflowPolicy::Block`, waiting for room.
     pub(crate) space: Waiters,
@@ -346,7 +339,7 @@ impl<T> QueueState<T> {
             batcher: OnceLock::new(),
             driver_waker: Mutex::new(None),
             driver_registered: AtomicBool::new(false),
-            wake_at: AtomicU64::new(NO_WAKE),
+            wake_at: WakeAt::new(),
             space: Waiters::new(),
             progress: Waiters::new(),
             wakers: AsyncWakers::new(),
@@ -361,14 +354,7 @@ impl<T> QueueState<T> {
     /// it asked to be woken at this fill level. One atomic load on the fast path.
     #[inline(always)]
     pub(crate) fn after_push(&self, ordinal: u64) {
-        if ordinal >= self.wake_at.load(SeqCst).saturating_sub(1) {
-            self.wake_batcher_at_threshold();
-        }
-    }
-
-    #[cold]
-    fn wake_batcher_at_threshold(&self) {
-        if self.wake_at.swap(NO_WAKE, SeqCst) != NO_WAKE {
+        if self.wake_at.reached_by(ordinal) {
             self.unpark_batcher();
         }
     }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::dead::StoredRecord;
 use crate::retry::Backoff;
-use crate::shared::{QueueState, NO_WAKE};
+use crate::shared::QueueState;
 use crate::sink::{Batch, DeadLetter, DeadLetterReason, SendError, SendErrorKind, Sink};
 use crate::Storage;
 
@@ -581,11 +581,11 @@ impl<T: Send + 'static> Batcher<T> {
             }
             crate::loom::spin_hint(step);
         }
-        s.wake_at.store(threshold, SeqCst);
+        s.wake_at.announce(threshold);
         if !self.must_not_wait(threshold) {
             thread::park_timeout(timeout.map_or(PARK_BACKSTOP, |t| t.min(PARK_BACKSTOP)));
         }
-        s.wake_at.store(NO_WAKE, SeqCst);
+        s.wake_at.clear();
     }
 
     /// Whether a wait for `threshold` pushes must not start (checked again after

@@ -354,7 +354,7 @@ impl<T: Send + 'static> Queue<T> {
             // Only a batcher waiting for items needs waking (one that is sending or
             // backing off looks at the log when it is done): it re-checks the spill
             // count after it stores `wake_at`, so one of the two sees the other.
-            None if s.wake_at.load(SeqCst) != crate::shared::NO_WAKE => s.unpark_batcher(),
+            None if s.wake_at.is_waiting() => s.unpark_batcher(),
             None => {}
         }
         Ok(seq)
