@@ -1,6 +1,7 @@
 //! Item encoding for the log: postcard, written straight after what a reused buffer
-//! already holds by an encoder that keeps its write position in a register (the one
-//! `unsafe` outside the ring), and decoding back.
+//! already holds by an encoder that keeps its write position in a register (this crate's
+//! one `unsafe` outside the ring; the log's own is in `vinequeue-wal`'s `mmap.rs`), and
+//! decoding back.
 
 use crate::error::Error;
 use vinequeue_storage::CodecError;

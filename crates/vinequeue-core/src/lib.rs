@@ -45,6 +45,8 @@
 mod batcher;
 mod codec;
 mod config;
+#[cfg(feature = "serde")]
+mod config_file;
 mod dead;
 mod driver;
 mod error;

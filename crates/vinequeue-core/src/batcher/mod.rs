@@ -31,7 +31,7 @@ use crate::Storage;
 /// event that matters also unparks it.
 const PARK_BACKSTOP: Duration = Duration::from_secs(1);
 
-/// Rounds of spinning, then yielding, before the batcher parks (about 10-50 µs).
+/// Rounds of spinning, then yielding, before the batcher parks (some tens of microseconds).
 const SPIN_BEFORE_PARK: u32 = 12;
 
 pub(crate) struct Batcher<T> {
