@@ -81,6 +81,7 @@ pub struct Config {
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) dead_letter_max_size: Option<u64>,
     pub(crate) dead_letter_full: DeadLetterFull,
+    pub(crate) metrics_label: Option<String>,
 }
 
 impl Default for Config {
@@ -102,6 +103,7 @@ impl Default for Config {
             recovery_mode: RecoveryMode::SkipCorrupt,
             dead_letter_max_size: None,
             dead_letter_full: DeadLetterFull::KeepInLog,
+            metrics_label: None,
         }
     }
 }
@@ -236,6 +238,20 @@ impl Config {
     pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
         self.recovery_mode = mode;
         self
+    }
+
+    /// The value of the `queue` label on this queue's series in the `metrics` facade
+    /// (feature `metrics`): which queue a number belongs to when a process runs several.
+    /// Default = `"default"`. Without the feature, it is kept and not used.
+    #[must_use = "a setter returns the changed value; use it"]
+    pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+        self.metrics_label = Some(label.into());
+        self
+    }
+
+    /// The configured `queue` label of the metrics (`"default"` unless set).
+    pub fn get_metrics_label(&self) -> &str {
+        self.metrics_label.as_deref().unwrap_or("default")
     }
 
     /// The configured log size limit.

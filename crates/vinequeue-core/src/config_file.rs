@@ -57,6 +57,8 @@ struct ConfigFile {
     dead_letter_max_size: Option<Text<Size>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dead_letter_full: Option<Text<DeadLetterFull>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics_label: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -142,7 +144,10 @@ fn number_and_unit(s: &str) -> Option<(f64, u128, &str)> {
     let (number, unit) = s.split_at(split);
     let number = number.replace('_', "");
     let exact = number.parse::<u128>().ok();
-    let value = number.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)?;
+    let value = number
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)?;
     Some((value, exact.unwrap_or(u128::MAX), unit.trim()))
 }
 
@@ -198,7 +203,10 @@ impl TextForm for Size {
         let per = if unit.is_empty() {
             1
         } else {
-            SIZE_UNITS.iter().find(|(u, _)| u.eq_ignore_ascii_case(unit))?.1
+            SIZE_UNITS
+                .iter()
+                .find(|(u, _)| u.eq_ignore_ascii_case(unit))?
+                .1
         };
         let bytes = if exact != u128::MAX {
             u64::try_from(exact.checked_mul(u128::from(per))?).ok()?
@@ -255,7 +263,8 @@ impl TextForm for SyncMode {
 }
 
 impl TextForm for OverflowPolicy {
-    const EXPECTED: &'static str = "an overflow policy: \"block(<duration>)\" such as \"block(1s)\", \
+    const EXPECTED: &'static str =
+        "an overflow policy: \"block(<duration>)\" such as \"block(1s)\", \
          \"reject\", \"drop_oldest\" or \"drop_newest\"";
 
     fn parse(s: &str) -> Option<Self> {
@@ -301,7 +310,8 @@ impl TextForm for RecoveryMode {
 }
 
 impl TextForm for DeadLetterFull {
-    const EXPECTED: &'static str = "a policy for a full dead-letter log: \"keep_in_log\" or \"drop_oldest\"";
+    const EXPECTED: &'static str =
+        "a policy for a full dead-letter log: \"keep_in_log\" or \"drop_oldest\"";
 
     fn parse(s: &str) -> Option<Self> {
         match s {
@@ -358,6 +368,7 @@ impl From<&Config> for ConfigFile {
             recovery_mode: Some(Text(c.recovery_mode)),
             dead_letter_max_size: c.dead_letter_max_size.map(|b| Text(Size(b))),
             dead_letter_full: Some(Text(c.dead_letter_full)),
+            metrics_label: c.metrics_label.clone(),
         }
     }
 }
@@ -413,6 +424,9 @@ impl ConfigFile {
         }
         if let Some(Text(v)) = f.dead_letter_full {
             c.dead_letter_full = v;
+        }
+        if let Some(v) = f.metrics_label {
+            c.metrics_label = Some(v);
         }
         c
     }

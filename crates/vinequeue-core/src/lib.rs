@@ -42,6 +42,17 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// A `tracing` event (feature `tracing`); without the feature, nothing, its arguments
+/// not even evaluated.
+macro_rules! event {
+    ($level:ident, $($arg:tt)+) => {
+        #[cfg(feature = "tracing")]
+        {
+            tracing::$level!(target: "vinequeue", $($arg)+);
+        }
+    };
+}
+
 mod batcher;
 mod codec;
 mod config;
@@ -50,6 +61,8 @@ mod config_file;
 mod dead;
 mod driver;
 mod error;
+#[cfg(feature = "metrics")]
+mod export;
 mod lifecycle;
 #[cfg(feature = "wal")]
 mod logs;

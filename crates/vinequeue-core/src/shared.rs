@@ -2,10 +2,11 @@
 //! protocols between them. Lifecycle (start / stop / join) lives in `lifecycle.rs` and
 //! `queue/run.rs`; the delivery algorithm in `batcher.rs`; item encoding in `codec.rs`.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
@@ -13,7 +14,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::error::Error;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Metrics};
 use crate::ring::Ring;
 use crate::wake::WakeAt;
 use crate::Storage;
@@ -68,12 +69,15 @@ impl<T> DurableState<T> {
     /// not deleted: the log tries again at the next one, and until then the records or
     /// the space stay); whether it succeeded.
     pub(crate) fn acked(&self, result: Result<(), Error>) -> bool {
-        let ok = result.is_ok();
-        if !ok {
-            self.log_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match result {
+            Ok(()) => true,
+            Err(_e) => {
+                event!(error, error = %_e, "the log failed to record an acknowledgement (it tries again with the next one)");
+                self.log_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
         }
-        ok
     }
 }
 
@@ -295,6 +299,9 @@ pub(crate) struct QueueState<T> {
     /// Present in durable mode.
     pub(crate) durable: Option<DurableState<T>>,
     pub(crate) counters: Counters,
+    /// This queue's series in the `metrics` facade.
+    #[cfg(feature = "metrics")]
+    pub(crate) export: crate::export::Exporter,
 
     /// The batcher thread, set by the batcher itself before it first asks for a wake-up.
     pub(crate) batcher: OnceLock<Thread>,
@@ -328,6 +335,52 @@ pub(crate) struct QueueState<T> {
 }
 
 impl<T> QueueState<T> {
+    /// Publishes the metrics through the `metrics` facade if a second has passed since
+    /// the last time (`force`: now). Called by the batcher as it goes.
+    #[inline]
+    pub(crate) fn export_metrics(&self, force: bool) {
+        #[cfg(feature = "metrics")]
+        if force || self.export.due() {
+            self.export.publish(&self.snapshot());
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = force;
+    }
+
+    /// A snapshot of the counters and gauges (`Queue::metrics`).
+    pub(crate) fn snapshot(&self) -> Metrics {
+        let s = self;
+        let mut m = Metrics::default();
+        s.counters.fill(&mut m);
+        m.enqueued_total = s.counters.dropped_newest.load(Relaxed)
+            + match &s.durable {
+                Some(d) => d.published.load(SeqCst) - d.base_seq,
+                None => s.ring.pushed(),
+            };
+        m.memory_queue_size = s.ring.len() as u64;
+        m.pending = s.pending();
+        if let Some(d) = &s.durable {
+            m.wal_size = d.storage.size();
+            m.wal_damaged_bytes = d.storage.recovery().damaged_bytes;
+            m.spilled_total = d.spilled.load(Relaxed);
+            m.recovered_total = d.recovered;
+            m.corrupt_records_total = d.corrupt.load(Relaxed);
+            m.dead_letters_unstored_total = d.unstored.load(Relaxed);
+            m.dead_letters_dropped_total = d.dead_dropped.load(Relaxed);
+            m.log_errors_total = d.log_errors.load(Relaxed);
+            let now = d.epoch.elapsed().as_nanos() as u64;
+            let mut arrivals = d.arrivals.lock();
+            let resolved = s.resolved.load(SeqCst);
+            arrivals.note(d.published.load(SeqCst), resolved, now);
+            if m.pending > 0 {
+                if let Some(since) = arrivals.oldest_after(resolved) {
+                    m.oldest_pending_age = Duration::from_nanos(now.saturating_sub(since));
+                }
+            }
+        }
+        m
+    }
+
     pub(crate) fn new(config: Config, durable: Option<DurableState<T>>) -> Self {
         let resolved = durable.as_ref().map_or(0, |d| d.storage.acked_through());
         QueueState {
@@ -335,6 +388,8 @@ impl<T> QueueState<T> {
             ring: Ring::new(config.memory_size),
             durable,
             counters: Counters::new(config.enable_metrics),
+            #[cfg(feature = "metrics")]
+            export: crate::export::Exporter::new(config.get_metrics_label()),
             config: CachePadded::new(config),
             batcher: OnceLock::new(),
             driver_waker: Mutex::new(None),

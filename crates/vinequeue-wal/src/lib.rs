@@ -33,6 +33,17 @@
 //! [`RecoveryMode`]: vinequeue_storage::RecoveryMode
 
 #![warn(missing_debug_implementations)]
+/// A `tracing` event (feature `tracing`); without the feature, nothing, its arguments
+/// not even evaluated.
+macro_rules! event {
+    ($level:ident, $($arg:tt)+) => {
+        #[cfg(feature = "tracing")]
+        {
+            tracing::$level!(target: "vinequeue::wal", $($arg)+);
+        }
+    };
+}
+
 pub mod format;
 mod fs;
 mod mmap;

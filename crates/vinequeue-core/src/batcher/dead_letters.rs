@@ -82,6 +82,15 @@ impl<T: Send + 'static> Batcher<T> {
         reason: DeadLetterReason,
     ) -> Vec<u64> {
         let n = batch.len() as u64;
+        event!(
+            warn,
+            queue = self.shared.config.get_metrics_label(),
+            items = n,
+            first_seq = batch.first_seq(),
+            reason = ?reason,
+            error = %error.as_ref().map_or_else(|| "none".to_owned(), SendError::describe),
+            "batch dead-lettered"
+        );
         let mut kept = Vec::new();
         if let Some(d) = &self.shared.durable {
             if let Some(dead) = &d.dead_letters {

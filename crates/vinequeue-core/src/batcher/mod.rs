@@ -76,6 +76,10 @@ pub(crate) struct Batcher<T> {
     lost: Vec<(u64, u64)>,
     undecodable: Vec<StoredRecord>,
     phase: Phase<T>,
+    /// Durable mode, feature `tracing`: when the replay of the records found at open
+    /// started, and when its progress was last reported (`None` once done).
+    #[cfg(feature = "tracing")]
+    replay: Option<(Instant, Instant, u64)>,
 }
 
 /// Where the state machine stands between two calls.
@@ -157,6 +161,8 @@ impl<T: Send + 'static> Batcher<T> {
             lost: Vec::new(),
             undecodable: Vec::new(),
             phase: Phase::Idle { waited: false },
+            #[cfg(feature = "tracing")]
+            replay: None,
         }
     }
 
@@ -184,6 +190,16 @@ impl<T: Send + 'static> Batcher<T> {
         loop {
             match self.step() {
                 BatcherAction::Send(mut batch) => {
+                    #[cfg(feature = "tracing")]
+                    let _span = tracing::info_span!(
+                        target: "vinequeue",
+                        "send",
+                        queue = self.shared.config.get_metrics_label(),
+                        batch_size = batch.len(),
+                        first_seq = batch.first_seq(),
+                        attempt = batch.attempt(),
+                    )
+                    .entered();
                     let sink = &mut self.sink;
                     let result = catch_unwind(AssertUnwindSafe(|| sink.send_mut(&mut batch)))
                         .unwrap_or_else(|panic| Err(SendError::from_panic(panic)));
@@ -204,6 +220,59 @@ impl<T: Send + 'static> Batcher<T> {
         }
     }
 
+    /// Feature `tracing`: the replay of the records found at open, as it goes: its start,
+    /// its progress every few seconds, and its end with its rate.
+    #[cfg(feature = "tracing")]
+    fn report_replay(&mut self) {
+        const EVERY: Duration = Duration::from_secs(5);
+        let Some(d) = &self.shared.durable else {
+            return;
+        };
+        if d.recovered == 0 {
+            return;
+        }
+        let resolved = self.shared.resolved.load(SeqCst);
+        let now = Instant::now();
+        let label = self.shared.config.get_metrics_label();
+        match self.replay {
+            None if resolved < d.base_seq => {
+                tracing::info!(
+                    target: "vinequeue",
+                    queue = label,
+                    records = d.recovered,
+                    "replaying the records found in the log"
+                );
+                self.replay = Some((now, now, resolved));
+            }
+            Some((started, _, _)) if resolved >= d.base_seq => {
+                let took = now - started;
+                tracing::info!(
+                    target: "vinequeue",
+                    queue = label,
+                    records = d.recovered,
+                    duration_ms = took.as_millis() as u64,
+                    records_per_second = (d.recovered as f64 / took.as_secs_f64().max(1e-9)) as u64,
+                    "replay done"
+                );
+                // (Done for good: the resolved mark only grows.)
+                self.replay = None;
+            }
+            Some((started, last, from)) if now - last >= EVERY => {
+                tracing::info!(
+                    target: "vinequeue",
+                    queue = label,
+                    through_seq = resolved,
+                    of_seq = d.base_seq,
+                    resolved = resolved - from,
+                    elapsed_ms = (now - started).as_millis() as u64,
+                    "replaying"
+                );
+                self.replay = Some((started, now, from));
+            }
+            _ => {}
+        }
+    }
+
     /// Whether a batch is out with the caller of `step`, awaiting `sent`.
     pub(crate) fn is_sending(&self) -> bool {
         matches!(self.phase, Phase::Sending { .. })
@@ -215,6 +284,9 @@ impl<T: Send + 'static> Batcher<T> {
         let batch_size = self.shared.config.batch_size;
         self.note_arrivals();
         self.retry_refused();
+        self.shared.export_metrics(false);
+        #[cfg(feature = "tracing")]
+        self.report_replay();
         loop {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Idle { waited } => {
@@ -230,6 +302,7 @@ impl<T: Send + 'static> Batcher<T> {
                             || self.shutdown_passed()
                         {
                             // (Durable mode with a stuck log read: nothing more can be done.)
+                            self.shared.export_metrics(true);
                             return BatcherAction::Done(self.abandoned);
                         }
                         self.phase = Phase::Idle { waited: true };
@@ -326,7 +399,10 @@ impl<T: Send + 'static> Batcher<T> {
                     self.phase = Phase::Sending { at, started, sent };
                     return BatcherAction::Sleep(Instant::now() + PARK_BACKSTOP);
                 }
-                Phase::Done => return BatcherAction::Done(self.abandoned),
+                Phase::Done => {
+                    self.shared.export_metrics(true);
+                    return BatcherAction::Done(self.abandoned);
+                }
             }
         }
     }
@@ -341,7 +417,10 @@ impl<T: Send + 'static> Batcher<T> {
         let counters = &self.shared.counters;
         let error = match result {
             Ok(()) => {
-                counters.record_success(sent, started.elapsed());
+                let elapsed = started.elapsed();
+                counters.record_success(sent, elapsed);
+                #[cfg(feature = "metrics")]
+                self.shared.export.record_send(elapsed);
                 self.resolve(at, Vec::new());
                 return drop_quietly(batch);
             }
@@ -373,6 +452,16 @@ impl<T: Send + 'static> Batcher<T> {
             return self.resolve(at, kept);
         }
         let pause = self.backoff.pause(at.retry);
+        event!(
+            warn,
+            queue = self.shared.config.get_metrics_label(),
+            items = batch.len(),
+            first_seq = batch.first_seq(),
+            retry = at.retry + 1,
+            pause_ms = pause.as_millis() as u64,
+            error = %error.describe(),
+            "send failed; retrying after a pause"
+        );
         let until = crate::config::after(Instant::now(), pause);
         self.phase = Phase::Backoff { batch, at, until };
     }

@@ -166,7 +166,10 @@ impl<T: Send + 'static> Queue<T> {
                 Ok(seq) => return Ok(seq),
                 Err((Error::LogFull { .. }, item)) => item,
                 Err((Error::Closed, back)) => return Err(EnqueueError::Closed(back)),
-                Err((e, back)) => return Err(EnqueueError::Failed(back, e)),
+                Err((e, back)) => {
+                    event!(error, error = %e, "enqueue failed: the log refused the item");
+                    return Err(EnqueueError::Failed(back, e));
+                }
             };
             match self.shared.config.overflow {
                 OverflowPolicy::Reject => return Err(EnqueueError::Full(item)),
@@ -186,6 +189,11 @@ impl<T: Send + 'static> Queue<T> {
                 }
                 OverflowPolicy::DropNewest => {
                     self.shared.counters.dropped_newest.fetch_add(1, Relaxed);
+                    event!(
+                        debug,
+                        policy = "DropNewest",
+                        "the log is full: item dropped"
+                    );
                     return Ok(0);
                 }
                 OverflowPolicy::Block(timeout) => {
@@ -320,6 +328,13 @@ impl<T: Send + 'static> Queue<T> {
             .counters
             .dropped_oldest
             .fetch_add(through - from + 1, Relaxed);
+        event!(
+            debug,
+            policy = "DropOldest",
+            from,
+            through,
+            "the log is full: oldest records dropped"
+        );
         true
     }
 
@@ -367,6 +382,11 @@ impl<T: Send + 'static> Queue<T> {
             OverflowPolicy::Reject => Err(EnqueueError::Full(item)),
             OverflowPolicy::DropNewest => {
                 s.counters.dropped_newest.fetch_add(1, Relaxed);
+                event!(
+                    debug,
+                    policy = "DropNewest",
+                    "the ring is full: item dropped"
+                );
                 Ok(())
             }
             OverflowPolicy::DropOldest => {
@@ -374,6 +394,11 @@ impl<T: Send + 'static> Queue<T> {
                 loop {
                     if s.ring.pop().is_some() {
                         s.counters.dropped_oldest.fetch_add(1, Relaxed);
+                        event!(
+                            debug,
+                            policy = "DropOldest",
+                            "the ring is full: oldest item dropped"
+                        );
                     }
                     match s.ring.push((0, item)) {
                         Ok(ordinal) => {

@@ -295,36 +295,7 @@ impl<T: Send + 'static> Queue<T> {
 
     /// A snapshot of the counters and gauges.
     pub fn metrics(&self) -> Metrics {
-        let s = &self.shared;
-        let mut m = Metrics::default();
-        s.counters.fill(&mut m);
-        m.enqueued_total = s.counters.dropped_newest.load(Relaxed)
-            + match &s.durable {
-                Some(d) => d.published.load(SeqCst) - d.base_seq,
-                None => s.ring.pushed(),
-            };
-        m.memory_queue_size = s.ring.len() as u64;
-        m.pending = s.pending();
-        if let Some(d) = &s.durable {
-            m.wal_size = d.storage.size();
-            m.wal_damaged_bytes = d.storage.recovery().damaged_bytes;
-            m.spilled_total = d.spilled.load(Relaxed);
-            m.recovered_total = d.recovered;
-            m.corrupt_records_total = d.corrupt.load(Relaxed);
-            m.dead_letters_unstored_total = d.unstored.load(Relaxed);
-            m.dead_letters_dropped_total = d.dead_dropped.load(Relaxed);
-            m.log_errors_total = d.log_errors.load(Relaxed);
-            let now = d.epoch.elapsed().as_nanos() as u64;
-            let mut arrivals = d.arrivals.lock();
-            let resolved = s.resolved.load(SeqCst);
-            arrivals.note(d.published.load(SeqCst), resolved, now);
-            if m.pending > 0 {
-                if let Some(since) = arrivals.oldest_after(resolved) {
-                    m.oldest_pending_age = Duration::from_nanos(now.saturating_sub(since));
-                }
-            }
-        }
-        m
+        self.shared.snapshot()
     }
 
     /// Items accepted and not yet delivered, dead-lettered or dropped. Racy by nature.

@@ -190,7 +190,26 @@ impl<F: Fs> Wal<F> {
             .try_lock(&dir)
             .map_err(io_err)?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
+        event!(info, dir = %dir.display(), "recovering the log");
+        #[cfg(feature = "tracing")]
+        let started = Instant::now();
         let recovered = Recovery::run(&fs, &dir, &opts)?;
+        #[cfg(feature = "tracing")]
+        {
+            let r = &recovered.report;
+            let took = started.elapsed();
+            event!(
+                info,
+                dir = %dir.display(),
+                records = r.records,
+                bytes = r.bytes,
+                corrupt_records = r.corrupt_records,
+                torn_bytes = r.torn_bytes,
+                duration_ms = took.as_millis() as u64,
+                records_per_second = (r.records as f64 / took.as_secs_f64().max(1e-9)) as u64,
+                "log recovered"
+            );
+        }
         let segment_size = opts.effective_segment_size();
         let max_record = opts.effective_max_record_size();
         let Recovery {

@@ -498,6 +498,13 @@ impl Aside {
     /// directory stays within its cap (counted in `damaged_not_kept` otherwise).
     fn keep<F: Fs>(&mut self, fs: &F, name: &str, report: &mut RecoveryReport) {
         let from = self.log.join(name);
+        event!(
+            warn,
+            dir = %self.log.display(),
+            file = name,
+            corrupt_records_so_far = report.corrupt_records,
+            "damage found at recovery; a copy of the file is kept in damaged/"
+        );
         if !self.names.contains(name) {
             let len = fs.file_len(&from).unwrap_or(0);
             if self.bytes.saturating_add(len) > self.cap {
