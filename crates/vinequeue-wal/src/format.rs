@@ -11,21 +11,30 @@
 //! crc = crc32c(payload ‖ salt ‖ seq ‖ len), all integers little-endian
 //! then zeros (preallocated, never written) up to the end of the file
 //!
-//! checkpoint file  `checkpoint`, two 64-byte slots, overwritten in place in turn
-//! slot: ┌ magic "VQWALCP1" ┬ version u32 ┬ reserved u32 ┬ generation u64 ┬ acked_through u64 ┐
-//!       ┌ next_seq u64 ┬ segment u64 (first_seq of the segment holding acked_through + 1) ┐
-//!       ┌ offset u64 (of that record in that segment) ┬ crc32c u32 of the 56 bytes before ┬ zero u32 ┐
+//! checkpoint file  `checkpoint`, 8 KiB: two 4 KiB slots, at offsets 0 and 4096, so in
+//! different 4 KiB blocks; overwritten in place in turn. A version 2 slot:
+//! ┌ magic "VQWALCP1" (8) ┬ version u32 (2) ┬ reserved u32 ┬ generation u64 ┐
+//! ┌ acked_through u64 ┬ next_seq u64 (numbers below it may have been handed out) ┐
+//! ┌ segment u64 (first_seq of the segment holding acked_through + 1) ┐
+//! ┌ offset u64 (of that record in that segment) ┬ synced_through u64 ┐
+//! ┌ n u32 ┬ reserved u32 ┬ n × (lo u64, hi u64): acknowledged ranges above the mark ┐
+//! then zeros up to byte 4092 ┬ crc32c u32 of the 4092 bytes before ┐
+//! n is at most 250; all integers little-endian
 //! ```
 //!
-//! Generation `g` is written to slot `g % 2` and synced; the valid slot with the higher
-//! generation wins. A torn slot write leaves the other slot intact, and overwriting
-//! allocated blocks needs no free space, so acknowledgements (and with them space
-//! reclaim) keep working on a full disk.
+//! Generation `g` is written to the slot at `(g % 2) * 4096` and synced; the valid slot
+//! with the higher generation wins. A torn slot write (even a whole sector or block of
+//! garbage) leaves the other slot intact, and overwriting allocated blocks needs no free
+//! space, so acknowledgements (and with them space reclaim) keep working on a full disk.
+//! A version 1 file (128 bytes: two adjacent 64-byte slots holding the same fields up to
+//! `offset`, then a crc32c u32 of those 56 bytes; no `synced_through`, no ranges) is
+//! read, and replaced by a version 2 file when the log opens.
 //!
 //! An all-zero frame header marks the end of a segment's data. Sequence numbers start at
 //! 1, so a zero header can never be a record. (Recovery checks that no intact frame
-//! follows: if one does, the zeros are a lost or zeroed block, which is damage.) The salt is random per segment: a stale
-//! frame left in a reused or preallocated file cannot pass the checksum of a new segment.
+//! follows: if one does, the zeros are a lost or zeroed block, which is damage.) The salt
+//! is random per segment: a stale frame left in a reused or preallocated file cannot pass
+//! the checksum of a new segment.
 
 /// Magic bytes opening a segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"VQWALSG1";

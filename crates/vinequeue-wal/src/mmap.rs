@@ -1,5 +1,5 @@
-//! The one module with `unsafe` code: a shared memory map of a log file, and the
-//! `posix_fallocate` call.
+//! The one module of this crate with `unsafe` code: a shared memory map of a log file,
+//! and the `posix_fallocate` call.
 //!
 //! # Why the map is sound
 //!

@@ -206,11 +206,11 @@ impl<F: Fs> LogState<F> {
             // Unmap the whole pages of the range first (they are published, so never
             // written again): writing back a mapped page write-protects it, with an
             // interrupt of every other core running this process, page by page; one
-            // unmapping of the range costs one (`enqueue` x1000 + `sync()`: 0.48x of
-            // its baseline before, 0.54x after). The page the writer is still filling
-            // stays mapped until a later sync. Their bytes stay in the page cache, dirty
-            // until this sync writes them, and the process's memory does not grow with
-            // the backlog during a long sink outage.
+            // unmapping of the range costs one such interrupt, however many pages the
+            // sync writes. The page the writer is still filling stays mapped until a
+            // later sync. Their bytes stay in the page cache, dirty until this sync
+            // writes them, and the process's memory does not grow with the backlog
+            // during a long sink outage.
             seg.release_below(end);
             seg.file
                 .sync_range(from, end - from)
