@@ -457,5 +457,6 @@ fn wal_max_size_is_reported_as_full() {
         }
     };
     assert!(matches!(err, Error::LogFull { .. }), "{err}");
-    assert!(wal.size() <= 4 * 64 * 1024 + 52);
+    // The limit counts every file of the log, the checkpoint included.
+    assert!(wal.size() <= 4 * 64 * 1024, "{} bytes", wal.size());
 }
