@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_fuzz::harness::{build_image, fuzz_options, DIR};
+use vinequeue_storage::{RecoveryMode, Storage};
 use vinequeue_wal::format::{decode_frame, Checkpoint, Frame, SegmentHeader, FRAME_HEADER_LEN};
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{Fs, Wal};
@@ -33,7 +33,7 @@ fn main() {
         println!("  header: first_seq {} salt {:#x}", h.first_seq, h.salt);
         // Every offset where a valid frame starts (what a resync can land on).
         for pos in 40..bytes.len() {
-            if let Frame::Record { seq, len } = decode_frame(&bytes[pos..], h.salt, 1 << 24) {
+            if let Frame::Record { seq, len, .. } = decode_frame(&bytes[pos..], h.salt, 1 << 24) {
                 println!(
                     "  offset {pos}: record {seq}, {len} bytes, next frame at {}",
                     pos + FRAME_HEADER_LEN + len as usize

@@ -45,7 +45,8 @@ use vinequeue_storage::{RecoveryMode, Storage, SyncMode};
 use vinequeue_wal::format::{
     decode_frame, frame_header, parse_segment_name, Checkpoint, Frame, SegmentHeader,
     CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_SLOT_LEN, CHECKPOINT_SLOT_STRIDE,
-    CHECKPOINT_V1_LEN, CHECKPOINT_V1_SLOT_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    CHECKPOINT_V1_LEN, CHECKPOINT_V1_SLOT_LEN, FRAME_HEADER_LEN, KEYED, SEGMENT_HEADER_LEN,
+    SEGMENT_MAGIC,
 };
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{Fs, Reclaim, Wal, WalOptions};
@@ -297,7 +298,7 @@ pub fn check_frame_decoder(data: &[u8]) {
             let mut pos = SEGMENT_HEADER_LEN;
             while pos < buf.len() {
                 match check_one_frame(&buf[pos..], h.salt, max_record) {
-                    Frame::Record { seq, len } if seq == expect => {
+                    Frame::Record { seq, len, .. } if seq == expect => {
                         pos += FRAME_HEADER_LEN + len as usize;
                         let Some(next) = expect.checked_add(1) else {
                             break;
@@ -384,21 +385,26 @@ pub fn check_frame_decoder(data: &[u8]) {
 fn check_one_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
     let frame = decode_no_alloc(bytes, salt, max_record);
     match frame {
-        Frame::Record { seq, len } => {
+        Frame::Record { seq, len, keyed } => {
             assert_ne!(seq, 0, "a record with sequence number 0");
-            assert!(
-                len <= max_record,
-                "len {len} beyond max_record {max_record}"
-            );
+            // A keyed frame's payload holds its key too (8 bytes) besides the record.
+            let limit = if keyed {
+                max_record.saturating_add(8)
+            } else {
+                max_record
+            };
+            assert!(len <= limit, "len {len} beyond max_record {max_record}");
+            assert!(!keyed || len >= 8, "a keyed frame shorter than its key");
             let end = FRAME_HEADER_LEN + len as usize;
             assert!(
                 end <= bytes.len(),
                 "a record of {len} bytes accepted in {} bytes",
                 bytes.len()
             );
-            assert_eq!(u32_at(bytes, 0), len);
+            let field = if keyed { len | KEYED } else { len };
+            assert_eq!(u32_at(bytes, 0), field);
             assert_eq!(u64_at(bytes, 8), seq);
-            let expect = frame_header(crc32c_of(&bytes[FRAME_HEADER_LEN..end]), salt, seq, len);
+            let expect = frame_header(crc32c_of(&bytes[FRAME_HEADER_LEN..end]), salt, seq, field);
             assert_eq!(
                 bytes[..FRAME_HEADER_LEN],
                 expect,
@@ -610,7 +616,11 @@ pub fn write_genuine(which: usize) -> Image {
                 .expect("a name")
                 .to_string_lossy()
                 .into_owned();
-            image.insert(name, bytes);
+            // (The queue's identity is random: not part of an image, which must be
+            // the same bytes every time. An open without one makes one.)
+            if name != "queue-id" {
+                image.insert(name, bytes);
+            }
         }
     }
     normalise_salts(&mut image);
@@ -632,7 +642,7 @@ fn normalise_salts(image: &mut Image) {
         let max = u32::MAX;
         while pos < bytes.len() {
             match decode_frame(&bytes[pos..], h.salt, max) {
-                Frame::Record { seq, len } => {
+                Frame::Record { seq, len, .. } => {
                     let body = pos + FRAME_HEADER_LEN;
                     let crc = crc32c_of(&bytes[body..body + len as usize]);
                     bytes[pos..body].copy_from_slice(&frame_header(crc, salt, seq, len));
@@ -800,7 +810,7 @@ fn highest_seq_held(image: &Image) -> Option<u64> {
         let (mut pos, mut expect) = (SEGMENT_HEADER_LEN, first);
         while pos < bytes.len() {
             match decode_frame(&bytes[pos..], salt, max_record) {
-                Frame::Record { seq, len } if seq == expect => {
+                Frame::Record { seq, len, .. } if seq == expect => {
                     highest = highest.max(Some(seq));
                     pos += FRAME_HEADER_LEN + len as usize;
                     let Some(next) = expect.checked_add(1) else {

@@ -23,6 +23,43 @@ pub(crate) struct StoredRecord {
     pub(crate) error: String,
     /// The item, encoded as in the main log.
     pub(crate) payload: Vec<u8>,
+    /// The item's key number, where it is not `seq` (an item enqueued again from an
+    /// earlier letter keeps the number it first had). Absent from letters written before
+    /// keys were kept: [`StoredRecord::decode`] reads both.
+    pub(crate) key: Option<u64>,
+}
+
+/// A letter as written before keys were kept (the same fields, without `key`).
+#[derive(Deserialize)]
+struct StoredRecordV1 {
+    seq: u64,
+    reason: String,
+    error: String,
+    payload: Vec<u8>,
+}
+
+impl StoredRecord {
+    /// Decodes a letter, of either layout. (postcard is not self-describing: a letter
+    /// without its trailing `key` fails to decode as the current layout, for want of
+    /// bytes, and is then read as the older one.)
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes::<StoredRecord>(bytes).or_else(|e| {
+            postcard::from_bytes::<StoredRecordV1>(bytes)
+                .map(|r| StoredRecord {
+                    seq: r.seq,
+                    reason: r.reason,
+                    error: r.error,
+                    payload: r.payload,
+                    key: None,
+                })
+                .map_err(|_| e)
+        })
+    }
+
+    /// The number the item is known by to sinks: its key.
+    pub(crate) fn key_number(&self) -> u64 {
+        self.key.unwrap_or(self.seq)
+    }
 }
 
 /// A dead-lettered item read back from the dead-letter log.
@@ -32,6 +69,10 @@ pub struct StoredDeadLetter<T> {
     pub dead_letter_seq: u64,
     /// The item's sequence number in the main log when it was dead-lettered.
     pub seq: u64,
+    /// The number sinks know the item by ([`Batch::key`](crate::Batch::key)): `seq`, or,
+    /// for an item dead-lettered again after a redrive, the number it first had. A
+    /// redrive keeps it.
+    pub key: u64,
     /// Why it was dead-lettered.
     pub reason: String,
     /// The last error the sink returned (for an undecodable record: why it did not
@@ -81,6 +122,73 @@ pub(crate) fn settle_letters_stored_twice(
     if !twice.is_empty() {
         main.ack_all(&twice)?;
         main.sync()?;
+    }
+    Ok(())
+}
+
+/// A letter redriven just before a crash can be in both logs too: the redrive appends the
+/// item to the main log (with its key) and syncs it, and only then removes the letter.
+/// At the next start the item would be delivered and its letter still wait for another
+/// redrive. This removes, from the dead-letter log, every letter whose key an
+/// unacknowledged record of the main log carries (the redriven copy), so that each item
+/// ends up in exactly one log. It reads the main log's backlog (keys only), and only when
+/// the dead-letter log holds letters and the main log keeps keys.
+///
+/// # Errors
+///
+/// What reading either log, or acknowledging and syncing the dead-letter log, failed
+/// with.
+pub(crate) fn settle_letters_redriven_twice(
+    main: &dyn crate::Storage,
+    dead: &dyn crate::Storage,
+) -> Result<(), crate::Error> {
+    if dead.next_seq() <= dead.acked_through() + 1 || !main.keeps_keys() {
+        return Ok(());
+    }
+    let mut keys = std::collections::HashSet::new();
+    let mut from = main.acked_through() + 1;
+    loop {
+        let mut last = None;
+        main.read_keyed(from, 4096, &mut |seq, key, _| {
+            last = Some(seq);
+            if let Some(key) = key {
+                if !main.is_acked(seq) {
+                    keys.insert(key);
+                }
+            }
+            true
+        })?;
+        match last {
+            Some(l) => from = l + 1,
+            None => break,
+        }
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut redriven = Vec::new();
+    let mut from = dead.acked_through() + 1;
+    loop {
+        let mut last = None;
+        dead.read(from, 4096, &mut |dseq, bytes| {
+            last = Some(dseq);
+            if !dead.is_acked(dseq) {
+                if let Ok(letter) = StoredRecord::decode(bytes) {
+                    if keys.contains(&letter.key_number()) {
+                        redriven.push(dseq);
+                    }
+                }
+            }
+            true
+        })?;
+        match last {
+            Some(l) => from = l + 1,
+            None => break,
+        }
+    }
+    if !redriven.is_empty() {
+        dead.ack_all(&redriven)?;
+        dead.sync()?;
     }
     Ok(())
 }

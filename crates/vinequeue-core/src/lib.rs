@@ -119,7 +119,9 @@ pub use crate::sink::{
     Batch, BoxError, DeadLetter, DeadLetterReason, NullSink, SendError, Sink, SinkExt,
     WithDeadLetter,
 };
-pub use vinequeue_storage::{CodecError, MemStorage, RecoveryReport, Storage};
+pub use vinequeue_storage::{
+    CodecError, MemStorage, ParseQueueIdError, QueueId, RecoveryReport, Storage,
+};
 
 #[cfg(test)]
 mod static_checks {

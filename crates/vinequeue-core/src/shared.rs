@@ -299,6 +299,9 @@ pub(crate) struct QueueState<T> {
     /// Present in durable mode.
     pub(crate) durable: Option<DurableState<T>>,
     pub(crate) counters: Counters,
+    /// The queue's identity: the storage's, or a fresh one (memory mode, or a storage
+    /// that keeps none).
+    pub(crate) queue_id: crate::QueueId,
     /// This queue's series in the `metrics` facade.
     #[cfg(feature = "metrics")]
     pub(crate) export: crate::export::Exporter,
@@ -385,6 +388,10 @@ impl<T> QueueState<T> {
         let resolved = durable.as_ref().map_or(0, |d| d.storage.acked_through());
         QueueState {
             retry_limit: config.effective_retry_limit(durable.is_some()),
+            queue_id: durable
+                .as_ref()
+                .and_then(|d| d.storage.queue_id())
+                .unwrap_or_else(crate::QueueId::random),
             ring: Ring::new(config.memory_size),
             durable,
             counters: Counters::new(config.enable_metrics),

@@ -149,9 +149,19 @@ where
 /// reserves numbers ahead in a synced checkpoint); numbers may have gaps, after a crash
 /// or where records were lost. After a partial failure the retried batch holds only
 /// the failed items, so its sequence numbers may have gaps too.
+///
+/// The key a sink deduplicates on is [`key`](Batch::key): `(queue id, number)`, where the
+/// number is the one the item had when it was first enqueued. It is its sequence number,
+/// except for an item dead-lettered and enqueued again
+/// ([`redrive_dead_letters`](crate::Queue::redrive_dead_letters)), which gets a new
+/// sequence number and keeps its key, so that a backend that had taken it before (a
+/// commit whose reply was lost) recognises it.
 pub struct Batch<T> {
     pub(crate) items: Vec<T>,
     pub(crate) seqs: Vec<u64>,
+    /// Each item's key number; empty while every item's key is its sequence number.
+    pub(crate) keys: Vec<u64>,
+    pub(crate) queue_id: crate::QueueId,
     pub(crate) attempt: u32,
     pub(crate) deadline: Instant,
 }
@@ -161,6 +171,8 @@ impl<T> Batch<T> {
         Batch {
             items: Vec::with_capacity(capacity),
             seqs: Vec::with_capacity(capacity),
+            keys: Vec::new(),
+            queue_id: crate::QueueId::from_u128(0),
             attempt: 0,
             deadline: Instant::now(),
         }
@@ -170,6 +182,25 @@ impl<T> Batch<T> {
         debug_assert!(self.seqs.last().is_none_or(|&last| last < seq));
         self.seqs.push(seq);
         self.items.push(item);
+        if !self.keys.is_empty() {
+            self.keys.push(seq);
+        }
+    }
+
+    /// Adds an item whose key number is `key` (`None`: its sequence number).
+    pub(crate) fn push_keyed(&mut self, seq: u64, key: Option<u64>, item: T) {
+        match key {
+            Some(key) if key != seq => {
+                debug_assert!(self.seqs.last().is_none_or(|&last| last < seq));
+                if self.keys.is_empty() {
+                    self.keys = self.seqs.clone();
+                }
+                self.seqs.push(seq);
+                self.items.push(item);
+                self.keys.push(key);
+            }
+            _ => self.push(seq, item),
+        }
     }
 
     /// Keeps only the items at `indices` (sorted, deduplicated, in range).
@@ -178,12 +209,16 @@ impl<T> Batch<T> {
     pub(crate) fn retain_indices(&mut self, indices: &[usize]) -> Vec<T> {
         let items = std::mem::take(&mut self.items);
         let seqs = std::mem::take(&mut self.seqs);
+        let keys = std::mem::take(&mut self.keys);
         let mut keep = indices.iter().peekable();
         let mut removed = Vec::with_capacity(items.len().saturating_sub(indices.len()));
         for (i, (item, seq)) in items.into_iter().zip(seqs).enumerate() {
             if keep.next_if(|&&k| k == i).is_some() {
                 self.items.push(item);
                 self.seqs.push(seq);
+                if let Some(&key) = keys.get(i) {
+                    self.keys.push(key);
+                }
             } else {
                 removed.push(item);
             }
@@ -221,6 +256,26 @@ impl<T> Batch<T> {
     /// All sequence numbers, in item order.
     pub fn seqs(&self) -> &[u64] {
         &self.seqs
+    }
+
+    /// The identity of the queue this batch comes from: with [`key`](Batch::key), what
+    /// names an item uniquely across every queue writing into one backend. A durable
+    /// queue's identity is kept in its log directory, so it survives restarts; a
+    /// memory-only queue gets a fresh one per process.
+    pub fn queue_id(&self) -> crate::QueueId {
+        self.queue_id
+    }
+
+    /// The key a sink deduplicates item `i` on: `(queue id, the number the item had when
+    /// it was first enqueued)`. The same on every retry, every replay after a restart,
+    /// and after a dead letter is enqueued again (which gives it a new sequence number).
+    ///
+    /// # Panics
+    ///
+    /// If `i >= self.len()`.
+    pub fn key(&self, i: usize) -> (crate::QueueId, u64) {
+        let number = self.keys.get(i).copied().unwrap_or(self.seqs[i]);
+        (self.queue_id, number)
     }
 
     /// Items with their sequence numbers.
@@ -263,6 +318,7 @@ impl<T> Deref for Batch<T> {
 impl<T: fmt::Debug> fmt::Debug for Batch<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
+            .field("queue_id", &self.queue_id)
             .field("seqs", &self.seqs)
             .field("attempt", &self.attempt)
             .field("items", &self.items)

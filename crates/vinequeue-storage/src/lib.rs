@@ -13,10 +13,12 @@
 #![warn(missing_debug_implementations)]
 mod error;
 mod modes;
+mod queue_id;
 mod storage;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use crate::error::{CodecError, Error};
 pub use crate::modes::{RecoveryMode, SyncMode};
-pub use crate::storage::{MemStorage, RecoveryReport, Storage};
+pub use crate::queue_id::{ParseQueueIdError, QueueId};
+pub use crate::storage::{KeyedVisit, MemStorage, RecoveryReport, Storage};

@@ -113,6 +113,52 @@ pub trait Storage: Send + Sync + 'static {
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<usize, Error>;
 
+    /// Appends a record that keeps a key of its own: the sequence number the item had
+    /// when it was first appended (a dead letter enqueued again keeps it, so that a sink
+    /// deduplicating on `(queue id, key)` recognises the item). [`read_keyed`](Storage::read_keyed)
+    /// hands the key back with the record, across restarts.
+    ///
+    /// The default appends the record without its key ([`keeps_keys`](Storage::keeps_keys)
+    /// is `false`): the item then comes back under its new number only.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Storage::append).
+    fn append_keyed(&self, record: &[u8], key: u64) -> Result<u64, Error> {
+        let _ = key;
+        self.append(record)
+    }
+
+    /// Whether [`append_keyed`](Storage::append_keyed) keeps the key. The default: no.
+    fn keeps_keys(&self) -> bool {
+        false
+    }
+
+    /// As [`read`](Storage::read), also handing each record's key: `Some` for a record
+    /// appended with [`append_keyed`](Storage::append_keyed) by a storage that keeps
+    /// keys, `None` otherwise. The default reads without keys.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Storage::read).
+    fn read_keyed(
+        &self,
+        from: u64,
+        max: usize,
+        visit: &mut KeyedVisit<'_>,
+    ) -> Result<usize, Error> {
+        self.read(from, max, &mut |seq, bytes| visit(seq, None, bytes))
+    }
+
+    /// The identity of the queue whose records this storage keeps, kept with them so
+    /// that it survives restarts. The default, `None`: a storage that keeps none (the
+    /// queue then takes a fresh identity per process, and `(queue id, sequence number)`
+    /// stays unique, but a sink no longer recognises an item replayed after a restart by
+    /// its queue id).
+    fn queue_id(&self) -> Option<crate::QueueId> {
+        None
+    }
+
     /// Acknowledges record `seq` (delivered, or moved to a dead-letter store).
     ///
     /// # Errors
@@ -181,17 +227,23 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// What [`Storage::read_keyed`] calls for each record: its sequence number, its key
+/// (`None` for a record appended without one) and its bytes; `false` stops the read.
+pub type KeyedVisit<'a> = dyn FnMut(u64, Option<u64>, &[u8]) -> bool + 'a;
+
 /// An in-memory [`Storage`]: for tests, for the conformance suite, and as a model of the
 /// contract. Nothing survives the process; `sync` is a no-op.
 #[derive(Debug)]
 pub struct MemStorage {
     inner: Mutex<MemInner>,
     max_size: u64,
+    id: crate::QueueId,
 }
 
 #[derive(Debug, Default)]
 struct MemInner {
-    records: BTreeMap<u64, Vec<u8>>,
+    /// Each record with its key (`append_keyed`).
+    records: BTreeMap<u64, (Option<u64>, Vec<u8>)>,
     next_seq: u64,
     acked_through: u64,
     acked_above: BTreeSet<u64>,
@@ -213,12 +265,11 @@ impl MemStorage {
                 ..MemInner::default()
             }),
             max_size,
+            id: crate::QueueId::random(),
         }
     }
-}
 
-impl Storage for MemStorage {
-    fn append(&self, record: &[u8]) -> Result<u64, Error> {
+    fn push(&self, record: &[u8], key: Option<u64>) -> Result<u64, Error> {
         let mut s = self.inner.lock();
         if s.bytes + record.len() as u64 > self.max_size {
             return Err(Error::LogFull {
@@ -229,8 +280,26 @@ impl Storage for MemStorage {
         let seq = s.next_seq;
         s.next_seq += 1;
         s.bytes += record.len() as u64;
-        s.records.insert(seq, record.to_vec());
+        s.records.insert(seq, (key, record.to_vec()));
         Ok(seq)
+    }
+}
+
+impl Storage for MemStorage {
+    fn append(&self, record: &[u8]) -> Result<u64, Error> {
+        self.push(record, None)
+    }
+
+    fn append_keyed(&self, record: &[u8], key: u64) -> Result<u64, Error> {
+        self.push(record, Some(key))
+    }
+
+    fn keeps_keys(&self) -> bool {
+        true
+    }
+
+    fn queue_id(&self) -> Option<crate::QueueId> {
+        Some(self.id)
     }
 
     fn sync(&self) -> Result<(), Error> {
@@ -243,19 +312,28 @@ impl Storage for MemStorage {
         max: usize,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<usize, Error> {
+        self.read_keyed(from, max, &mut |seq, _, bytes| visit(seq, bytes))
+    }
+
+    fn read_keyed(
+        &self,
+        from: u64,
+        max: usize,
+        visit: &mut KeyedVisit<'_>,
+    ) -> Result<usize, Error> {
         // Copy out under the lock, visit without it (the visitor may call back in).
-        let batch: Vec<(u64, Vec<u8>)> = {
+        let batch: Vec<(u64, Option<u64>, Vec<u8>)> = {
             let s = self.inner.lock();
             s.records
                 .range(from..)
                 .take(max)
-                .map(|(k, v)| (*k, v.clone()))
+                .map(|(k, (key, v))| (*k, *key, v.clone()))
                 .collect()
         };
         let mut n = 0;
-        for (seq, bytes) in &batch {
+        for (seq, key, bytes) in &batch {
             n += 1;
-            if !visit(*seq, bytes) {
+            if !visit(*seq, *key, bytes) {
                 break;
             }
         }
@@ -274,7 +352,7 @@ impl Storage for MemStorage {
                 break;
             }
             s.acked_through = next;
-            if let Some(r) = s.records.remove(&next) {
+            if let Some((_, r)) = s.records.remove(&next) {
                 s.bytes -= r.len() as u64;
             }
         }

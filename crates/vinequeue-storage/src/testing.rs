@@ -78,12 +78,65 @@ pub fn storage_conformance<H: StorageHarness>(harness: &mut H) {
     sync_and_sync_through_succeed(harness);
     concurrent_appends_get_unique_dense_numbers(harness);
     a_visitor_may_call_back_into_the_storage(harness);
+    keys_round_trip_where_kept(harness);
     if harness.reopen().is_some() {
+        keys_and_the_identity_survive_reopen(harness);
         synced_records_and_acks_survive_reopen(harness);
         numbering_continues_after_everything_was_acknowledged(harness);
         acking_the_newest_record_first_does_not_free_its_number(harness);
     }
     numbers_are_never_handed_out_twice_across_power_cuts(harness);
+}
+
+/// What `read_keyed` hands back for records appended with and without a key.
+fn keyed_contents(s: &dyn Storage) -> Vec<(u64, Option<u64>, Vec<u8>)> {
+    let mut out = Vec::new();
+    s.read_keyed(1, usize::MAX, &mut |seq, key, bytes| {
+        out.push((seq, key, bytes.to_vec()));
+        true
+    })
+    .unwrap();
+    out
+}
+
+/// A storage that keeps keys hands each keyed record back with its key (and the others
+/// with none); one that does not keeps the record and drops the key. Either way
+/// `append_keyed` numbers records like `append`, and `read` hands the record alone.
+fn keys_round_trip_where_kept<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    assert_eq!(s.append(b"plain").unwrap(), 1);
+    assert_eq!(
+        s.append_keyed(b"redriven", 77).unwrap(),
+        2,
+        "append_keyed numbers on"
+    );
+    let got = keyed_contents(&s);
+    let key = if s.keeps_keys() { Some(77) } else { None };
+    assert_eq!(
+        got,
+        vec![(1, None, b"plain".to_vec()), (2, key, b"redriven".to_vec())],
+        "read_keyed hands back each record with its key (keeps_keys: {})",
+        s.keeps_keys()
+    );
+    let plain = read_all(&s, 2);
+    assert_eq!(
+        plain,
+        vec![(2, b"redriven".to_vec())],
+        "read hands the record alone"
+    );
+}
+
+/// Keys and the queue identity are kept with the data across a reopen.
+fn keys_and_the_identity_survive_reopen<H: StorageHarness>(h: &mut H) {
+    let s = h.create();
+    let id = s.queue_id();
+    s.append_keyed(b"kept", 5).unwrap();
+    s.sync().unwrap();
+    let before = keyed_contents(&s);
+    drop(s);
+    let s = h.reopen().expect("reopen");
+    assert_eq!(keyed_contents(&s), before, "keys across a reopen");
+    assert_eq!(s.queue_id(), id, "the queue identity across a reopen");
 }
 
 /// Records read (as a sink would see them) before a power cut, some never synced: no

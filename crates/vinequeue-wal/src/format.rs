@@ -9,6 +9,8 @@
 //! frame*, back to back:
 //! ┌ len u32 ┬ crc u32 ┬ seq u64 ┬ payload (len bytes) ┐
 //! crc = crc32c(payload ‖ salt ‖ seq ‖ len), all integers little-endian
+//! len's top bit (KEYED): the payload is key u64 ‖ record (a record that keeps the
+//! number it first had); its low 31 bits are the payload's length
 //! then zeros (preallocated, never written) up to the end of the file
 //!
 //! checkpoint file  `checkpoint`, 8 KiB: two 4 KiB slots, at offsets 0 and 4096, so in
@@ -46,6 +48,16 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 40;
 /// Length of a frame header.
 pub const FRAME_HEADER_LEN: usize = 16;
+/// The top bit of a frame's length field: the payload starts with the record's key (a
+/// `u64`, [`KEY_LEN`] bytes, little-endian), the record follows it. The low 31 bits are
+/// the payload's length, key included. Set only by `append_keyed` (a record that keeps
+/// the number it first had, such as a redriven dead letter); a log written without keys
+/// never has it, so older files read the same.
+pub const KEYED: u32 = 1 << 31;
+/// Length of the key a keyed frame's payload starts with.
+pub const KEY_LEN: usize = 8;
+/// Largest record (key not counted) a frame can hold: the length field has 31 bits.
+pub const MAX_FRAME_RECORD: u32 = KEYED - 1 - KEY_LEN as u32;
 /// Largest sequence number the log believes (2^62): far beyond any real log, and low
 /// enough that arithmetic on sequence numbers cannot overflow. The log hands out numbers
 /// below it only; `next_seq` reaching it means the numbers are used up.
@@ -139,8 +151,11 @@ pub enum Frame {
     Record {
         /// Sequence number.
         seq: u64,
-        /// Payload length.
+        /// Payload length (the key included, for a keyed frame): the frame takes
+        /// `FRAME_HEADER_LEN + len` bytes.
         len: u32,
+        /// Whether the payload starts with the record's key ([`KEYED`]).
+        keyed: bool,
     },
     /// An all-zero header (or nothing at all): the end of the segment's data, unless
     /// intact frames follow it (then it is damage, which the caller checks).
@@ -178,27 +193,37 @@ pub fn decode_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
             Frame::Bad("truncated frame header")
         };
     }
-    let len = u32_at(bytes, 0);
+    let raw = u32_at(bytes, 0);
     let crc = u32_at(bytes, 4);
     let seq = u64_at(bytes, 8);
-    if len == 0 && crc == 0 && seq == 0 {
+    if raw == 0 && crc == 0 && seq == 0 {
         return Frame::End;
     }
     if seq == 0 || seq > MAX_SEQ {
         return Frame::Bad("frame with a sequence number out of range");
     }
-    if len > max_record {
+    let keyed = raw & KEYED != 0;
+    let len = raw & !KEYED;
+    let limit = if keyed {
+        max_record.saturating_add(KEY_LEN as u32)
+    } else {
+        max_record
+    };
+    if len > limit {
         return Frame::Bad("frame length beyond max_record_size");
+    }
+    if keyed && (len as usize) < KEY_LEN {
+        return Frame::Bad("keyed frame shorter than its key");
     }
     let end = FRAME_HEADER_LEN + len as usize;
     if end > bytes.len() {
         return Frame::Bad("frame runs past the end of the segment");
     }
     let payload = &bytes[FRAME_HEADER_LEN..end];
-    if frame_crc(crc32c::crc32c(payload), salt, seq, len) != crc {
+    if frame_crc(crc32c::crc32c(payload), salt, seq, raw) != crc {
         return Frame::Bad("frame checksum mismatch");
     }
-    Frame::Record { seq, len }
+    Frame::Record { seq, len, keyed }
 }
 
 /// The persisted acknowledgement cursor (one slot of the checkpoint file).
@@ -441,7 +466,11 @@ mod tests {
         buf.extend_from_slice(&[0; 32]);
         assert_eq!(
             decode_frame(&buf, salt, 1 << 20),
-            Frame::Record { seq: 5, len: 9 }
+            Frame::Record {
+                seq: 5,
+                len: 9,
+                keyed: false
+            }
         );
         assert_eq!(decode_frame(&buf[25..], salt, 1 << 20), Frame::End);
         assert_eq!(decode_frame(&[], salt, 1 << 20), Frame::End);

@@ -22,7 +22,8 @@ fn opts() -> WalOptions {
 fn a_checkpoint_creation_cut_short_leaves_no_checkpoint_behind() {
     let fs = SimFs::new(5);
     // The first open's checkpoint write is cut short (best effort: the open goes on).
-    fs.fail_nth(FaultOp::WriteSmall, 1, ErrorKind::Other);
+    // (The first small write of a new log is its queue id; the checkpoint's comes next.)
+    fs.fail_nth(FaultOp::WriteSmall, 2, ErrorKind::Other);
     let wal = Wal::open_with(fs.clone(), DIR, opts()).unwrap();
     // Enough records to roll to a second segment: the roll syncs the directory, so
     // whatever entry the cut-short write left is now durable.

@@ -31,18 +31,19 @@ impl<T: Send + 'static> Batcher<T> {
         let mut gone = Vec::new();
         for letter in &self.refused[..take] {
             let mut payload = None;
-            let read = d.storage.read(letter.seq, 1, &mut |seq, bytes| {
+            let read = d.storage.read_keyed(letter.seq, 1, &mut |seq, key, bytes| {
                 if seq == letter.seq {
-                    payload = Some(bytes.to_vec());
+                    payload = Some((key, bytes.to_vec()));
                 }
                 false
             });
             match (payload, read) {
-                (Some(payload), _) => records.push(StoredRecord {
+                (Some((key, payload)), _) => records.push(StoredRecord {
                     seq: letter.seq,
                     reason: letter.reason.to_string(),
                     error: letter.error.to_string(),
                     payload,
+                    key,
                 }),
                 // Not in the log any more (shed by `DropOldest`): nothing to keep.
                 (None, Ok(_)) => gone.push(letter.seq),
@@ -99,13 +100,15 @@ impl<T: Send + 'static> Batcher<T> {
                     None => format!("{reason:?}"),
                 };
                 let mut records = Vec::with_capacity(batch.len());
-                for (seq, item) in batch.iter_with_seq() {
+                for (i, (seq, item)) in batch.iter_with_seq().enumerate() {
+                    let (_, key) = batch.key(i);
                     match d.codec.encode(item) {
                         Ok(payload) => records.push(StoredRecord {
                             seq,
                             reason: format!("{reason:?}"),
                             error: text.clone(),
                             payload,
+                            key: (key != seq).then_some(key),
                         }),
                         Err(_) => kept.push(seq),
                     }

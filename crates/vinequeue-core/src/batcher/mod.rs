@@ -294,6 +294,7 @@ impl<T: Send + 'static> Batcher<T> {
                         self.last_look = Instant::now();
                     }
                     let mut batch = Batch::with_capacity(batch_size);
+                    batch.queue_id = self.shared.queue_id;
                     let looked_before = self.last_look;
                     self.take(&mut batch, batch_size);
                     if batch.is_empty() {
@@ -619,7 +620,7 @@ impl<T: Send + 'static> Batcher<T> {
         let mut visited = 0;
         let decode = d.codec.decode;
         let (lost, undecodable) = (&mut self.lost, &mut self.undecodable);
-        let result = d.storage.read(next, room, &mut |seq, bytes| {
+        let result = d.storage.read_keyed(next, room, &mut |seq, key, bytes| {
             if seq > upto {
                 return false;
             }
@@ -627,12 +628,13 @@ impl<T: Send + 'static> Batcher<T> {
                 lost.push((next, seq - 1));
             }
             match decode(bytes) {
-                Ok(item) => batch.push(seq, item),
+                Ok(item) => batch.push_keyed(seq, key, item),
                 Err(e) => undecodable.push(StoredRecord {
                     seq,
                     reason: UNDECODABLE.into(),
                     error: e.to_string(),
                     payload: bytes.to_vec(),
+                    key,
                 }),
             }
             visited += 1;
@@ -721,6 +723,7 @@ impl<T: Send + 'static> Batcher<T> {
         self.dead_letter(batch, None, DeadLetterReason::Shutdown);
         loop {
             let mut rest = Batch::with_capacity(batch_size);
+            rest.queue_id = self.shared.queue_id;
             self.take(&mut rest, batch_size);
             if rest.is_empty() {
                 break;

@@ -51,19 +51,16 @@ impl<T: Send + 'static> Queue<T> {
             let mut requeued = 0;
             for letter in letters {
                 match letter.item {
-                    Some(item) => {
-                        let seq = self.with_encoded(d, item, |buf, item| {
-                            self.append_or_overflow(d, buf, item, true)
-                        })?;
-                        if seq == 0 {
-                            return Err(Error::Full); // `DropNewest` would drop it
-                        }
+                    Some(_) => {
+                        // The item's bytes as they were, with the number sinks know it by.
+                        self.append_redriven(d, &letter.payload, letter.key)?;
                         requeued += 1;
                     }
                     None => {
                         // To the back: the letters removed around it stay a contiguous
                         // run, which the log reclaims and remembers across restarts.
                         let record = StoredRecord {
+                            key: (letter.key != letter.seq).then_some(letter.key),
                             seq: letter.seq,
                             reason: letter.reason,
                             error: letter.error,
@@ -136,9 +133,10 @@ fn read_dead_letters<T>(
             if dead.is_acked(dseq) {
                 return true; // removed out of order (`discard_dead_letter`)
             }
-            match postcard::from_bytes::<StoredRecord>(bytes) {
+            match StoredRecord::decode(bytes) {
                 Ok(record) => out.push(StoredDeadLetter {
                     dead_letter_seq: dseq,
+                    key: record.key_number(),
                     seq: record.seq,
                     reason: record.reason,
                     error: record.error,

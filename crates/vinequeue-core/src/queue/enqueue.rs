@@ -375,6 +375,39 @@ impl<T: Send + 'static> Queue<T> {
         Ok(seq)
     }
 
+    /// Appends a redriven dead letter's item (its encoded bytes) with its key, straight to
+    /// the log: not through the ring, so that the batcher reads it back with its key, as
+    /// it reads a spilled item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after `stop()`; [`Error::Full`] on a full log; the log's error.
+    pub(super) fn append_redriven(
+        &self,
+        d: &DurableState<T>,
+        bytes: &[u8],
+        key: u64,
+    ) -> Result<u64, Error> {
+        let s = &self.shared;
+        let guard = d.append_lock.lock();
+        if s.ring.is_closed() {
+            return Err(Error::Closed);
+        }
+        let seq = match d.storage.append_keyed(bytes, key) {
+            Ok(seq) => seq,
+            Err(Error::LogFull { .. }) => return Err(Error::Full),
+            Err(e) => return Err(e),
+        };
+        d.published.store(seq, std::sync::atomic::Ordering::Release);
+        // After `published`: a batcher that sees this count also sees the record.
+        d.spilled.fetch_add(1, SeqCst);
+        drop(guard);
+        if s.wake_at.is_waiting() {
+            s.unpark_batcher();
+        }
+        Ok(seq)
+    }
+
     #[cold]
     pub(super) fn overflow(&self, item: T) -> Result<(), EnqueueError<T>> {
         let s = &self.shared;

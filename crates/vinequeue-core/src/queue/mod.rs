@@ -122,7 +122,10 @@ where
         // Best effort: if it fails, such a record is delivered again (at least once),
         // and the failure is counted.
         let settle_failed = dead_letters.as_ref().is_some_and(|dead| {
-            crate::dead::settle_letters_stored_twice(storage.as_ref(), dead.as_ref()).is_err()
+            let stored = crate::dead::settle_letters_stored_twice(storage.as_ref(), dead.as_ref());
+            let redriven =
+                crate::dead::settle_letters_redriven_twice(storage.as_ref(), dead.as_ref());
+            stored.is_err() || redriven.is_err()
         });
         let mark = storage.acked_through();
         let durable = DurableState {
@@ -286,6 +289,14 @@ impl<T: Send + 'static> Queue<T> {
     /// [`sync`](Queue::sync) makes durable and [`flush`](Queue::flush) delivers.
     pub fn last_seq(&self) -> u64 {
         self.shared.last_seq()
+    }
+
+    /// This queue's identity: kept in its log directory (durable mode), so the same
+    /// across restarts; fresh per process in memory mode (or over a storage that keeps
+    /// none). `(queue id, key)` names an item uniquely across every queue writing into one
+    /// backend (see [`Batch::key`](crate::Batch::key)).
+    pub fn id(&self) -> crate::QueueId {
+        self.shared.queue_id
     }
 
     /// Whether this queue keeps its items in a [`Storage`] (a write-ahead log).

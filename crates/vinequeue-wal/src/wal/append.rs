@@ -22,7 +22,10 @@ impl<F: Fs> LogState<F> {
         Error::LogFailed(failed.clone().unwrap_or(why))
     }
 
-    pub(super) fn append(&self, record: &[u8]) -> Result<u64, Error> {
+    /// Appends `record`; with `key`, as a keyed frame whose payload carries the key first
+    /// (see `format::KEYED`).
+    #[inline]
+    pub(super) fn append(&self, record: &[u8], key: Option<u64>) -> Result<u64, Error> {
         self.check_failed()?;
         if record.len() > self.max_record as usize {
             return Err(Error::RecordTooLarge {
@@ -30,8 +33,22 @@ impl<F: Fs> LogState<F> {
                 limit: self.max_record as u64,
             });
         }
-        let len = record.len() as u32;
-        let payload_crc = crc32c::crc32c(record); // outside the lock
+        // (A keyed frame carries its key too: it must still fit in an empty segment.)
+        let room = self.segment_size - (SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64;
+        if key.is_some() && (record.len() + KEY_LEN) as u64 > room {
+            return Err(Error::RecordTooLarge {
+                len: record.len() as u64,
+                limit: room - KEY_LEN as u64,
+            });
+        }
+        let key_bytes = key.map(u64::to_le_bytes);
+        let (len, payload_crc) = match &key_bytes {
+            None => (record.len() as u32, crc32c::crc32c(record)), // outside the lock
+            Some(k) => (
+                (KEY_LEN + record.len()) as u32,
+                crc32c::crc32c_append(crc32c::crc32c(k), record),
+            ),
+        };
         let frame_len = FRAME_HEADER_LEN as u64 + len as u64;
         let mut w = self.writer.lock();
         if !w.fits(frame_len) {
@@ -68,8 +85,16 @@ impl<F: Fs> LogState<F> {
             w.reserved = self.reserve(seq)?;
         }
         let seg = w.active.as_ref().expect("roll leaves an active segment");
-        let header = frame_header(payload_crc, seg.salt, seq, len);
-        seg.file.write_publish(w.pos, &[&header, record]);
+        match &key_bytes {
+            None => {
+                let header = frame_header(payload_crc, seg.salt, seq, len);
+                seg.file.write_publish(w.pos, &[&header, record]);
+            }
+            Some(k) => {
+                let header = frame_header(payload_crc, seg.salt, seq, len | KEYED);
+                seg.file.write_publish(w.pos, &[&header, k, record]);
+            }
+        }
         if (seq - seg.first_seq).is_multiple_of(INDEX_EVERY) {
             seg.index.lock().push((seq, w.pos));
         }

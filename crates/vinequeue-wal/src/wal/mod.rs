@@ -10,11 +10,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use vinequeue_storage::{Error, RecoveryMode, RecoveryReport, Storage, SyncMode};
+use vinequeue_storage::{
+    Error, KeyedVisit, QueueId, RecoveryMode, RecoveryReport, Storage, SyncMode,
+};
 
 use crate::format::{
     decode_frame, frame_header, parse_segment_name, segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, FRAME_HEADER_LEN, MAX_CHECKPOINT_RANGES, MAX_SEQ, SEGMENT_HEADER_LEN,
+    CHECKPOINT_LEN, FRAME_HEADER_LEN, KEYED, KEY_LEN, MAX_CHECKPOINT_RANGES, MAX_SEQ,
+    SEGMENT_HEADER_LEN,
 };
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::options::WalOptions;
@@ -43,9 +46,13 @@ use scan::{Frames, Reader, OUT_OF_SEQUENCE};
 
 const CHECKPOINT: &str = "checkpoint";
 const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+const QUEUE_ID: &str = "queue-id";
+const QUEUE_ID_TMP: &str = "queue-id.tmp";
 const DAMAGED: &str = "damaged";
 
 struct LogState<F: Fs> {
+    /// The identity of the queue this log belongs to (file `queue-id`).
+    queue_id: QueueId,
     fs: F,
     dir: PathBuf,
     opts: WalOptions,
@@ -143,6 +150,44 @@ impl Wal<RealFs> {
 
 /// Whether `e` (from rolling to a new segment) could go away once acknowledged segments
 /// are deleted: the log's size limit, or a full disk.
+/// The queue's identity kept in the directory (file `queue-id`, its UUID form and a
+/// newline), created at the first open: written under a temporary name, synced, renamed
+/// and the directory synced, so that it exists whole or not at all. A file that does not
+/// hold an id is damage: `Strict` refuses it; otherwise a new identity replaces it (items
+/// delivered later carry the new one).
+fn load_or_create_queue_id<F: Fs>(fs: &F, dir: &Path, opts: &WalOptions) -> Result<QueueId, Error> {
+    let path = dir.join(QUEUE_ID);
+    match fs.read_small(&path, 256) {
+        Ok(bytes) => {
+            let parsed = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse::<QueueId>().ok());
+            match parsed {
+                Some(id) => return Ok(id),
+                None if opts.recovery_mode == RecoveryMode::Strict => {
+                    return Err(Error::Corrupt {
+                        file: path,
+                        offset: 0,
+                        reason: "the queue id file does not hold a queue id".into(),
+                    });
+                }
+                None => {
+                    event!(warn, file = %path.display(), "the queue id file is damaged; a new identity replaces it");
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let id = QueueId::random();
+    let tmp = dir.join(QUEUE_ID_TMP);
+    fs.write_small(&tmp, format!("{id}\n").as_bytes())
+        .map_err(io_err)?;
+    fs.rename(&tmp, &path).map_err(io_err)?;
+    fs.sync_dir(dir).map_err(io_err)?;
+    Ok(id)
+}
+
 fn frees_up(e: &Error) -> bool {
     match e {
         Error::LogFull { .. } => true,
@@ -194,6 +239,9 @@ impl<F: Fs> Wal<F> {
         #[cfg(feature = "tracing")]
         let started = Instant::now();
         let recovered = Recovery::run(&fs, &dir, &opts)?;
+        let queue_id = load_or_create_queue_id(&fs, &dir, &opts)?;
+        // (The size counts every file of the log, this one too.)
+        let id_len = fs.file_len(&dir.join(QUEUE_ID)).unwrap_or(0);
         #[cfg(feature = "tracing")]
         {
             let r = &recovered.report;
@@ -265,6 +313,7 @@ impl<F: Fs> Wal<F> {
             0
         };
         let inner = Arc::new(LogState {
+            queue_id,
             writer: CachePadded::new(Mutex::new(Writer {
                 next_seq,
                 active,
@@ -291,7 +340,7 @@ impl<F: Fs> Wal<F> {
             active_first: AtomicU64::new(active_first),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
-            size: AtomicU64::new(size),
+            size: AtomicU64::new(size + id_len),
             report,
             read_corrupt: AtomicU64::new(0),
             stop: Mutex::new(false),
@@ -461,7 +510,28 @@ impl<F: Fs> group_commit::Log for LogState<F> {
 
 impl<F: Fs> Storage for Wal<F> {
     fn append(&self, record: &[u8]) -> Result<u64, Error> {
-        self.inner.append(record)
+        self.inner.append(record, None)
+    }
+
+    fn append_keyed(&self, record: &[u8], key: u64) -> Result<u64, Error> {
+        self.inner.append(record, Some(key))
+    }
+
+    fn keeps_keys(&self) -> bool {
+        true
+    }
+
+    fn read_keyed(
+        &self,
+        from: u64,
+        max: usize,
+        visit: &mut KeyedVisit<'_>,
+    ) -> Result<usize, Error> {
+        self.inner.read(from, max, visit)
+    }
+
+    fn queue_id(&self) -> Option<QueueId> {
+        Some(self.inner.queue_id)
     }
 
     fn sync(&self) -> Result<(), Error> {
@@ -480,7 +550,8 @@ impl<F: Fs> Storage for Wal<F> {
         max: usize,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<usize, Error> {
-        self.inner.read(from, max, visit)
+        self.inner
+            .read(from, max, &mut |seq, _, bytes| visit(seq, bytes))
     }
 
     fn ack(&self, seq: u64) -> Result<(), Error> {

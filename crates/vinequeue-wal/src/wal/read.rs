@@ -11,7 +11,7 @@ impl<F: Fs> LogState<F> {
         &self,
         from: u64,
         max: usize,
-        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+        visit: &mut KeyedVisit<'_>,
     ) -> Result<usize, Error> {
         let from = from.max(1);
         let segments: Vec<Arc<Segment<F>>> = self.segments.read().clone();
@@ -51,7 +51,7 @@ impl<F: Fs> LogState<F> {
                     decode_frame(b, seg.salt, seg.max_len)
                 });
                 let reason = match frame {
-                    Frame::Record { seq, len } if seq == floor => {
+                    Frame::Record { seq, len, keyed } if seq == floor => {
                         let body = pos + FRAME_HEADER_LEN as u64;
                         pos = body + len as u64;
                         floor = seq + 1;
@@ -63,7 +63,16 @@ impl<F: Fs> LogState<F> {
                             continue;
                         }
                         visited += 1;
-                        if !seg.file.read_with(body, len as usize, |b| visit(seq, b)) {
+                        let go_on = seg.file.read_with(body, len as usize, |b| {
+                            if keyed {
+                                let (key, record) = b.split_at(KEY_LEN);
+                                let key = u64::from_le_bytes(key.try_into().expect("8 bytes"));
+                                visit(seq, Some(key), record)
+                            } else {
+                                visit(seq, None, b)
+                            }
+                        });
+                        if !go_on {
                             stopped = true;
                             break;
                         }

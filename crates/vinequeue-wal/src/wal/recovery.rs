@@ -28,7 +28,10 @@ impl<F: Fs> Recovery<F> {
         let mut has_checkpoint = false;
         for entry in fs.list(dir).map_err(io_err)? {
             match entry.name.as_str() {
-                "LOCK" | DAMAGED => {}
+                "LOCK" | DAMAGED | QUEUE_ID => {}
+                QUEUE_ID_TMP => {
+                    let _ = fs.remove(&dir.join(QUEUE_ID_TMP));
+                }
                 CHECKPOINT => has_checkpoint = entry.is_file,
                 CHECKPOINT_TMP => {
                     let _ = fs.remove(&dir.join(CHECKPOINT_TMP));

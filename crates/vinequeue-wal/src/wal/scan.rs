@@ -227,7 +227,7 @@ pub(super) fn scan_from<F: FsFile>(
             max_record,
         );
         match frame {
-            Frame::Record { seq, len } if seq == expect && seq <= ceiling => {
+            Frame::Record { seq, len, .. } if seq == expect && seq <= ceiling => {
                 if (seq - h.first_seq).is_multiple_of(INDEX_EVERY) || scan.index.is_empty() {
                     scan.index.push((seq, pos));
                 }

@@ -178,7 +178,7 @@ impl<F: Fs> Segment<F> {
                 decode_frame(b, self.salt, self.max_len)
             });
             match frame {
-                Frame::Record { seq: s, len } if s == expect && s < seq => {
+                Frame::Record { seq: s, len, .. } if s == expect && s < seq => {
                     pos += FRAME_HEADER_LEN as u64 + len as u64;
                     expect += 1;
                 }
