@@ -425,3 +425,42 @@ fn a_stop_elsewhere_waits_for_one_begun_inside_the_sink_but_not_forever() {
     assert!(delivered.lock().is_empty());
     let _ = release.send(());
 }
+
+#[test]
+fn enqueues_from_inside_the_sink_while_the_ring_is_full_spill_to_the_log_in_order() {
+    // Durable, a ring of two: the sink's own enqueues find it full and spill to the log
+    // (they never wait for the batcher, which is the caller), and come out in order.
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::default()
+        .wal_path(dir.path())
+        .memory_size(2)
+        .batch_size(1)
+        .flush_timeout(Duration::from_millis(5))
+        .overflow(OverflowPolicy::Block(Duration::from_secs(20)));
+    let took = Arc::new(parking_lot::Mutex::new(None));
+    let t = Arc::clone(&took);
+    let (queue, delivered) = reaching_back(config, move |q| {
+        let started = Instant::now();
+        let results: Vec<_> = (100..120).map(|i| q.enqueue(i)).collect();
+        *t.lock() = Some((started.elapsed(), results));
+    });
+    for i in 0..2 {
+        queue.enqueue(i).unwrap();
+    }
+    queue.start().unwrap();
+    assert!(common::eventually(Duration::from_secs(10), || took
+        .lock()
+        .is_some()));
+    let (elapsed, results) = took.lock().take().unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "waited {elapsed:?} for itself"
+    );
+    queue.flush(Duration::from_secs(30)).unwrap();
+    let m = queue.metrics();
+    assert!(m.spilled_total >= 18, "{m:?}");
+    queue.stop().unwrap();
+    let expected: Vec<u32> = (0..2).chain(100..120).collect();
+    assert_eq!(*delivered.lock(), expected);
+}
