@@ -84,6 +84,33 @@ pub struct StoredDeadLetter<T> {
     pub payload: Vec<u8>,
 }
 
+impl<T> StoredDeadLetter<T> {
+    /// A letter from its record's bytes in the dead-letter log, without decoding the
+    /// item (`item` is `None`; `payload` holds its bytes): for tools that read the log
+    /// without knowing the item type.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Codec`](crate::Error::Codec) if the bytes are not a dead-letter record.
+    pub fn from_record(dead_letter_seq: u64, bytes: &[u8]) -> Result<Self, crate::Error> {
+        let record = StoredRecord::decode(bytes).map_err(|e| {
+            crate::Error::Codec(crate::CodecError::with_source(
+                format!("dead letter {dead_letter_seq} is not a dead-letter record"),
+                e,
+            ))
+        })?;
+        Ok(StoredDeadLetter {
+            dead_letter_seq,
+            key: record.key_number(),
+            seq: record.seq,
+            reason: record.reason,
+            error: record.error,
+            item: None,
+            payload: record.payload,
+        })
+    }
+}
+
 /// A record dead-lettered just before a crash can be in both logs: the letter is stored
 /// and synced in the dead-letter log first, and only then is the record acknowledged in
 /// the main log. At the next start, such a record would be delivered again while its

@@ -46,6 +46,7 @@ macro_rules! event {
 
 pub mod format;
 mod fs;
+pub mod inspect;
 mod mmap;
 mod options;
 #[cfg(any(test, feature = "testing"))]
