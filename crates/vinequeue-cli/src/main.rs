@@ -57,7 +57,8 @@ enum Command {
         /// Most records to print.
         #[arg(long)]
         limit: Option<u64>,
-        /// How to print the payloads (postcard-encoded items, as the queue wrote them).
+        /// How to print the payloads (postcard-encoded items, as the queue wrote them):
+        /// hex, base64, text, or json (items that are strings holding JSON).
         #[arg(long, value_enum, default_value_t = Format::Hex)]
         format: Format,
         /// Dump the dead-letter log instead of the main log.
@@ -100,6 +101,10 @@ enum Format {
     Base64,
     /// The bytes as text (UTF-8, invalid bytes replaced).
     Text,
+    /// Items that are strings holding JSON (`Queue<String>` of JSON documents): the
+    /// string decoded from postcard and printed as compact JSON; a payload that is not
+    /// such a string is printed in hex, marked `!`.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -308,7 +313,30 @@ fn show(bytes: &[u8], format: Format) -> String {
         Format::Hex => bytes.iter().map(|b| format!("{b:02x}")).collect(),
         Format::Base64 => base64(bytes),
         Format::Text => String::from_utf8_lossy(bytes).into_owned(),
+        Format::Json => match postcard_string(bytes)
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        {
+            Some(value) => value.to_string(),
+            None => format!("!{}", show(bytes, Format::Hex)),
+        },
     }
+}
+
+/// The string a postcard encoding of a `String` holds: a varint length, then the bytes.
+fn postcard_string(bytes: &[u8]) -> Option<&str> {
+    let (mut len, mut shift, mut at) = (0usize, 0u32, 0usize);
+    loop {
+        let b = *bytes.get(at)?;
+        len |= usize::from(b & 0x7f).checked_shl(shift)?;
+        at += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let text = bytes.get(at..at.checked_add(len)?)?;
+    (at + len == bytes.len()).then_some(())?;
+    std::str::from_utf8(text).ok()
 }
 
 fn base64(bytes: &[u8]) -> String {

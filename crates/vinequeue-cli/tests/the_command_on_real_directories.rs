@@ -268,3 +268,24 @@ mod parking_lot_free {
     #[derive(Default)]
     pub struct Seen(pub std::sync::Mutex<Vec<(u64, u32)>>);
 }
+
+#[test]
+fn dump_prints_json_items_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::new(
+        config(dir.path()),
+        |_: &Batch<String>| -> Result<(), SendError> { Err(SendError::retry("down")) },
+    )
+    .unwrap();
+    queue
+        .enqueue(r#"{"order": 7, "total": 12.5}"#.to_owned())
+        .unwrap();
+    queue.enqueue("not json".to_owned()).unwrap();
+    drop(queue);
+    let o = vinequeue(&["dump", dir.path().to_str().unwrap(), "--format", "json"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], r#"1 {"order":7,"total":12.5}"#);
+    assert!(lines[1].starts_with("2 !"), "{text}");
+}
