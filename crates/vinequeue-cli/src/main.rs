@@ -39,6 +39,10 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The queue's configuration (TOML, as `vinequeue::Config` reads it), to show the
+        /// sizes against its limits (`wal_max_size`, `dead_letter_max_size`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Reads every frame and checks every checksum and the checkpoint: exit 0 when clean
     /// (a torn tail, which the next open cuts off, is reported but is not damage), 2
@@ -122,8 +126,18 @@ type Fallible<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(command: Command) -> Fallible<ExitCode> {
     match command {
-        Command::Inspect { dir, json } => {
-            let report = Report::of(&dir)?;
+        Command::Inspect { dir, json, config } => {
+            let mut report = Report::of(&dir)?;
+            if let Some(path) = config {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let config: vinequeue::Config =
+                    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                report.limits = Some(Limits {
+                    wal_max_size: config.get_wal_max_size(),
+                    dead_letter_max_size: config.get_dead_letter_max_size(),
+                });
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -370,6 +384,14 @@ struct Report {
     damaged_copies: Vec<(String, u64)>,
     unknown_files: Vec<String>,
     dead_letters: Option<DeadLetterSummary>,
+    /// The configured limits, with `--config`.
+    limits: Option<Limits>,
+}
+
+#[derive(Serialize)]
+struct Limits {
+    wal_max_size: u64,
+    dead_letter_max_size: u64,
 }
 
 #[derive(Serialize)]
@@ -444,6 +466,7 @@ impl Report {
             damaged_copies: found.damaged_copies.clone(),
             unknown_files: found.unknown_files.clone(),
             dead_letters,
+            limits: None,
         })
     }
 
@@ -463,7 +486,15 @@ impl Report {
             "pending         {} record(s)\n",
             self.records_pending
         ));
-        t.push_str(&format!("on disk         {} byte(s)\n", self.bytes_on_disk));
+        t.push_str(&format!("on disk         {} byte(s)", self.bytes_on_disk));
+        if let Some(l) = &self.limits {
+            t.push_str(&format!(
+                " of wal_max_size {} ({:.1}%)",
+                l.wal_max_size,
+                100.0 * self.bytes_on_disk as f64 / l.wal_max_size.max(1) as f64
+            ));
+        }
+        t.push('\n');
         if let Some(why) = &self.checkpoint_problem {
             t.push_str(&format!("checkpoint      UNREADABLE: {why}\n"));
         }
@@ -492,6 +523,12 @@ impl Report {
                 "dead letters    {} letter(s), {} byte(s) on disk",
                 d.letters, d.bytes_on_disk
             ));
+            if let Some(l) = &self.limits {
+                t.push_str(&format!(
+                    " of dead_letter_max_size {}",
+                    l.dead_letter_max_size
+                ));
+            }
             if let Some(oldest) = d.oldest {
                 t.push_str(&format!(", oldest #{oldest}"));
             }

@@ -108,6 +108,25 @@ fn inspect_verify_and_dump_a_clean_directory_with_records_pending() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("clean"));
 
+    // With the queue's configuration, the sizes against its limits.
+    let config = dir.path().join("queue.toml");
+    std::fs::write(&config, "wal_max_size = \"1GiB\"\n").unwrap();
+    let o = vinequeue(&["inspect", path, "--config", config.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("of wal_max_size 1073741824"),
+        "{}",
+        stdout(&o)
+    );
+    let o = vinequeue(&[
+        "inspect",
+        path,
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["limits"]["wal_max_size"], 1u64 << 30);
+
     let o = vinequeue(&["dump", path, "--from", "3", "--limit", "2"]);
     assert!(o.status.success());
     // postcard encodes a u32 below 128 as one byte: items 2 and 3 at numbers 3 and 4.
