@@ -342,6 +342,8 @@ pub(crate) enum SendErrorKind {
 pub struct SendError {
     pub(crate) kind: SendErrorKind,
     error: BoxError,
+    /// The backend asked for no retry before this much time (`retry_after`).
+    pub(crate) not_before: Option<std::time::Duration>,
 }
 
 impl SendError {
@@ -364,7 +366,24 @@ impl SendError {
         SendError {
             kind: SendErrorKind::Retry,
             error: error.into(),
+            not_before: None,
         }
+    }
+
+    /// A transient failure the backend asked to retry no sooner than `wait` from now (an
+    /// HTTP `Retry-After`, a broker's throttling hint): the next attempt waits for the
+    /// longer of `wait` and the backoff's pause (and still at most until `stop()`'s
+    /// deadline).
+    pub fn retry_after(wait: std::time::Duration, error: impl Into<BoxError>) -> Self {
+        let mut e = SendError::retry(error);
+        e.not_before = Some(wait);
+        e
+    }
+
+    /// The wait the backend asked for before the next attempt, if any (see
+    /// [`retry_after`](SendError::retry_after)).
+    pub fn not_before(&self) -> Option<std::time::Duration> {
+        self.not_before
     }
 
     /// A failure that retrying cannot fix: dead-letter the batch at once.
@@ -372,6 +391,7 @@ impl SendError {
         SendError {
             kind: SendErrorKind::Permanent,
             error: error.into(),
+            not_before: None,
         }
     }
 
@@ -390,6 +410,7 @@ impl SendError {
         SendError {
             kind: SendErrorKind::Partial(failed),
             error: error.into(),
+            not_before: None,
         }
     }
 

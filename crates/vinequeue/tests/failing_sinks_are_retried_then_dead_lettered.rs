@@ -309,3 +309,30 @@ fn a_durable_queue_retries_through_an_outage_by_default_and_a_memory_queue_gives
     assert_eq!(record.lock().calls.len(), down_for + 1);
     assert_eq!(queue.metrics().dead_lettered_total, 0);
 }
+
+#[test]
+fn retry_after_holds_the_next_attempt_back_for_as_long_as_the_backend_asked() {
+    let stamps = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let s2 = std::sync::Arc::clone(&stamps);
+    let (sink, record) = recorder(move |call, _: &Batch<u8>| {
+        s2.lock().push(Instant::now());
+        if call == 0 {
+            Err(SendError::retry_after(
+                Duration::from_millis(300),
+                "429 Too Many Requests",
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    // The backoff alone would retry within 8 ms.
+    let queue = Queue::new(fast_retries(), sink).unwrap();
+    queue.enqueue(1).unwrap();
+    queue.start().unwrap();
+    queue.flush(Duration::from_secs(10)).unwrap();
+    let stamps = stamps.lock();
+    assert_eq!(stamps.len(), 2);
+    let waited = stamps[1] - stamps[0];
+    assert!(waited >= Duration::from_millis(300), "retried after {waited:?}");
+    assert_eq!(record.lock().delivered.len(), 1);
+}

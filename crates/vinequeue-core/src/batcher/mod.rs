@@ -452,7 +452,11 @@ impl<T: Send + 'static> Batcher<T> {
             let kept = self.dead_letter(batch, Some(error), DeadLetterReason::RetriesExhausted);
             return self.resolve(at, kept);
         }
-        let pause = self.backoff.pause(at.retry);
+        // The backoff's pause, or longer if the backend asked for it (`retry_after`).
+        let pause = self
+            .backoff
+            .pause(at.retry)
+            .max(error.not_before.unwrap_or_default());
         event!(
             warn,
             queue = self.shared.config.get_metrics_label(),
