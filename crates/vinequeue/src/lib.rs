@@ -24,3 +24,9 @@ pub mod r#async {
 
 #[cfg(feature = "async")]
 pub use vinequeue_async::{AsyncQueue, AsyncSink};
+
+/// Ready-made sinks, one feature per backend (`http`): see the `vinequeue-sinks` crate.
+#[cfg(feature = "http")]
+pub mod sinks {
+    pub use vinequeue_sinks::*;
+}

@@ -333,6 +333,9 @@ fn retry_after_holds_the_next_attempt_back_for_as_long_as_the_backend_asked() {
     let stamps = stamps.lock();
     assert_eq!(stamps.len(), 2);
     let waited = stamps[1] - stamps[0];
-    assert!(waited >= Duration::from_millis(300), "retried after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "retried after {waited:?}"
+    );
     assert_eq!(record.lock().delivered.len(), 1);
 }

@@ -1,0 +1,12 @@
+//! Ready-made sinks for VineQueue, each behind a feature of its own (none by default):
+//!
+//! * `http`: `http::HttpSink`, batches POSTed to an HTTP endpoint as a JSON
+//!   array or NDJSON, with an `Idempotency-Key` header, the status mapped onto retry,
+//!   permanent and partial failures.
+//!
+//! Every sink maps its backend's answers onto [`SendError`](vinequeue_core::SendError)
+//! deliberately (a table in each sink's documentation) and hands the backend the key it
+//! can deduplicate on, `(queue id, key)` ([`Batch::key`](vinequeue_core::Batch::key)).
+
+#[cfg(feature = "http")]
+pub mod http;
