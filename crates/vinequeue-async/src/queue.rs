@@ -270,17 +270,16 @@ impl<T: Send + 'static> AsyncQueue<T> {
     /// `flush`.
     pub async fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
         let queue = &self.inner.queue;
-        let before = queue.outcome_counts();
         let target = queue.request_flush()?;
         let mut sleep = Sleep::until(deadline_after(timeout));
         let mut registration = Registration::new(queue);
         std::future::poll_fn(|cx| {
             if queue.flushed(target)? {
-                return Poll::Ready(Ok(queue.flush_report_since(before)));
+                return Poll::Ready(Ok(queue.take_flush_report()));
             }
             registration.register(cx.waker());
             if queue.flushed(target)? {
-                return Poll::Ready(Ok(queue.flush_report_since(before)));
+                return Poll::Ready(Ok(queue.take_flush_report()));
             }
             match Pin::new(&mut sleep).poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(Error::FlushTimeout {

@@ -262,9 +262,9 @@ mod tests {
     }
 }
 
-/// What became of the items while a flush waited ([`Queue::flush`](crate::Queue::flush)):
-/// a flush returns once every item enqueued before it is resolved, and resolved is not
-/// always delivered.
+/// What became of the items since the previous flush returned, or since the queue was
+/// built ([`Queue::flush`](crate::Queue::flush)): a flush returns once every item
+/// enqueued before it is resolved, and resolved is not always delivered.
 ///
 /// ```
 /// # use std::time::Duration;
@@ -280,17 +280,17 @@ mod tests {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FlushReport {
-    /// Items the sink accepted while the flush waited.
+    /// Items the sink accepted.
     pub delivered: u64,
-    /// Items dead-lettered while the flush waited (permanent errors, retries exhausted):
-    /// in the dead-letter log (durable mode) or handed to `Sink::on_dead_letter`.
+    /// Items dead-lettered (permanent errors, retries exhausted): in the dead-letter log
+    /// (durable mode) or handed to `Sink::on_dead_letter`.
     pub dead_lettered: u64,
-    /// Items discarded by `DropOldest` / `DropNewest` while the flush waited.
+    /// Items discarded by `DropOldest` / `DropNewest`.
     pub dropped: u64,
 }
 
 impl FlushReport {
-    /// Whether nothing was dead-lettered or dropped while the flush waited.
+    /// Whether nothing was dead-lettered or dropped.
     pub fn all_delivered(&self) -> bool {
         self.dead_lettered == 0 && self.dropped == 0
     }

@@ -299,6 +299,8 @@ pub(crate) struct QueueState<T> {
     /// Present in durable mode.
     pub(crate) durable: Option<DurableState<T>>,
     pub(crate) counters: Counters,
+    /// The outcome counts the last flush report ended at (`Counters::outcomes`).
+    pub(crate) reported: Mutex<(u64, u64, u64)>,
     /// The queue's identity: the storage's, or a fresh one (memory mode, or a storage
     /// that keeps none).
     pub(crate) queue_id: crate::QueueId,
@@ -395,6 +397,7 @@ impl<T> QueueState<T> {
             ring: Ring::new(config.memory_size),
             durable,
             counters: Counters::new(config.enable_metrics),
+            reported: Mutex::new((0, 0, 0)),
             #[cfg(feature = "metrics")]
             export: crate::export::Exporter::new(config.get_metrics_label()),
             config: CachePadded::new(config),

@@ -190,8 +190,8 @@ impl<T: Send + 'static> Queue<T> {
     /// Waits until every item enqueued before this call has been delivered (or
     /// dead-lettered, or dropped), sending partial batches at once instead of waiting for
     /// `flush_timeout`. The queue keeps running. The [`FlushReport`] says what became of
-    /// the items meanwhile: check [`FlushReport::all_delivered`] where a dead letter
-    /// matters.
+    /// the items since the previous flush returned (or since the queue was built): check
+    /// [`FlushReport::all_delivered`] where a dead letter matters.
     ///
     /// # Errors
     ///
@@ -202,7 +202,6 @@ impl<T: Send + 'static> Queue<T> {
     /// handler) with anything left to deliver: the flush would wait for itself.
     pub fn flush(&self, timeout: Duration) -> Result<FlushReport, Error> {
         let s = &self.shared;
-        let before = s.counters.outcomes();
         let deadline = after(Instant::now(), timeout);
         let target = self.request_flush()?;
         if s.on_batcher_thread() && !self.flushed(target)? {
@@ -216,7 +215,7 @@ impl<T: Send + 'static> Queue<T> {
             .wait_until(deadline, || !matches!(self.flushed(target), Ok(false)))
         {
             self.flushed(target)?;
-            Ok(FlushReport::between(before, s.counters.outcomes()))
+            Ok(self.take_flush_report())
         } else {
             Err(Error::FlushTimeout {
                 pending: target.saturating_sub(self.delivered_through()),
@@ -225,16 +224,13 @@ impl<T: Send + 'static> Queue<T> {
     }
 
     #[doc(hidden)] // adapter plumbing: see the `adapter` module
-    /// What became of the items since `before` (from
-    /// [`outcome_counts`](Queue::outcome_counts)): what an adapter's flush reports.
-    pub fn flush_report_since(&self, before: (u64, u64, u64)) -> FlushReport {
-        FlushReport::between(before, self.shared.counters.outcomes())
-    }
-
-    #[doc(hidden)] // adapter plumbing: see the `adapter` module
-    /// The counts a flush report starts from.
-    pub fn outcome_counts(&self) -> (u64, u64, u64) {
-        self.shared.counters.outcomes()
+    /// What became of the items since the last report: what a completed flush returns.
+    pub fn take_flush_report(&self) -> FlushReport {
+        let now = self.shared.counters.outcomes();
+        let mut last = self.shared.reported.lock();
+        let report = FlushReport::between(*last, now);
+        *last = now;
+        report
     }
 
     #[doc(hidden)] // adapter plumbing: see the `adapter` module
