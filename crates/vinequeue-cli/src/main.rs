@@ -196,9 +196,18 @@ fn verify(dir: &Path) -> Fallible<ExitCode> {
                 } else {
                     "DAMAGE"
                 };
+                // The damaged range: from the frame after the last intact one to the end
+                // of this segment's numbers (the next segment's first, if any).
+                let from = s.last_seq.map_or(s.first_seq, |l| l + 1);
+                let range = match found.segments.iter().find(|n| n.first_seq > s.first_seq) {
+                    Some(next) if next.first_seq > from => {
+                        format!("records {from}..{}", next.first_seq - 1)
+                    }
+                    _ => format!("records from {from}"),
+                };
                 println!(
-                    "{name}: {} at offset {}: {}: {}",
-                    s.name, p.offset, kind, p.reason
+                    "{name}: {} at offset {} ({range}): {kind}: {}",
+                    s.name, p.offset, p.reason
                 );
                 damaged |= !p.torn_tail;
             }
