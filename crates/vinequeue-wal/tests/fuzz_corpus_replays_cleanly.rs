@@ -1,7 +1,7 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/frame_decoder` and
 //! `fuzz/corpus/recovery`, seeds and saved reproducers alike) through the fuzz targets'
 //! own checks, so that CI covers it where cargo-fuzz is not installed. The checks and the
-//! input formats come from `fuzz/src/harness.rs`, included here as it is.
+//! input formats come from `fuzz/src/harness/`, included here as it is.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-#[path = "../../../fuzz/src/harness.rs"]
+#[path = "../../../fuzz/src/harness/mod.rs"]
 mod harness;
 
 use vinequeue_storage::{RecoveryMode, Storage};

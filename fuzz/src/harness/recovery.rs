@@ -1,452 +1,7 @@
-//! The checks behind the fuzz targets, shared word for word with
-//! `crates/vinequeue-wal/tests/fuzz_corpus_replays_cleanly.rs` (which includes this file
-//! with `#[path]`), so that the corpus replays the same way with and without cargo-fuzz.
-//!
-//! Only `std`, `vinequeue-storage` and `vinequeue-wal` (feature `testing`) are used here.
-//!
-//! # `frame_decoder` input
-//!
-//! ```text
-//! [flags u8] [salt u64 le] [max_record u32 le] [buffer ...]    (missing bytes read as 0)
-//! flags bit 0: reseal the frames walked from offset 0 with `salt` before decoding
-//! flags bit 1: reseal the segment header and the frames after it (with its salt)
-//! ```
-//!
-//! # `recovery` input
-//!
-//! ```text
-//! [base u8] [fix u8] op*
-//! base % 9:   0 = an empty directory, 1..=8 = genuine log number base-1 (see GENUINE_LOGS),
-//!             written by `Wal` on a `SimFs`, with every segment's salt replaced by a fixed
-//!             one so that the image is the same on every run
-//! op (first byte % 6), reading past the end of the input reads zeros; a file index picks
-//! from the directory's files sorted by name (modulo their number), a name index from NAMES:
-//!   0 xor      [file u8] [offset u16] [value u8]        file[offset % len] ^= value
-//!   1 write    [file u8] [offset u16] [n u8] [n bytes]  overwrite, clipped to the file
-//!   2 truncate [file u8] [len u16]                      to len % (file len + 1)
-//!   3 put      [name u8] [len u16] [len bytes]          create or replace a file
-//!   4 remove   [file u8]
-//!   5 copy     [file u8] [name u8]                      copy a file to a NAMES name
-//! fix, applied after the ops (so that mutated fields pass their checksums):
-//!   bit 0: reseal every segment's frames, walked from its header with its salt
-//!   bit 1: reseal every `.seg` file's header checksum
-//!   bit 2: reseal both checkpoint slots' checksums
-//! ```
+//! The `recovery` checks: genuine logs, the images inputs build from them, and what
+//! recovery must make of each.
 
-#![allow(dead_code)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::OnceLock;
-
-use vinequeue_storage::{RecoveryMode, Storage, SyncMode};
-use vinequeue_wal::format::{
-    decode_frame, frame_header, parse_segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_SLOT_LEN, CHECKPOINT_SLOT_STRIDE,
-    CHECKPOINT_V1_LEN, CHECKPOINT_V1_SLOT_LEN, FRAME_HEADER_LEN, KEYED, SEGMENT_HEADER_LEN,
-    SEGMENT_MAGIC,
-};
-use vinequeue_wal::sim::SimFs;
-use vinequeue_wal::{Fs, Reclaim, Wal, WalOptions};
-
-// ---------------------------------------------------------------------------------------
-// Allocation counting: `decode_frame` must never allocate, whatever its length field says.
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// A global allocator that counts this thread's allocations (install it with
-/// `#[global_allocator]` for the no-allocation checks to mean anything).
-pub struct CountingAlloc;
-
-#[allow(unsafe_code)]
-// SAFETY: every call is forwarded unchanged to `System`; the counter is a const-initialised
-// thread-local `Cell` without destructor, so touching it never allocates or re-enters.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract for `alloc_zeroed` is passed on unchanged.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract for `dealloc` is passed on unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract for `realloc` is passed on unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-/// Allocations made by this thread so far (0 forever without `CountingAlloc` installed).
-pub fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
-
-/// Whether the check `name` is switched off by `VINEQUEUE_FUZZ_ALLOW` (a comma-separated
-/// list of `read-order`, `read-beyond`, `read-missing`, `report-bounds`, `seq-reuse`): to
-/// keep fuzzing past a known, unfixed bug.
-/// Library panics cannot be switched off.
-pub fn allowed(name: &str) -> bool {
-    static ALLOW: OnceLock<Vec<String>> = OnceLock::new();
-    ALLOW
-        .get_or_init(|| {
-            std::env::var("VINEQUEUE_FUZZ_ALLOW")
-                .unwrap_or_default()
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .iter()
-        .any(|a| a == name)
-}
-
-/// `decode_frame`, asserting that it did not allocate.
-fn decode_no_alloc(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
-    let before = allocations();
-    let frame = decode_frame(bytes, salt, max_record);
-    let after = allocations();
-    assert_eq!(
-        before,
-        after,
-        "decode_frame allocated ({frame:?}, {} bytes)",
-        bytes.len()
-    );
-    frame
-}
-
-// ---------------------------------------------------------------------------------------
-// Little helpers.
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// Reads the input front to back; past its end every byte is 0.
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Input<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Input { data, pos: 0 }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.pos >= self.data.len()
-    }
-
-    fn u8(&mut self) -> u8 {
-        let b = self.data.get(self.pos).copied().unwrap_or(0);
-        self.pos += 1;
-        b
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-
-    fn u64(&mut self) -> u64 {
-        u64::from(self.u32()) | (u64::from(self.u32()) << 32)
-    }
-
-    /// Up to `n` bytes (fewer at the end of the input).
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let start = self.pos.min(self.data.len());
-        let end = self.pos.saturating_add(n).min(self.data.len());
-        self.pos = self.pos.saturating_add(n);
-        &self.data[start..end]
-    }
-
-    fn rest(&mut self) -> &'a [u8] {
-        let start = self.pos.min(self.data.len());
-        self.pos = self.data.len();
-        &self.data[start..]
-    }
-}
-
-/// Recomputes the checksum of every frame reachable from `pos` (walking as recovery
-/// does: stop at an all-zero header, a zero sequence number, or a frame running past the
-/// end), so that fuzzer-chosen `len` and `seq` fields pass the checksum.
-fn reseal_frames(buf: &mut [u8], mut pos: usize, salt: u64) {
-    while pos + FRAME_HEADER_LEN <= buf.len() {
-        if buf[pos..pos + FRAME_HEADER_LEN].iter().all(|&b| b == 0) {
-            return;
-        }
-        let len = u32_at(buf, pos);
-        let seq = u64_at(buf, pos + 8);
-        let Some(end) = (pos + FRAME_HEADER_LEN).checked_add(len as usize) else {
-            return;
-        };
-        if seq == 0 || end > buf.len() {
-            return;
-        }
-        let payload_crc = crc32c_of(&buf[pos + FRAME_HEADER_LEN..end]);
-        buf[pos..pos + FRAME_HEADER_LEN].copy_from_slice(&frame_header(
-            payload_crc,
-            salt,
-            seq,
-            len,
-        ));
-        pos = end;
-    }
-}
-
-/// Plain CRC32C (Castagnoli), bit by bit: the harness needs no `crc32c` dependency.
-pub fn crc32c_of(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn reseal_segment_header(buf: &mut [u8]) {
-    if buf.len() >= SEGMENT_HEADER_LEN {
-        let crc = crc32c_of(&buf[0..32]);
-        buf[32..36].copy_from_slice(&crc.to_le_bytes());
-    }
-}
-
-fn reseal_checkpoint(buf: &mut [u8]) {
-    // A version 1 file: two adjacent 64-byte slots, checksummed over 56 bytes; version 2:
-    // two 4 KiB slots, each checksummed over all but its last 4 bytes.
-    let (slots, covered) = if buf.len() == CHECKPOINT_V1_LEN {
-        ([0, CHECKPOINT_V1_SLOT_LEN], 56)
-    } else {
-        ([0, CHECKPOINT_SLOT_STRIDE], CHECKPOINT_SLOT_LEN - 4)
-    };
-    for slot in slots {
-        if buf.len() >= slot + covered + 4 {
-            let crc = crc32c_of(&buf[slot..slot + covered]);
-            buf[slot + covered..slot + covered + 4].copy_from_slice(&crc.to_le_bytes());
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// frame_decoder
-
-/// The `frame_decoder` target: decoders never panic or allocate, and what they accept is
-/// consistent with the bytes.
-pub fn check_frame_decoder(data: &[u8]) {
-    let mut input = Input::new(data);
-    let flags = input.u8();
-    let salt = input.u64();
-    let max_record = input.u32();
-    let mut buf = input.rest().to_vec();
-    if flags & 1 != 0 {
-        reseal_frames(&mut buf, 0, salt);
-    }
-    if flags & 2 != 0 && buf.len() >= SEGMENT_HEADER_LEN {
-        let inner_salt = u64_at(&buf, 24);
-        reseal_frames(&mut buf, SEGMENT_HEADER_LEN, inner_salt);
-        reseal_segment_header(&mut buf);
-    }
-
-    // The buffer as a run of frames (as a segment's data after its header).
-    walk_frames(&buf, 0, salt, max_record);
-    // Every offset of a short buffer, as a resync after damage would try them.
-    for p in 0..buf.len().min(64) {
-        check_one_frame(&buf[p..], salt, max_record);
-    }
-
-    // The buffer as a segment file.
-    match SegmentHeader::decode(&buf) {
-        Ok(h) => {
-            assert!(buf.len() >= SEGMENT_HEADER_LEN);
-            assert_eq!(buf[0..8], SEGMENT_MAGIC);
-            assert_ne!(
-                h.first_seq, 0,
-                "a header with sequence number 0 was accepted"
-            );
-            assert_eq!(u64_at(&buf, 16), h.first_seq);
-            assert_eq!(u64_at(&buf, 24), h.salt);
-            assert_eq!(u32_at(&buf, 32), crc32c_of(&buf[0..32]));
-            assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
-            // Recovery's scan of the segment's frames, expecting consecutive numbers.
-            let mut expect = h.first_seq;
-            let mut pos = SEGMENT_HEADER_LEN;
-            while pos < buf.len() {
-                match check_one_frame(&buf[pos..], h.salt, max_record) {
-                    Frame::Record { seq, len, .. } if seq == expect => {
-                        pos += FRAME_HEADER_LEN + len as usize;
-                        let Some(next) = expect.checked_add(1) else {
-                            break;
-                        };
-                        expect = next;
-                    }
-                    _ => break,
-                }
-            }
-            assert!(pos <= buf.len());
-        }
-        Err(reason) => assert!(!reason.is_empty()),
-    }
-
-    // The buffer as a checkpoint file, and its first bytes as one slot.
-    match Checkpoint::decode_file(&buf) {
-        Ok(c) => {
-            let (first, second) = match buf.len() {
-                CHECKPOINT_LEN => (
-                    &buf[..CHECKPOINT_SLOT_LEN],
-                    &buf[CHECKPOINT_SLOT_STRIDE..CHECKPOINT_SLOT_STRIDE + CHECKPOINT_SLOT_LEN],
-                ),
-                CHECKPOINT_V1_LEN => (
-                    &buf[..CHECKPOINT_V1_SLOT_LEN],
-                    &buf[CHECKPOINT_V1_SLOT_LEN..],
-                ),
-                n => panic!("a checkpoint file of {n} bytes was accepted"),
-            };
-            assert!(c.next_seq > c.acked_through, "{c:?}");
-            assert!(c.next_seq > c.synced_through, "{c:?}");
-            let slots = [Checkpoint::decode(first), Checkpoint::decode(second)];
-            assert!(
-                slots.contains(&Ok(c.clone())),
-                "decode_file returned a checkpoint neither slot holds"
-            );
-            for s in slots.iter().flatten() {
-                assert!(
-                    s.generation <= c.generation,
-                    "an older slot won: {c:?} {s:?}"
-                );
-            }
-            assert_eq!(Checkpoint::decode(&c.encode()), Ok(c));
-        }
-        Err(reason) => assert!(!reason.is_empty()),
-    }
-    for len in [CHECKPOINT_SLOT_LEN, CHECKPOINT_V1_SLOT_LEN] {
-        let Some(slot) = buf.get(..len) else {
-            continue;
-        };
-        if let Ok(c) = Checkpoint::decode(slot) {
-            assert_eq!(slot[0..8], CHECKPOINT_MAGIC);
-            assert!(c.next_seq > c.acked_through);
-            assert!(c.next_seq > c.synced_through);
-            let mut floor = c.acked_through;
-            for &(lo, hi) in &c.acked_above {
-                assert!(lo > floor && hi >= lo && hi < c.next_seq, "{c:?}");
-                floor = hi;
-            }
-            assert_eq!(Checkpoint::decode(&c.encode()), Ok(c.clone()));
-            if len == CHECKPOINT_SLOT_LEN {
-                // Reserved bytes (12..16, 68..72, and those after the ranges) are
-                // covered by the checksum but not interpreted: a slot with any set
-                // re-encodes with zeros there, and so with another checksum.
-                let used = 72 + 16 * c.acked_above.len();
-                let again = c.encode();
-                assert_eq!(again[..12], slot[..12]);
-                assert_eq!(again[16..68], slot[16..68]);
-                assert_eq!(again[72..used], slot[72..used]);
-                if slot[12..16] == [0; 4]
-                    && slot[68..72] == [0; 4]
-                    && slot[used..len - 4].iter().all(|&b| b == 0)
-                {
-                    assert_eq!(again[len - 4..], slot[len - 4..]);
-                }
-            } else {
-                assert_eq!(c.synced_through, 0, "a version 1 slot has no frontier");
-            }
-        }
-    }
-    let _ = parse_segment_name(&String::from_utf8_lossy(&buf));
-}
-
-/// Decodes one frame and checks the verdict against the bytes.
-fn check_one_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
-    let frame = decode_no_alloc(bytes, salt, max_record);
-    match frame {
-        Frame::Record { seq, len, keyed } => {
-            assert_ne!(seq, 0, "a record with sequence number 0");
-            // A keyed frame's payload holds its key too (8 bytes) besides the record.
-            let limit = if keyed {
-                max_record.saturating_add(8)
-            } else {
-                max_record
-            };
-            assert!(len <= limit, "len {len} beyond max_record {max_record}");
-            assert!(!keyed || len >= 8, "a keyed frame shorter than its key");
-            let end = FRAME_HEADER_LEN + len as usize;
-            assert!(
-                end <= bytes.len(),
-                "a record of {len} bytes accepted in {} bytes",
-                bytes.len()
-            );
-            let field = if keyed { len | KEYED } else { len };
-            assert_eq!(u32_at(bytes, 0), field);
-            assert_eq!(u64_at(bytes, 8), seq);
-            let expect = frame_header(crc32c_of(&bytes[FRAME_HEADER_LEN..end]), salt, seq, field);
-            assert_eq!(
-                bytes[..FRAME_HEADER_LEN],
-                expect,
-                "a record with a wrong checksum"
-            );
-        }
-        Frame::End => {
-            let head = &bytes[..bytes.len().min(FRAME_HEADER_LEN)];
-            assert!(head.iter().all(|&b| b == 0), "End over a non-zero header");
-        }
-        Frame::Bad(reason) => {
-            assert!(!reason.is_empty());
-            assert!(
-                !bytes[..bytes.len().min(FRAME_HEADER_LEN)]
-                    .iter()
-                    .all(|&b| b == 0),
-                "Bad ({reason}) over an all-zero header"
-            );
-        }
-    }
-    frame
-}
-
-/// Walks frames from `pos` like recovery: advance by 16 + len on a record, stop at the end
-/// or at a bad frame.
-fn walk_frames(buf: &[u8], mut pos: usize, salt: u64, max_record: u32) -> usize {
-    let mut records = 0;
-    while pos < buf.len() {
-        match check_one_frame(&buf[pos..], salt, max_record) {
-            Frame::Record { len, .. } => {
-                pos += FRAME_HEADER_LEN + len as usize;
-                assert!(pos <= buf.len());
-                records += 1;
-            }
-            Frame::End | Frame::Bad(_) => break,
-        }
-    }
-    records
-}
-
-// ---------------------------------------------------------------------------------------
-// recovery
+use super::*;
 
 /// Where the fuzzed log lives on the simulated file system.
 pub const DIR: &str = "/fuzz/wal";
@@ -509,18 +64,18 @@ pub fn genuine_payload(i: u64) -> Vec<u8> {
         .into_bytes()
 }
 
-fn must<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+pub fn must<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("building a genuine log: {what}: {e:?}"))
 }
 
-fn open_clean(fs: &SimFs) -> Wal<SimFs> {
+pub fn open_clean(fs: &SimFs) -> Wal<SimFs> {
     must(
         Wal::open_with(fs.clone(), DIR, fuzz_options(RecoveryMode::Strict)),
         "open",
     )
 }
 
-fn append_all(wal: &Wal<SimFs>, seqs: impl IntoIterator<Item = u64>) {
+pub fn append_all(wal: &Wal<SimFs>, seqs: impl IntoIterator<Item = u64>) {
     for i in seqs {
         assert_eq!(must(wal.append(&genuine_payload(i)), "append"), i);
     }
@@ -629,7 +184,7 @@ pub fn write_genuine(which: usize) -> Image {
 
 /// Replaces each segment's random salt with one derived from its first sequence number and
 /// reseals its valid frames, so that a genuine log is the same bytes on every run.
-fn normalise_salts(image: &mut Image) {
+pub fn normalise_salts(image: &mut Image) {
     for (name, bytes) in image.iter_mut() {
         if parse_segment_name(name).is_none() {
             continue;
@@ -680,14 +235,14 @@ pub fn genuine_log(which: usize) -> &'static Image {
     &logs[which % logs.len()]
 }
 
-fn pick_file(image: &Image, index: u8) -> Option<String> {
+pub fn pick_file(image: &Image, index: u8) -> Option<String> {
     if image.is_empty() {
         return None;
     }
     image.keys().nth(index as usize % image.len()).cloned()
 }
 
-fn pick_name(index: u8) -> String {
+pub fn pick_name(index: u8) -> String {
     NAMES[index as usize % NAMES.len()].to_owned()
 }
 
@@ -796,7 +351,7 @@ pub fn encode_genuine_input(which: usize, fix: u8, ops: &[u8]) -> Vec<u8> {
 /// walked from offset 40 under the salt in the file's header bytes (whatever the state of
 /// the header's magic, version or checksum), numbered consecutively from the name's number.
 /// Files with an all-zero header (a segment whose creation was cut short) hold nothing.
-fn highest_seq_held(image: &Image) -> Option<u64> {
+pub fn highest_seq_held(image: &Image) -> Option<u64> {
     let max_record = fuzz_options(RecoveryMode::SkipCorrupt).effective_max_record_size();
     let mut highest = None;
     for (name, bytes) in image {
@@ -826,7 +381,7 @@ fn highest_seq_held(image: &Image) -> Option<u64> {
 }
 
 /// What reading a whole log gave.
-struct ReadAll {
+pub struct ReadAll {
     records: Vec<(u64, Vec<u8>)>,
     /// Every read returned `Ok` (else `records` stops at the first error).
     complete: bool,
@@ -837,7 +392,7 @@ struct ReadAll {
 
 /// Every record `read` hands out from `from` on (batches of 64, each starting after the
 /// last record of the previous one), checking the order and bounds.
-fn read_from(wal: &Wal<SimFs>, from: u64, next_seq: u64) -> ReadAll {
+pub fn read_from(wal: &Wal<SimFs>, from: u64, next_seq: u64) -> ReadAll {
     let mut all = ReadAll {
         records: Vec::new(),
         complete: true,
@@ -909,7 +464,7 @@ pub fn check_recovery(data: &[u8]) {
     }
 }
 
-fn check_recovery_in(image: &Image, mode: RecoveryMode) {
+pub fn check_recovery_in(image: &Image, mode: RecoveryMode) {
     let fs = SimFs::new(7);
     let dir = Path::new(DIR);
     fs.create_dir_all(dir).expect("create the directory");
