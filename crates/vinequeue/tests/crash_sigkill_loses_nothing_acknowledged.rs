@@ -88,6 +88,7 @@ fn crash_child() {
     let config = child_config(dir, sync);
     let queue = Arc::new(Queue::new(config, sink).unwrap());
     queue.start().unwrap();
+    ready();
     if drain {
         queue.flush(Duration::from_secs(60)).unwrap();
         queue.stop().unwrap();
@@ -120,6 +121,15 @@ fn crash_child() {
     }
 }
 
+/// Tells the parent the queue is open and started: the kill's random delay counts from
+/// here, so that a slow start (a loaded machine, a long log to recover) still leaves the
+/// child time to enqueue.
+fn ready() {
+    let mut out = std::io::stdout();
+    writeln!(out, "READY").unwrap();
+    out.flush().unwrap();
+}
+
 fn child_config(dir: &str, sync: &str) -> Config {
     Config::default()
         .wal_path(dir)
@@ -146,6 +156,7 @@ fn async_child(
         .unwrap();
     pool.spawn_ok(delivery);
     queue.start().unwrap();
+    ready();
     if drain {
         futures::executor::block_on(async {
             queue.flush(Duration::from_secs(60)).await.unwrap();
@@ -216,10 +227,15 @@ fn kill_and_restart(sync: &str, cycles: u64, seed: u64) {
     for cycle in 0..cycles {
         let mut child = spawn_child(&dir, &received, sync, cycle * 100_000_000, false);
         let stdout = child.stdout.take().unwrap();
+        let (started, is_ready) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut ids = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                // (After libtest's "test crash_child ... ", on the same line.)
+                if line.ends_with("READY") {
+                    let _ = started.send(());
+                }
                 if let Some(id) = line
                     .strip_prefix("ACK ")
                     .and_then(|s| s.parse::<u64>().ok())
@@ -232,6 +248,9 @@ fn kill_and_restart(sync: &str, cycles: u64, seed: u64) {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
+        // (A child that never gets ready is killed all the same; the check below
+        // that the children acknowledged something catches a child that cannot start.)
+        let _ = is_ready.recv_timeout(Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(40 + rng % 160));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -296,7 +315,8 @@ fn kill_and_restart(sync: &str, cycles: u64, seed: u64) {
     );
     assert!(
         acked.len() as u64 > cycles,
-        "the children acknowledged almost nothing"
+        "the children acknowledged almost nothing: {} items in {cycles} runs",
+        acked.len()
     );
 }
 
