@@ -358,10 +358,14 @@ pub fn highest_seq_held(image: &Image) -> Option<u64> {
         let Some(first) = parse_segment_name(name) else {
             continue;
         };
-        if bytes.len() < SEGMENT_HEADER_LEN || bytes[..SEGMENT_HEADER_LEN].iter().all(|&b| b == 0) {
-            continue;
-        }
-        let salt = u64_at(bytes, 24);
+        // Frames count as held only under a header that checks out: a header failing
+        // its own checksum says nothing of the salt its frames were sealed with (recovery
+        // cuts such a newest segment off, and a genuine log reserves its numbers in the
+        // checkpoint before any frame holds them).
+        let salt = match SegmentHeader::decode(bytes) {
+            Ok(h) if h.first_seq == first => h.salt,
+            _ => continue,
+        };
         let (mut pos, mut expect) = (SEGMENT_HEADER_LEN, first);
         while pos < bytes.len() {
             match decode_frame(&bytes[pos..], salt, max_record) {
