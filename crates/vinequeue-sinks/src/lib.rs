@@ -3,6 +3,9 @@
 //! * `http`: `http::HttpSink`, batches POSTed to an HTTP endpoint as a JSON
 //!   array or NDJSON, with an `Idempotency-Key` header, the status mapped onto retry,
 //!   permanent and partial failures.
+//! * `postgres`: `postgres::PostgresSink`, rows in a PostgreSQL table (COPY into a
+//!   staging table, then `INSERT ... ON CONFLICT DO NOTHING` on the key).
+//! * `sqlite`: `sqlite::SqliteSink`, rows in an SQLite database file (SQLite built in).
 //!
 //! Every sink maps its backend's answers onto [`SendError`](vinequeue_core::SendError)
 //! deliberately (a table in each sink's documentation) and hands the backend the key it
@@ -12,3 +15,7 @@
 pub mod http;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod table;

@@ -79,6 +79,8 @@ use postgres::{Client, NoTls};
 use serde::Serialize;
 use vinequeue_core::{Batch, SendError, Sink};
 
+use crate::table::{Quoted, Table};
+
 pub use postgres::types::Type;
 
 /// One item's values for the columns given to
@@ -91,11 +93,9 @@ type MapFn<T> = Box<dyn Fn(&T) -> Values + Send>;
 #[must_use = "a builder does nothing until build()"]
 pub struct PostgresSinkBuilder<T> {
     params: String,
-    table: String,
-    key_columns: (String, String),
-    columns: Vec<(String, Type)>,
+    table: Table,
+    types: Vec<Type>,
     map: Option<MapFn<T>>,
-    create_table: bool,
     timeout: Duration,
 }
 
@@ -103,9 +103,7 @@ impl<T> fmt::Debug for PostgresSinkBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresSinkBuilder")
             .field("table", &self.table)
-            .field("key_columns", &self.key_columns)
-            .field("columns", &self.columns)
-            .field("create_table", &self.create_table)
+            .field("types", &self.types)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -115,13 +113,13 @@ impl<T> PostgresSinkBuilder<T> {
     /// The table, optionally schema-qualified (`"analytics.events"`). Default:
     /// `vinequeue_items`.
     pub fn table(mut self, table: impl Into<String>) -> Self {
-        self.table = table.into();
+        self.table.name = table.into();
         self
     }
 
     /// The names of the two key columns (`uuid` and `bigint`). Default: `queue_id`, `seq`.
     pub fn key_columns(mut self, queue_id: impl Into<String>, seq: impl Into<String>) -> Self {
-        self.key_columns = (queue_id.into(), seq.into());
+        self.table.key = (queue_id.into(), seq.into());
         self
     }
 
@@ -135,9 +133,9 @@ impl<T> PostgresSinkBuilder<T> {
         columns: impl IntoIterator<Item = (N, Type)>,
         map: impl Fn(&T) -> Values + Send + 'static,
     ) -> Self {
-        self.columns = columns.into_iter().map(|(n, t)| (n.into(), t)).collect();
+        (self.table.columns, self.types) = columns.into_iter().map(|(n, t)| (n.into(), t)).unzip();
         self.map = Some(Box::new(map));
-        self.create_table = false;
+        self.table.create = false;
         self
     }
 
@@ -145,7 +143,7 @@ impl<T> PostgresSinkBuilder<T> {
     /// columns as primary key. Default: yes for the default columns, no with
     /// [`columns`](Self::columns).
     pub fn create_table(mut self, create: bool) -> Self {
-        self.create_table = create;
+        self.table.create = create;
         self
     }
 
@@ -171,13 +169,7 @@ impl<T> PostgresSinkBuilder<T> {
             .connect_timeout(self.timeout)
             .tcp_user_timeout(self.timeout)
             .keepalives(true);
-        let names = [&self.table, &self.key_columns.0, &self.key_columns.1];
-        if names.iter().any(|n| n.is_empty()) || self.columns.iter().any(|(n, _)| n.is_empty()) {
-            return Err("PostgreSQL sink: a table or column name is empty".into());
-        }
-        if self.map.is_some() && self.columns.is_empty() {
-            return Err("PostgreSQL sink: `columns` names no column".into());
-        }
+        self.table.check("PostgreSQL", self.map.is_some())?;
         let sql = Statements::new(&self);
         Ok(PostgresSink {
             config,
@@ -212,11 +204,9 @@ impl<T> PostgresSink<T> {
     pub fn builder(params: impl Into<String>) -> PostgresSinkBuilder<T> {
         PostgresSinkBuilder {
             params: params.into(),
-            table: "vinequeue_items".into(),
-            key_columns: ("queue_id".into(), "seq".into()),
-            columns: Vec::new(),
+            table: Table::default(),
+            types: Vec::new(),
             map: None,
-            create_table: true,
             timeout: Duration::from_secs(10),
         }
     }
@@ -242,24 +232,23 @@ struct Statements {
 
 impl Statements {
     fn new<T>(b: &PostgresSinkBuilder<T>) -> Self {
-        let table = quote(&b.table);
-        let (q, s) = (quote(&b.key_columns.0), quote(&b.key_columns.1));
-        let mut names = vec![q.clone(), s.clone()];
+        let Quoted {
+            table,
+            queue_id: q,
+            seq: s,
+            list,
+        } = b.table.quoted(quote);
         let mut types = vec![Type::UUID, Type::INT8];
         if b.map.is_some() {
-            for (n, t) in &b.columns {
-                names.push(quote(n));
-                types.push(t.clone());
-            }
+            types.extend(b.types.iter().cloned());
         } else {
-            names.push("\"item\"".into());
             types.push(Type::JSONB);
         }
-        let list = names.join(", ");
-        let params = (1..=names.len())
+        let params = (1..=list.len())
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let list = list.join(", ");
         Statements {
             create: format!(
                 "CREATE TABLE IF NOT EXISTS {table} ({q} uuid NOT NULL, {s} bigint NOT NULL, \
@@ -368,7 +357,7 @@ impl<T: Serialize + Sync> PostgresSink<T> {
                 .config
                 .connect(NoTls)
                 .map_err(|e| SendError::retry(format!("PostgreSQL: {}", describe(&e))))?;
-            let setup = if self.builder.create_table {
+            let setup = if self.builder.table.create {
                 format!("{}; {}", self.sql.create, self.sql.stage)
             } else {
                 self.sql.stage.clone()

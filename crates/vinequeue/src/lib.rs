@@ -25,8 +25,9 @@ pub mod r#async {
 #[cfg(feature = "async")]
 pub use vinequeue_async::{AsyncQueue, AsyncSink};
 
-/// Ready-made sinks, one feature per backend (`http`): see the `vinequeue-sinks` crate.
-#[cfg(feature = "http")]
+/// Ready-made sinks, one feature per backend (`http`, `postgres`, `sqlite`): see the
+/// `vinequeue-sinks` crate.
+#[cfg(any(feature = "http", feature = "postgres", feature = "sqlite"))]
 pub mod sinks {
     pub use vinequeue_sinks::*;
 }
