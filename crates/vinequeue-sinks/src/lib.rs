@@ -5,6 +5,8 @@
 //!   permanent and partial failures.
 //! * `postgres`: `postgres::PostgresSink`, rows in a PostgreSQL table (COPY into a
 //!   staging table, then `INSERT ... ON CONFLICT DO NOTHING` on the key).
+//! * `nats`: `nats::NatsSink` (blocking) and `nats::AsyncNatsSink`, one NATS JetStream
+//!   message per item with `Nats-Msg-Id` = its key.
 //! * `sqlite`: `sqlite::SqliteSink`, rows in an SQLite database file (SQLite built in).
 //!
 //! Every sink maps its backend's answers onto [`SendError`](vinequeue_core::SendError)
@@ -13,6 +15,8 @@
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
