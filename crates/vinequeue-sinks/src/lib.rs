@@ -7,6 +7,8 @@
 //!   staging table, then `INSERT ... ON CONFLICT DO NOTHING` on the key).
 //! * `nats`: `nats::NatsSink` (blocking) and `nats::AsyncNatsSink`, one NATS JetStream
 //!   message per item with `Nats-Msg-Id` = its key.
+//! * `rabbitmq`: `rabbitmq::RabbitMqSink` (blocking) and `rabbitmq::AsyncRabbitMqSink`,
+//!   one RabbitMQ message per item, publisher confirms, the key in `message_id`.
 //! * `sqlite`: `sqlite::SqliteSink`, rows in an SQLite database file (SQLite built in).
 //!
 //! Every sink maps its backend's answers onto [`SendError`](vinequeue_core::SendError)
@@ -17,8 +19,12 @@
 pub mod http;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(any(feature = "nats", feature = "rabbitmq"))]
+mod outcome;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

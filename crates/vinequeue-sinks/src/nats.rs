@@ -59,6 +59,8 @@ use serde::Serialize;
 use tokio::time::{timeout_at, Instant};
 use vinequeue_core::{Batch, SendError, Sink};
 
+use crate::outcome::{verdict, Outcome};
+
 type SubjectFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 
 /// Builds a [`NatsSink`] or an [`AsyncNatsSink`].
@@ -180,15 +182,6 @@ impl<T> NatsSink<T> {
     }
 }
 
-/// What became of one item.
-enum Outcome {
-    Stored,
-    /// Not acknowledged: worth another try.
-    Failed(String),
-    /// The item itself cannot be sent.
-    Refused(String),
-}
-
 impl<T: Serialize> AsyncNatsSink<T> {
     async fn connect(&mut self, deadline: Instant) -> Result<jetstream::Context, SendError> {
         if let Some(context) = &self.context {
@@ -257,35 +250,7 @@ impl<T: Serialize> AsyncNatsSink<T> {
                 Err(_) => Outcome::Failed("no acknowledgement before the deadline".into()),
             });
         }
-        verdict(&outcomes, batch)
-    }
-}
-
-/// The batch's result from each item's outcome.
-fn verdict<T>(outcomes: &[Option<Outcome>], batch: &Batch<T>) -> Result<(), SendError> {
-    let mut failed = Vec::new();
-    let mut refused = 0;
-    let mut why = String::new();
-    for (i, outcome) in outcomes.iter().enumerate() {
-        let text = match outcome {
-            Some(Outcome::Stored) => continue,
-            Some(Outcome::Refused(text)) => {
-                refused += 1;
-                text
-            }
-            Some(Outcome::Failed(text)) => text,
-            None => "not published",
-        };
-        if failed.is_empty() {
-            why = format!("NATS: item {i} (key {}): {text}", batch.key(i).1);
-        }
-        failed.push(i);
-    }
-    match failed.len() {
-        0 => Ok(()),
-        n if n == batch.len() && refused == n => Err(SendError::permanent(why)),
-        n if n == batch.len() => Err(SendError::retry(why)),
-        _ => Err(SendError::partial(failed, why)),
+        verdict("NATS", &outcomes, batch)
     }
 }
 

@@ -118,7 +118,7 @@ fn with_no_stream_for_the_subject_the_batch_waits_until_there_is_one() {
     });
     let sink = Watched::new(NatsSink::builder(url(), "VQ_LATE.events").build().unwrap());
     let errors = Arc::clone(&sink.errors);
-    let queue = Queue::new(config(), sink).unwrap();
+    let queue = Queue::new(config().retry_until_stopped(), sink).unwrap();
     for e in events(0..20) {
         queue.enqueue(e).unwrap();
     }
