@@ -343,6 +343,12 @@ impl<T: Send + 'static> AsyncQueue<T> {
         self.inner.queue.last_seq()
     }
 
+    /// The queue's identity, half of every item's key ([`Batch::key`]); see
+    /// [`Queue::id`].
+    pub fn id(&self) -> vinequeue_core::QueueId {
+        self.inner.queue.id()
+    }
+
     /// Bytes of write-ahead log on disk; 0 in memory mode.
     pub fn wal_size(&self) -> u64 {
         self.inner.queue.wal_size()

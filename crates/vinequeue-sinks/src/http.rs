@@ -52,7 +52,7 @@ pub enum BodyFormat {
 
 /// Reads the failed items out of a 4xx answer: given the status, the body and the
 /// batch's length, the positions in the batch that failed (`None`: the whole batch).
-pub type PartialHook = Box<dyn Fn(u16, &str, usize) -> Option<Vec<usize>> + Send>;
+pub type PartialHook = Box<dyn Fn(u16, &str, usize) -> Option<Vec<usize>> + Send + Sync>;
 
 /// Builds an [`HttpSink`].
 #[must_use = "a builder does nothing until build()"]
@@ -106,7 +106,7 @@ impl HttpSinkBuilder {
     /// endpoint that reports them (a body listing the rejected positions, say).
     pub fn partial(
         mut self,
-        hook: impl Fn(u16, &str, usize) -> Option<Vec<usize>> + Send + 'static,
+        hook: impl Fn(u16, &str, usize) -> Option<Vec<usize>> + Send + Sync + 'static,
     ) -> Self {
         self.partial = Some(Box::new(hook));
         self
@@ -166,11 +166,12 @@ struct Keyed<'a, T> {
     item: &'a T,
 }
 
-impl<T: Serialize> HttpSink<T> {
-    fn body(&self, batch: &Batch<T>) -> Result<Vec<u8>, serde_json::Error> {
+impl HttpSinkBuilder {
+    /// The request body of `batch`.
+    fn body<T: Serialize>(&self, batch: &Batch<T>) -> Result<Vec<u8>, serde_json::Error> {
         let id = batch.queue_id().to_string();
         let value = |i: usize, item: &T| -> Result<serde_json::Value, serde_json::Error> {
-            if self.config.item_keys {
+            if self.item_keys {
                 serde_json::to_value(Keyed {
                     queue_id: id.clone(),
                     key: batch.key(i).1,
@@ -180,7 +181,7 @@ impl<T: Serialize> HttpSink<T> {
                 serde_json::to_value(item)
             }
         };
-        match self.config.format {
+        match self.format {
             BodyFormat::JsonArray => {
                 let items = batch
                     .iter()
@@ -201,7 +202,7 @@ impl<T: Serialize> HttpSink<T> {
     }
 
     /// `Idempotency-Key`: the queue and the keys of the batch's first and last items.
-    fn idempotency_key(batch: &Batch<T>) -> String {
+    fn idempotency_key<T>(batch: &Batch<T>) -> String {
         let (id, first) = batch.key(0);
         let (_, last) = batch.key(batch.len() - 1);
         format!("{id}:{first}-{last}")
@@ -209,11 +210,54 @@ impl<T: Serialize> HttpSink<T> {
 }
 
 /// The wait a `Retry-After` header asks for (seconds; an HTTP date is not read).
-fn retry_after(response: &ureq::Response) -> Option<Duration> {
-    response
-        .header("Retry-After")
+fn retry_after(value: Option<&str>) -> Option<Duration> {
+    value
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
+}
+
+impl HttpSinkBuilder {
+    /// What an answer other than 2xx makes of the batch (the table in the module docs).
+    fn answer<T>(
+        &self,
+        code: u16,
+        wait: Option<Duration>,
+        text: impl FnOnce() -> String,
+        batch: &Batch<T>,
+    ) -> Result<(), SendError> {
+        let why = format!("{} answered {code}", self.url);
+        if code == 408 || code == 425 || code == 429 || code >= 500 {
+            return Err(match wait {
+                Some(wait) => SendError::retry_after(wait, why),
+                None => SendError::retry(why),
+            });
+        }
+        let text = text();
+        if let Some(hook) = &self.partial {
+            if let Some(failed) = hook(code, &text, batch.len()) {
+                return Err(SendError::partial(failed, format!("{why}: {text}")));
+            }
+        }
+        Err(SendError::permanent(format!("{why}: {text}")))
+    }
+
+    /// The request's timeout: the builder's, never past the batch's deadline.
+    fn timeout_for<T>(&self, batch: &Batch<T>) -> Duration {
+        self.timeout
+            .min(
+                batch
+                    .deadline()
+                    .saturating_duration_since(std::time::Instant::now()),
+            )
+            .max(Duration::from_millis(1))
+    }
+
+    fn content_type(&self) -> &'static str {
+        match self.format {
+            BodyFormat::JsonArray => "application/json",
+            BodyFormat::Ndjson => "application/x-ndjson",
+        }
+    }
 }
 
 impl<T: Serialize + Send + 'static> Sink<T> for HttpSink<T> {
@@ -221,53 +265,123 @@ impl<T: Serialize + Send + 'static> Sink<T> for HttpSink<T> {
         if batch.is_empty() {
             return Ok(());
         }
-        let body = self.body(batch).map_err(|e| {
+        let body = self.config.body(batch).map_err(|e| {
             SendError::permanent(format!("an item does not serialize to JSON: {e}"))
         })?;
-        let timeout = self
-            .config
-            .timeout
-            .min(
-                batch
-                    .deadline()
-                    .saturating_duration_since(std::time::Instant::now()),
-            )
-            .max(Duration::from_millis(1));
-        let content_type = match self.config.format {
-            BodyFormat::JsonArray => "application/json",
-            BodyFormat::Ndjson => "application/x-ndjson",
-        };
+        let timeout = self.config.timeout_for(batch);
+        let content_type = self.config.content_type();
         let mut request = self
             .agent
             .post(&self.config.url)
             .timeout(timeout)
             .set("Content-Type", content_type)
-            .set("Idempotency-Key", &Self::idempotency_key(batch));
+            .set("Idempotency-Key", &HttpSinkBuilder::idempotency_key(batch));
         for (name, value) in &self.config.headers {
             request = request.set(name, value);
         }
         match request.send_bytes(&body) {
             Ok(_) => Ok(()),
             Err(ureq::Error::Status(code, response)) => {
-                let wait = retry_after(&response);
-                let why = format!("{} answered {code}", self.config.url);
-                if code == 408 || code == 425 || code == 429 || code >= 500 {
-                    return Err(match wait {
-                        Some(wait) => SendError::retry_after(wait, why),
-                        None => SendError::retry(why),
-                    });
-                }
-                let text = response.into_string().unwrap_or_default();
-                if let Some(hook) = &self.config.partial {
-                    if let Some(failed) = hook(code, &text, batch.len()) {
-                        return Err(SendError::partial(failed, format!("{why}: {text}")));
-                    }
-                }
-                Err(SendError::permanent(format!("{why}: {text}")))
+                let wait = retry_after(response.header("Retry-After"));
+                self.config.answer(
+                    code,
+                    wait,
+                    || response.into_string().unwrap_or_default(),
+                    batch,
+                )
             }
             Err(ureq::Error::Transport(t)) => {
                 Err(SendError::retry(format!("{}: {t}", self.config.url)))
             }
         }
+    }
+}
+
+/// The async form of [`HttpSink`] (reqwest, with rustls), an
+/// [`AsyncSink`](vinequeue_async::AsyncSink) for `AsyncQueue` on a tokio runtime: the same
+/// requests, the same answers (the table in the [module](self) documentation). Built
+/// with [`HttpSinkBuilder::build_async`] (feature `http-async`).
+#[cfg(feature = "http-async")]
+pub struct AsyncHttpSink<T> {
+    client: reqwest::Client,
+    config: HttpSinkBuilder,
+    _items: PhantomData<fn(&T)>,
+}
+
+#[cfg(feature = "http-async")]
+impl<T> std::fmt::Debug for AsyncHttpSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncHttpSink")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "http-async")]
+impl HttpSinkBuilder {
+    /// The async sink (feature `http-async`).
+    ///
+    /// # Errors
+    ///
+    /// A message when the URL is not an http or https URL, or the client cannot be made
+    /// (no TLS roots).
+    pub fn build_async<T>(self) -> Result<AsyncHttpSink<T>, String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!("{}: not an http:// or https:// URL", self.url));
+        }
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| format!("HTTP sink: the client cannot be made: {e}"))?;
+        Ok(AsyncHttpSink {
+            client,
+            config: self,
+            _items: PhantomData,
+        })
+    }
+}
+
+#[cfg(feature = "http-async")]
+impl<T: Serialize + Send + Sync + 'static> AsyncHttpSink<T> {
+    async fn post(&self, batch: &Batch<T>) -> Result<(), SendError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let body = self.config.body(batch).map_err(|e| {
+            SendError::permanent(format!("an item does not serialize to JSON: {e}"))
+        })?;
+        let mut request = self
+            .client
+            .post(&self.config.url)
+            .timeout(self.config.timeout_for(batch))
+            .header("Content-Type", self.config.content_type())
+            .header("Idempotency-Key", HttpSinkBuilder::idempotency_key(batch));
+        for (name, value) in &self.config.headers {
+            request = request.header(name, value);
+        }
+        match request.body(body).send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => {
+                let code = response.status().as_u16();
+                let wait = retry_after(
+                    response
+                        .headers()
+                        .get("Retry-After")
+                        .and_then(|v| v.to_str().ok()),
+                );
+                let text = response.text().await.unwrap_or_default();
+                self.config.answer(code, wait, || text, batch)
+            }
+            Err(e) => Err(SendError::retry(format!("{}: {e}", self.config.url))),
+        }
+    }
+}
+
+#[cfg(feature = "http-async")]
+impl<T: Serialize + Send + Sync + 'static> vinequeue_async::AsyncSink<T> for AsyncHttpSink<T> {
+    fn send(
+        &mut self,
+        batch: &Batch<T>,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send {
+        self.post(batch)
     }
 }

@@ -247,3 +247,57 @@ fn a_refused_connection_is_retried_and_a_bad_url_is_an_error() {
         .build::<u32>()
         .is_err());
 }
+
+#[test]
+fn the_async_form_sends_the_same_requests_and_reads_the_same_answers() {
+    let (url, seen) = server(vec![
+        (503, vec![], "down"),
+        (200, vec![], "ok"),
+        (422, vec![], "failed: 1"),
+    ]);
+    let sink = HttpSink::builder(url)
+        .format(BodyFormat::Ndjson)
+        .header("Authorization", "Bearer t")
+        .partial(|_, body, _| {
+            body.strip_prefix("failed: ")
+                .map(|i| vec![i.parse().unwrap()])
+        })
+        .build_async()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = config().batch_size(2);
+        let (queue, delivery) = vinequeue_async::AsyncQueue::with_sink(config, sink).unwrap();
+        tokio::spawn(delivery);
+        queue.start().unwrap();
+        queue.enqueue(1u32).await.unwrap();
+        queue.enqueue(2u32).await.unwrap();
+        queue.flush(Duration::from_secs(10)).await.unwrap();
+        queue.enqueue(3u32).await.unwrap();
+        queue.enqueue(4u32).await.unwrap();
+        let report = queue.flush(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(report.delivered, 2, "3, then 4 after the partial answer");
+        let id = queue.id();
+        let seen = seen.lock().unwrap();
+        let bodies: Vec<&str> = seen.iter().map(|r| r.body.as_str()).collect();
+        assert_eq!(bodies, ["1\n2\n", "1\n2\n", "3\n4\n", "4\n"]);
+        let keys: Vec<_> = seen
+            .iter()
+            .map(|r| r.header("Idempotency-Key").unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                format!("{id}:1-2"),
+                format!("{id}:1-2"),
+                format!("{id}:3-4"),
+                format!("{id}:4-4")
+            ]
+        );
+        assert!(seen
+            .iter()
+            .all(|r| r.header("Authorization") == Some("Bearer t")
+                && r.header("Content-Type") == Some("application/x-ndjson")));
+        queue.stop().await.unwrap();
+    });
+}
