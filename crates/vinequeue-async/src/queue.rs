@@ -343,7 +343,7 @@ impl<T: Send + 'static> AsyncQueue<T> {
         self.inner.queue.last_seq()
     }
 
-    /// The queue's identity, half of every item's key ([`Batch::key`]); see
+    /// The queue's identity, half of every item's key ([`Batch::key`](vinequeue_core::Batch::key)); see
     /// [`Queue::id`].
     pub fn id(&self) -> vinequeue_core::QueueId {
         self.inner.queue.id()

@@ -277,6 +277,7 @@ fn the_async_form_sends_the_same_requests_and_reads_the_same_answers() {
         queue.enqueue(4u32).await.unwrap();
         let report = queue.flush(Duration::from_secs(10)).await.unwrap();
         assert_eq!(report.delivered, 2, "3, then 4 after the partial answer");
+        queue.stop().await.unwrap();
         let id = queue.id();
         let seen = seen.lock().unwrap();
         let bodies: Vec<&str> = seen.iter().map(|r| r.body.as_str()).collect();
@@ -298,6 +299,5 @@ fn the_async_form_sends_the_same_requests_and_reads_the_same_answers() {
             .iter()
             .all(|r| r.header("Authorization") == Some("Bearer t")
                 && r.header("Content-Type") == Some("application/x-ndjson")));
-        queue.stop().await.unwrap();
     });
 }
