@@ -21,4 +21,6 @@ pub mod testing;
 pub use crate::error::{CodecError, Error};
 pub use crate::modes::{RecoveryMode, SyncMode};
 pub use crate::queue_id::{ParseQueueIdError, QueueId};
-pub use crate::storage::{KeyedVisit, MemStorage, RecoveryReport, Storage};
+pub use crate::storage::{
+    check_position, KeyedVisit, MemStorage, RecoveryReport, Storage, MAX_SOURCE_POSITION,
+};

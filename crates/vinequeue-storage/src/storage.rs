@@ -37,6 +37,13 @@ pub struct RecoveryReport {
     pub acked_through: u64,
     /// The sequence number the next append gets.
     pub next_seq: u64,
+    /// The source position of the last record appended with one
+    /// ([`Storage::append_positioned`]) that survived, whether or not it was since
+    /// acknowledged: where in its source (a file offset, a change stream's position) the
+    /// producer had got to. Everything the producer enqueued up to there is in the
+    /// storage or delivered; resuming right after it loses nothing and enqueues nothing
+    /// twice. `None` when no record was ever appended with a position.
+    pub source_position: Option<Vec<u8>>,
 }
 
 /// A log of byte records with sequence numbers: the persistence layer of a durable queue.
@@ -150,6 +157,32 @@ pub trait Storage: Send + Sync + 'static {
         self.read(from, max, &mut |seq, bytes| visit(seq, None, bytes))
     }
 
+    /// Appends a record with the producer's source position (at most 255 bytes): where
+    /// in its source the producer was when it read what the record holds. The position
+    /// is stored atomically with the record, and outlives the record's acknowledgement
+    /// and reclaim: [`RecoveryReport::source_position`] hands back, after a restart, the
+    /// position of the last such record that survived.
+    ///
+    /// The default refuses with [`Error::Config`]: a storage that would drop the
+    /// position would make a producer resume from the wrong place.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Storage::append); [`Error::Config`] for a position longer than 255
+    /// bytes, or from a storage that keeps no positions.
+    fn append_positioned(&self, record: &[u8], position: &[u8]) -> Result<u64, Error> {
+        let _ = (record, position);
+        Err(Error::Config(
+            "this storage keeps no source positions (append_positioned)".into(),
+        ))
+    }
+
+    /// Whether [`append_positioned`](Storage::append_positioned) keeps positions. The
+    /// default: no.
+    fn keeps_positions(&self) -> bool {
+        false
+    }
+
     /// The identity of the queue whose records this storage keeps, kept with them so
     /// that it survives restarts. The default, `None`: a storage that keeps none (the
     /// queue then takes a fresh identity per process, and `(queue id, sequence number)`
@@ -248,6 +281,26 @@ struct MemInner {
     acked_through: u64,
     acked_above: BTreeSet<u64>,
     bytes: u64,
+    /// The position of the last record appended with one.
+    position: Option<Vec<u8>>,
+}
+
+/// Longest source position a storage must keep ([`Storage::append_positioned`]).
+pub const MAX_SOURCE_POSITION: usize = 255;
+
+/// Refuses a source position longer than [`MAX_SOURCE_POSITION`].
+///
+/// # Errors
+///
+/// [`Error::Config`] naming the length.
+pub fn check_position(position: &[u8]) -> Result<(), Error> {
+    if position.len() > MAX_SOURCE_POSITION {
+        return Err(Error::Config(format!(
+            "a source position of {} bytes: at most {MAX_SOURCE_POSITION}",
+            position.len()
+        )));
+    }
+    Ok(())
 }
 
 impl Default for MemStorage {
@@ -295,6 +348,17 @@ impl Storage for MemStorage {
     }
 
     fn keeps_keys(&self) -> bool {
+        true
+    }
+
+    fn append_positioned(&self, record: &[u8], position: &[u8]) -> Result<u64, Error> {
+        check_position(position)?;
+        let seq = self.push(record, None)?;
+        self.inner.lock().position = Some(position.to_vec());
+        Ok(seq)
+    }
+
+    fn keeps_positions(&self) -> bool {
         true
     }
 
@@ -381,6 +445,7 @@ impl Storage for MemStorage {
         RecoveryReport {
             acked_through: s.acked_through,
             next_seq: s.next_seq,
+            source_position: s.position.clone(),
             ..RecoveryReport::default()
         }
     }

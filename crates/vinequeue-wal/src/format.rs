@@ -9,8 +9,9 @@
 //! frame*, back to back:
 //! ┌ len u32 ┬ crc u32 ┬ seq u64 ┬ payload (len bytes) ┐
 //! crc = crc32c(payload ‖ salt ‖ seq ‖ len), all integers little-endian
-//! len's top bit (KEYED): the payload is key u64 ‖ record (a record that keeps the
-//! number it first had); its low 31 bits are the payload's length
+//! len's top bit (KEYED): the payload starts with key u64 (a record that keeps the
+//! number it first had); the next bit (POSITIONED): then comes a source position,
+//! n u8 ‖ n bytes; the record follows; the low 30 bits are the payload's length
 //! then zeros (preallocated, never written) up to the end of the file
 //!
 //! checkpoint file  `checkpoint`, 8 KiB: two 4 KiB slots, at offsets 0 and 4096, so in
@@ -56,8 +57,20 @@ pub const FRAME_HEADER_LEN: usize = 16;
 pub const KEYED: u32 = 1 << 31;
 /// Length of the key a keyed frame's payload starts with.
 pub const KEY_LEN: usize = 8;
-/// Largest record (key not counted) a frame can hold: the length field has 31 bits.
-pub const MAX_FRAME_RECORD: u32 = KEYED - 1 - KEY_LEN as u32;
+/// The second bit of a frame's length field: the payload holds, after the key (if
+/// [`KEYED`]), the producer's source position as one length byte and that many bytes,
+/// then the record (`append_positioned`: where in its source the producer was when it
+/// enqueued the record). The low 30 bits are the payload's length, prefixes included.
+/// A log written without positions never has it (its records are below 1 GiB: a longer
+/// one would not fit the segments such a log had by default).
+pub const POSITIONED: u32 = 1 << 30;
+/// Longest source position a frame holds.
+pub const MAX_POSITION_LEN: usize = 255;
+/// The length bits of a frame's length field.
+pub const LEN_MASK: u32 = POSITIONED - 1;
+/// Largest record (prefixes not counted) a frame can hold: the length field has 30
+/// bits, which the key and the position share with it.
+pub const MAX_FRAME_RECORD: u32 = LEN_MASK - (KEY_LEN + 1 + MAX_POSITION_LEN) as u32;
 /// Largest sequence number the log believes (2^62): far beyond any real log, and low
 /// enough that arithmetic on sequence numbers cannot overflow. The log hands out numbers
 /// below it only; `next_seq` reaching it means the numbers are used up.
@@ -151,11 +164,13 @@ pub enum Frame {
     Record {
         /// Sequence number.
         seq: u64,
-        /// Payload length (the key included, for a keyed frame): the frame takes
+        /// Payload length (the key and the position included): the frame takes
         /// `FRAME_HEADER_LEN + len` bytes.
         len: u32,
         /// Whether the payload starts with the record's key ([`KEYED`]).
         keyed: bool,
+        /// Whether the payload holds a source position ([`POSITIONED`]).
+        positioned: bool,
     },
     /// An all-zero header (or nothing at all): the end of the segment's data, unless
     /// intact frames follow it (then it is damage, which the caller checks).
@@ -203,27 +218,75 @@ pub fn decode_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
         return Frame::Bad("frame with a sequence number out of range");
     }
     let keyed = raw & KEYED != 0;
-    let len = raw & !KEYED;
-    let limit = if keyed {
-        max_record.saturating_add(KEY_LEN as u32)
-    } else {
-        max_record
-    };
+    let positioned = raw & POSITIONED != 0;
+    let len = raw & LEN_MASK;
+    let prefix = if keyed { KEY_LEN } else { 0 } + if positioned { 1 } else { 0 };
+    let limit = max_record
+        .saturating_add(prefix as u32)
+        .saturating_add(if positioned {
+            MAX_POSITION_LEN as u32
+        } else {
+            0
+        });
     if len > limit {
         return Frame::Bad("frame length beyond max_record_size");
     }
-    if keyed && (len as usize) < KEY_LEN {
-        return Frame::Bad("keyed frame shorter than its key");
+    if (len as usize) < prefix {
+        return Frame::Bad("frame shorter than its key and position");
     }
     let end = FRAME_HEADER_LEN + len as usize;
     if end > bytes.len() {
         return Frame::Bad("frame runs past the end of the segment");
     }
     let payload = &bytes[FRAME_HEADER_LEN..end];
+    if positioned && prefix + payload[prefix - 1] as usize > len as usize {
+        return Frame::Bad("source position runs past the frame");
+    }
     if frame_crc(crc32c::crc32c(payload), salt, seq, raw) != crc {
         return Frame::Bad("frame checksum mismatch");
     }
-    Frame::Record { seq, len, keyed }
+    Frame::Record {
+        seq,
+        len,
+        keyed,
+        positioned,
+    }
+}
+
+/// A valid frame's payload taken apart: its key, its source position, its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payload<'a> {
+    /// The key, for a [`KEYED`] frame.
+    pub key: Option<u64>,
+    /// The source position, for a [`POSITIONED`] frame.
+    pub position: Option<&'a [u8]>,
+    /// The record.
+    pub record: &'a [u8],
+}
+
+/// Takes apart the payload of a frame that [`decode_frame`] found valid with these
+/// flags (it checked that the prefixes fit).
+pub fn split_payload(payload: &[u8], keyed: bool, positioned: bool) -> Payload<'_> {
+    let (key, rest) = if keyed {
+        let (k, rest) = payload.split_at(KEY_LEN);
+        (
+            Some(u64::from_le_bytes(k.try_into().expect("8 bytes"))),
+            rest,
+        )
+    } else {
+        (None, payload)
+    };
+    let (position, record) = if positioned {
+        let n = rest[0] as usize;
+        (Some(&rest[1..1 + n]), &rest[1 + n..])
+    } else {
+        (None, rest)
+    };
+    Payload {
+        key,
+        position,
+        record,
+    }
 }
 
 /// The persisted acknowledgement cursor (one slot of the checkpoint file).
@@ -469,7 +532,8 @@ mod tests {
             Frame::Record {
                 seq: 5,
                 len: 9,
-                keyed: false
+                keyed: false,
+                positioned: false,
             }
         );
         assert_eq!(decode_frame(&buf[25..], salt, 1 << 20), Frame::End);

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use vinequeue_storage::{KeyedVisit, QueueId};
 
 use crate::format::{
-    decode_frame, parse_segment_name, Checkpoint, Frame, SegmentHeader, FRAME_HEADER_LEN, KEY_LEN,
-    MAX_FRAME_RECORD, SEGMENT_HEADER_LEN,
+    decode_frame, parse_segment_name, split_payload, Checkpoint, Frame, SegmentHeader,
+    FRAME_HEADER_LEN, MAX_FRAME_RECORD, SEGMENT_HEADER_LEN,
 };
 
 /// What a log directory holds, as read without opening it.
@@ -261,16 +261,15 @@ fn scan(
                 problem(pos as u64, "frame out of sequence");
                 return pos as u64;
             }
-            Frame::Record { seq, len, keyed } => {
+            Frame::Record {
+                seq,
+                len,
+                keyed,
+                positioned,
+            } => {
                 let at = pos + FRAME_HEADER_LEN;
-                let body = &bytes[at..at + len as usize];
-                let (key, record) = if keyed {
-                    let (k, r) = body.split_at(KEY_LEN);
-                    (Some(u64::from_le_bytes(k.try_into().expect("8 bytes"))), r)
-                } else {
-                    (None, body)
-                };
-                if !visit(seq, key, record) {
+                let p = split_payload(&bytes[at..at + len as usize], keyed, positioned);
+                if !visit(seq, p.key, p.record) {
                     return pos as u64;
                 }
                 pos = at + len as usize;

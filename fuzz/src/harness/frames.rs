@@ -131,23 +131,35 @@ pub fn check_frame_decoder(data: &[u8]) {
 pub fn check_one_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
     let frame = decode_no_alloc(bytes, salt, max_record);
     match frame {
-        Frame::Record { seq, len, keyed } => {
+        Frame::Record {
+            seq,
+            len,
+            keyed,
+            positioned,
+        } => {
             assert_ne!(seq, 0, "a record with sequence number 0");
-            // A keyed frame's payload holds its key too (8 bytes) besides the record.
-            let limit = if keyed {
-                max_record.saturating_add(8)
-            } else {
-                max_record
-            };
+            // A keyed frame's payload holds its key too (8 bytes), a positioned one its
+            // position (a length byte and up to 255 bytes), besides the record.
+            let prefix = if keyed { 8 } else { 0 } + if positioned { 1 } else { 0 };
+            let limit = max_record
+                .saturating_add(prefix)
+                .saturating_add(if positioned { 255 } else { 0 });
             assert!(len <= limit, "len {len} beyond max_record {max_record}");
-            assert!(!keyed || len >= 8, "a keyed frame shorter than its key");
+            assert!(len >= prefix, "a frame shorter than its key and position");
             let end = FRAME_HEADER_LEN + len as usize;
             assert!(
                 end <= bytes.len(),
                 "a record of {len} bytes accepted in {} bytes",
                 bytes.len()
             );
-            let field = if keyed { len | KEYED } else { len };
+            // The pieces lie within the payload, the record after them.
+            let parts = split_payload(&bytes[FRAME_HEADER_LEN..end], keyed, positioned);
+            assert_eq!(
+                prefix as usize + parts.position.map_or(0, <[u8]>::len) + parts.record.len(),
+                len as usize
+            );
+            let field =
+                len | if keyed { KEYED } else { 0 } | if positioned { POSITIONED } else { 0 };
             assert_eq!(u32_at(bytes, 0), field);
             assert_eq!(u64_at(bytes, 8), seq);
             let expect = frame_header(crc32c_of(&bytes[FRAME_HEADER_LEN..end]), salt, seq, field);

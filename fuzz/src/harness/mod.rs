@@ -43,10 +43,10 @@ use std::sync::OnceLock;
 
 use vinequeue_storage::{RecoveryMode, Storage, SyncMode};
 use vinequeue_wal::format::{
-    decode_frame, frame_header, parse_segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_SLOT_LEN, CHECKPOINT_SLOT_STRIDE,
-    CHECKPOINT_V1_LEN, CHECKPOINT_V1_SLOT_LEN, FRAME_HEADER_LEN, KEYED, SEGMENT_HEADER_LEN,
-    SEGMENT_MAGIC,
+    decode_frame, frame_header, parse_segment_name, split_payload, Checkpoint, Frame,
+    SegmentHeader, CHECKPOINT_LEN, CHECKPOINT_MAGIC, CHECKPOINT_SLOT_LEN, CHECKPOINT_SLOT_STRIDE,
+    CHECKPOINT_V1_LEN, CHECKPOINT_V1_SLOT_LEN, FRAME_HEADER_LEN, KEYED, POSITIONED,
+    SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
 use vinequeue_wal::sim::SimFs;
 use vinequeue_wal::{Fs, Reclaim, Wal, WalOptions};

@@ -23,9 +23,15 @@ impl<F: Fs> LogState<F> {
     }
 
     /// Appends `record`; with `key`, as a keyed frame whose payload carries the key first
-    /// (see `format::KEYED`).
+    /// (see `format::KEYED`); with `position`, carrying that source position after it
+    /// (`format::POSITIONED`).
     #[inline]
-    pub(super) fn append(&self, record: &[u8], key: Option<u64>) -> Result<u64, Error> {
+    pub(super) fn append(
+        &self,
+        record: &[u8],
+        key: Option<u64>,
+        position: Option<&[u8]>,
+    ) -> Result<u64, Error> {
         self.check_failed()?;
         if record.len() > self.max_record as usize {
             return Err(Error::RecordTooLarge {
@@ -33,20 +39,34 @@ impl<F: Fs> LogState<F> {
                 limit: self.max_record as u64,
             });
         }
-        // (A keyed frame carries its key too: it must still fit in an empty segment.)
+        // The key and the position, in front of the record (none for a plain append).
+        let prefix = (key.is_some() || position.is_some()).then(|| {
+            let mut p = Vec::with_capacity(KEY_LEN + 1 + MAX_POSITION_LEN);
+            if let Some(k) = key {
+                p.extend_from_slice(&k.to_le_bytes());
+            }
+            if let Some(pos) = position {
+                p.push(pos.len() as u8);
+                p.extend_from_slice(pos);
+            }
+            p
+        });
+        let flags =
+            if key.is_some() { KEYED } else { 0 } | if position.is_some() { POSITIONED } else { 0 };
+        // (A frame with a prefix must still fit in an empty segment.)
         let room = self.segment_size - (SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64;
-        if key.is_some() && (record.len() + KEY_LEN) as u64 > room {
+        let extra = prefix.as_ref().map_or(0, Vec::len);
+        if (record.len() + extra) as u64 > room {
             return Err(Error::RecordTooLarge {
                 len: record.len() as u64,
-                limit: room - KEY_LEN as u64,
+                limit: room - extra as u64,
             });
         }
-        let key_bytes = key.map(u64::to_le_bytes);
-        let (len, payload_crc) = match &key_bytes {
+        let (len, payload_crc) = match &prefix {
             None => (record.len() as u32, crc32c::crc32c(record)), // outside the lock
-            Some(k) => (
-                (KEY_LEN + record.len()) as u32,
-                crc32c::crc32c_append(crc32c::crc32c(k), record),
+            Some(p) => (
+                (p.len() + record.len()) as u32,
+                crc32c::crc32c_append(crc32c::crc32c(p), record),
             ),
         };
         let frame_len = FRAME_HEADER_LEN as u64 + len as u64;
@@ -85,14 +105,17 @@ impl<F: Fs> LogState<F> {
             w.reserved = self.reserve(seq)?;
         }
         let seg = w.active.as_ref().expect("roll leaves an active segment");
-        match &key_bytes {
+        match &prefix {
             None => {
                 let header = frame_header(payload_crc, seg.salt, seq, len);
                 seg.file.write_publish(w.pos, &[&header, record]);
             }
-            Some(k) => {
-                let header = frame_header(payload_crc, seg.salt, seq, len | KEYED);
-                seg.file.write_publish(w.pos, &[&header, k, record]);
+            Some(p) => {
+                let header = frame_header(payload_crc, seg.salt, seq, len | flags);
+                seg.file.write_publish(w.pos, &[&header, p, record]);
+                if let Some(pos) = position {
+                    *seg.last_position.lock() = Some((seq, pos.to_vec()));
+                }
             }
         }
         if (seq - seg.first_seq).is_multiple_of(INDEX_EVERY) {

@@ -15,9 +15,9 @@ use vinequeue_storage::{
 };
 
 use crate::format::{
-    decode_frame, frame_header, parse_segment_name, segment_name, Checkpoint, Frame, SegmentHeader,
-    CHECKPOINT_LEN, FRAME_HEADER_LEN, KEYED, KEY_LEN, MAX_CHECKPOINT_RANGES, MAX_SEQ,
-    SEGMENT_HEADER_LEN,
+    decode_frame, frame_header, parse_segment_name, segment_name, split_payload, Checkpoint, Frame,
+    SegmentHeader, CHECKPOINT_LEN, FRAME_HEADER_LEN, KEYED, KEY_LEN, MAX_CHECKPOINT_RANGES,
+    MAX_POSITION_LEN, MAX_SEQ, POSITIONED, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::options::WalOptions;
@@ -26,6 +26,7 @@ mod acks;
 mod append;
 mod checkpoint;
 mod group_commit;
+mod position;
 mod read;
 mod reclaim;
 mod recovery;
@@ -97,6 +98,8 @@ struct LogState<F: Fs> {
     report: RecoveryReport,
     /// Records found damaged by reads after open.
     read_corrupt: AtomicU64,
+    /// The position the `source-position` file holds (see `position`).
+    retired_position: Mutex<Option<Vec<u8>>>,
     stop: Mutex<bool>,
     stop_cond: Condvar,
 }
@@ -268,6 +271,7 @@ impl<F: Fs> Wal<F> {
             size,
             checkpoint_len,
             no_record,
+            retired_position,
         } = recovered;
         let has_checkpoint = checkpoint_len > 0;
         report.next_seq = next_seq;
@@ -343,6 +347,7 @@ impl<F: Fs> Wal<F> {
             size: AtomicU64::new(size + id_len),
             report,
             read_corrupt: AtomicU64::new(0),
+            retired_position: Mutex::new(retired_position),
             stop: Mutex::new(false),
             stop_cond: Condvar::new(),
             fs,
@@ -482,6 +487,7 @@ fn create_segment<F: Fs>(
         write_backs: Mutex::new(WriteBacks::default()),
         write_back_done: Condvar::new(),
         max_len: record_limit(segment_size),
+        last_position: Mutex::new(None),
     }))
 }
 
@@ -510,14 +516,23 @@ impl<F: Fs> group_commit::Log for LogState<F> {
 
 impl<F: Fs> Storage for Wal<F> {
     fn append(&self, record: &[u8]) -> Result<u64, Error> {
-        self.inner.append(record, None)
+        self.inner.append(record, None, None)
     }
 
     fn append_keyed(&self, record: &[u8], key: u64) -> Result<u64, Error> {
-        self.inner.append(record, Some(key))
+        self.inner.append(record, Some(key), None)
     }
 
     fn keeps_keys(&self) -> bool {
+        true
+    }
+
+    fn append_positioned(&self, record: &[u8], position: &[u8]) -> Result<u64, Error> {
+        vinequeue_storage::check_position(position)?;
+        self.inner.append(record, None, Some(position))
+    }
+
+    fn keeps_positions(&self) -> bool {
         true
     }
 

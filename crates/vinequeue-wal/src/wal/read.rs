@@ -51,7 +51,12 @@ impl<F: Fs> LogState<F> {
                     decode_frame(b, seg.salt, seg.max_len)
                 });
                 let reason = match frame {
-                    Frame::Record { seq, len, keyed } if seq == floor => {
+                    Frame::Record {
+                        seq,
+                        len,
+                        keyed,
+                        positioned,
+                    } if seq == floor => {
                         let body = pos + FRAME_HEADER_LEN as u64;
                         pos = body + len as u64;
                         floor = seq + 1;
@@ -64,13 +69,8 @@ impl<F: Fs> LogState<F> {
                         }
                         visited += 1;
                         let go_on = seg.file.read_with(body, len as usize, |b| {
-                            if keyed {
-                                let (key, record) = b.split_at(KEY_LEN);
-                                let key = u64::from_le_bytes(key.try_into().expect("8 bytes"));
-                                visit(seq, Some(key), record)
-                            } else {
-                                visit(seq, None, b)
-                            }
+                            let p = split_payload(b, keyed, positioned);
+                            visit(seq, p.key, p.record)
                         });
                         if !go_on {
                             stopped = true;

@@ -255,6 +255,18 @@ impl<F: Fs> LogState<F> {
             return Ok(());
         }
         self.write_checkpoint(Numbers::Keep)?;
+        // The last source position in what goes outlives it (see `position`).
+        if let Some(p) = doomed
+            .iter()
+            .rev()
+            .find_map(|s| s.last_position.lock().clone())
+        {
+            let mut retired = self.retired_position.lock();
+            if retired.as_ref() != Some(&p.1) {
+                super::position::store(&self.fs, &self.dir, &p.1)?;
+                *retired = Some(p.1);
+            }
+        }
         let mut result = Ok(());
         for seg in &doomed {
             match self.fs.remove(&seg.path) {

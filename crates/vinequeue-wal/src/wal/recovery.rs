@@ -1,5 +1,6 @@
 //! Opening a directory: the checkpoint, each segment checked, damage set aside.
 
+use super::position::{self, SOURCE_POSITION, SOURCE_POSITION_TMP};
 use super::scan::*;
 use super::*;
 
@@ -17,6 +18,8 @@ pub(super) struct Recovery<F: Fs> {
     /// recovery kept (lost to a power cut or to damage, reserved, between segments), as
     /// ascending ranges: nobody will ever acknowledge them.
     pub(super) no_record: Vec<(u64, u64)>,
+    /// The position the `source-position` file holds.
+    pub(super) retired_position: Option<Vec<u8>>,
 }
 
 impl<F: Fs> Recovery<F> {
@@ -28,9 +31,9 @@ impl<F: Fs> Recovery<F> {
         let mut has_checkpoint = false;
         for entry in fs.list(dir).map_err(io_err)? {
             match entry.name.as_str() {
-                "LOCK" | DAMAGED | QUEUE_ID => {}
-                QUEUE_ID_TMP => {
-                    let _ = fs.remove(&dir.join(QUEUE_ID_TMP));
+                "LOCK" | DAMAGED | QUEUE_ID | SOURCE_POSITION => {}
+                QUEUE_ID_TMP | SOURCE_POSITION_TMP => {
+                    let _ = fs.remove(&dir.join(&entry.name));
                 }
                 CHECKPOINT => has_checkpoint = entry.is_file,
                 CHECKPOINT_TMP => {
@@ -45,6 +48,9 @@ impl<F: Fs> Recovery<F> {
             }
         }
         names.sort();
+        let mut retired_position = position::load(fs, dir, opts)?;
+        // The source position of the last positioned record kept, with its number.
+        let mut kept_position: Option<(u64, Vec<u8>)> = None;
 
         let mut checkpoint = Checkpoint::default();
         let mut checkpoint_len = 0;
@@ -249,6 +255,7 @@ impl<F: Fs> Recovery<F> {
             report.records += scan.records;
             report.bytes += scan.bytes;
             let mut bad = scan.bad;
+            let mut last_position = scan.last_position;
             while let Some((offset, reason)) = bad {
                 let expect = last_seq + 1;
                 if reason == OUT_OF_SEQUENCE {
@@ -308,6 +315,9 @@ impl<F: Fs> Recovery<F> {
                         let more = scan_from(&mut reader, header, max_len, acked, p, seq, ceiling)
                             .map_err(io_err)?;
                         held_here.push((seq, more.last_seq));
+                        if more.last_position.is_some() {
+                            last_position = more.last_position;
+                        }
                         report.records += more.records;
                         report.bytes += more.bytes;
                         data_end = more.data_end;
@@ -336,7 +346,14 @@ impl<F: Fs> Recovery<F> {
 
             if last_seq <= acked || (newest && data_end <= SEGMENT_HEADER_LEN as u64) {
                 // Everything in it was acknowledged (the unlink after the checkpoint did
-                // not happen), or it holds nothing.
+                // not happen), or it holds nothing. Its last source position outlives it,
+                // as a reclaim would have kept it.
+                if let Some((_, p)) = last_position {
+                    if retired_position.as_ref() != Some(&p) {
+                        position::store(fs, dir, &p)?;
+                    }
+                    retired_position = Some(p);
+                }
                 drop(file);
                 fs.remove(&path).map_err(io_err)?;
                 continue;
@@ -377,7 +394,11 @@ impl<F: Fs> Recovery<F> {
                 write_backs: Mutex::new(WriteBacks::default()),
                 write_back_done: Condvar::new(),
                 max_len,
+                last_position: Mutex::new(last_position.clone()),
             }));
+            if last_position.is_some() {
+                kept_position = last_position;
+            }
         }
 
         // Cross-check the checkpoint's position against the segments.
@@ -405,6 +426,7 @@ impl<F: Fs> Recovery<F> {
             }
         }
         report.damaged_bytes = aside.bytes;
+        report.source_position = kept_position.map(|(_, p)| p).or(retired_position.clone());
         fs.sync_dir(dir).map_err(io_err)?;
         Ok(Recovery {
             segments,
@@ -414,6 +436,7 @@ impl<F: Fs> Recovery<F> {
             size,
             checkpoint_len,
             no_record: complement(&present, acked + 1, next_seq),
+            retired_position,
         })
     }
 }

@@ -181,6 +181,8 @@ pub(super) struct Scan {
     pub(super) index: Vec<(u64, u64)>,
     /// Offset and reason of the first bad frame, if the scan stopped at one.
     pub(super) bad: Option<(u64, &'static str)>,
+    /// The number and source position of the last positioned record scanned.
+    pub(super) last_position: Option<(u64, Vec<u8>)>,
 }
 
 pub(super) fn scan_segment<F: FsFile>(
@@ -214,6 +216,7 @@ pub(super) fn scan_from<F: FsFile>(
         bytes: 0,
         index: Vec::new(),
         bad: None,
+        last_position: None,
     };
     while pos < end {
         let head = reader.get(pos, FRAME_HEADER_LEN)?;
@@ -227,7 +230,17 @@ pub(super) fn scan_from<F: FsFile>(
             max_record,
         );
         match frame {
-            Frame::Record { seq, len, .. } if seq == expect && seq <= ceiling => {
+            Frame::Record {
+                seq,
+                len,
+                keyed,
+                positioned,
+            } if seq == expect && seq <= ceiling => {
+                if positioned {
+                    let body = reader.get(pos + FRAME_HEADER_LEN as u64, len as usize)?;
+                    let position = split_payload(body, keyed, positioned).position;
+                    scan.last_position = position.map(|p| (seq, p.to_vec()));
+                }
                 if (seq - h.first_seq).is_multiple_of(INDEX_EVERY) || scan.index.is_empty() {
                     scan.index.push((seq, pos));
                 }

@@ -55,6 +55,9 @@ pub(super) struct Segment<F: Fs> {
     /// limits new appends only: a log reopened with lower limits still reads the larger
     /// records written before.
     pub(super) max_len: u32,
+    /// The number and source position of the segment's last positioned record: written
+    /// to the `source-position` file before the segment is deleted.
+    pub(super) last_position: Mutex<Option<(u64, Vec<u8>)>>,
 }
 
 /// The write-back calls of the write-ahead thread in one segment: the range of the one
