@@ -383,6 +383,8 @@ fn base64(bytes: &[u8]) -> String {
 struct Report {
     dir: PathBuf,
     queue_id: Option<String>,
+    /// Hex of the producer's source position a reopen hands back.
+    source_position: Option<String>,
     acked_through: u64,
     next_seq: Option<u64>,
     synced_through: u64,
@@ -445,6 +447,10 @@ impl Report {
         Ok(Report {
             dir: dir.to_path_buf(),
             queue_id: found.queue_id.map(|id| id.to_string()),
+            source_position: found
+                .source_position
+                .as_ref()
+                .map(|p| p.iter().map(|b| format!("{b:02x}")).collect()),
             acked_through: found.checkpoint.as_ref().map_or(0, |c| c.acked_through),
             next_seq: found.checkpoint.as_ref().map(|c| c.next_seq),
             synced_through: found.checkpoint.as_ref().map_or(0, |c| c.synced_through),
@@ -484,6 +490,9 @@ impl Report {
         let id = self.queue_id.as_deref().unwrap_or("(none)");
         t.push_str(&format!("directory       {}\n", self.dir.display()));
         t.push_str(&format!("queue id        {id}\n"));
+        if let Some(p) = &self.source_position {
+            t.push_str(&format!("source position {p} (hex)\n"));
+        }
         t.push_str(&format!("acked through   {}\n", self.acked_through));
         if let Some(next) = self.next_seq {
             t.push_str(&format!(

@@ -27,6 +27,9 @@ pub struct Inspection {
     pub dir: PathBuf,
     /// The queue's identity (file `queue-id`), if there is one that reads.
     pub queue_id: Option<QueueId>,
+    /// The producer's source position a reopen would hand back: that of the last
+    /// positioned record in a segment, else the one kept in `source-position`.
+    pub source_position: Option<Vec<u8>>,
     /// The checkpoint's current slot, if one is valid.
     pub checkpoint: Option<Checkpoint>,
     /// Why the checkpoint file could not be read, if it exists and could not.
@@ -145,7 +148,13 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let meta = entry.metadata()?;
         match name.as_str() {
-            "LOCK" | "checkpoint.tmp" | "queue-id.tmp" => {}
+            "LOCK" | "checkpoint.tmp" | "queue-id.tmp" | "source-position.tmp" => {}
+            "source-position" => {
+                out.total_bytes += meta.len();
+                out.source_position = fs::read(entry.path())
+                    .ok()
+                    .and_then(|b| crate::wal::position::decode(&b));
+            }
             "checkpoint" => {
                 out.total_bytes += meta.len();
                 match fs::read(entry.path()) {
@@ -180,6 +189,7 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
     out.unknown_files.sort();
     let names = segment_names(dir)?;
     let synced = out.checkpoint.as_ref().map_or(0, |c| c.synced_through);
+    let mut found_position = None;
     for (i, (first_seq, name)) in names.iter().enumerate() {
         let newest = i + 1 == names.len();
         let bytes = fs::read(dir.join(name))?;
@@ -200,6 +210,7 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
                 true
             },
             &mut |offset, reason| problem = Some((offset, reason.to_owned())),
+            &mut found_position,
         );
         if let Some((offset, reason)) = problem {
             // Above what was known synced, in the newest segment: a torn tail.
@@ -212,17 +223,20 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
         }
         out.segments.push(report);
     }
+    out.source_position = found_position.or(out.source_position.take());
     Ok(out)
 }
 
 /// Reads the frames of one segment image in order: `visit` gets each intact record
 /// (stop by returning `false`), `problem` the first bad frame (offset, reason). Stops at
 /// the end of the data or at the first bad frame; returns where the intact data ends.
+/// `last_position` gets the source position of each positioned record in turn.
 fn scan(
     bytes: &[u8],
     first_seq: u64,
     visit: &mut KeyedVisit<'_>,
     problem: &mut dyn FnMut(u64, &str),
+    last_position: &mut Option<Vec<u8>>,
 ) -> u64 {
     let header = match SegmentHeader::decode(bytes) {
         Ok(h) if h.first_seq == first_seq => h,
@@ -269,6 +283,9 @@ fn scan(
             } => {
                 let at = pos + FRAME_HEADER_LEN;
                 let p = split_payload(&bytes[at..at + len as usize], keyed, positioned);
+                if let Some(position) = p.position {
+                    *last_position = Some(position.to_vec());
+                }
                 if !visit(seq, p.key, p.record) {
                     return pos as u64;
                 }
@@ -318,6 +335,7 @@ pub fn records(dir: &Path, from: u64, visit: &mut KeyedVisit<'_>) -> io::Result<
                 go_on
             },
             &mut |_, _| {},
+            &mut None,
         );
         if !go_on {
             break;

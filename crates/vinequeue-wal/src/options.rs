@@ -104,8 +104,9 @@ impl WalOptions {
         self
     }
 
-    /// Largest record `append` accepts. Default = 16 MiB, and never more than fits in one
-    /// segment. It limits new records only: records already in the log are read whatever
+    /// Largest record `append` accepts. Default = 16 MiB, never more than fits in one
+    /// segment, at most [`MAX_FRAME_RECORD`](crate::format::MAX_FRAME_RECORD) (1 GiB less 264
+    /// bytes). It limits new records only: records already in the log are read whatever
     /// their length (up to what fits in their segment file), so lowering this, or
     /// `max_size`, never turns stored records into damage.
     #[must_use = "a setter returns the changed value; use it"]
@@ -207,6 +208,16 @@ impl WalOptions {
         }
         if self.max_record_size == 0 {
             return bad("max_record_size", "must be at least 1".into());
+        }
+        if self.max_record_size > crate::format::MAX_FRAME_RECORD {
+            return bad(
+                "max_record_size",
+                format!(
+                    "{} is beyond what a frame holds ({})",
+                    self.max_record_size,
+                    crate::format::MAX_FRAME_RECORD
+                ),
+            );
         }
         if self.sequence_reservation == 0 || self.sequence_reservation > MAX_RESERVATION {
             return bad(

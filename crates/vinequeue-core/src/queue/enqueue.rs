@@ -31,9 +31,62 @@ impl<T: Send + 'static> Queue<T> {
     #[inline]
     pub fn enqueue(&self, item: T) -> Result<(), EnqueueError<T>> {
         if let Some(d) = &self.shared.durable {
-            return self.enqueue_durable(d, item);
+            return self.enqueue_durable(d, item, None);
         }
         self.enqueue_memory(item)
+    }
+
+    /// Hands `item` to the queue as [`enqueue`](Queue::enqueue) does, with the
+    /// producer's *source position*: where in its source (a file it tails, a change
+    /// stream, a partition) it was once it had read the item, as bytes of its own
+    /// choosing (at most 255). The position is written to the log with the item's
+    /// record, atomically, and outlives the record's delivery; after a restart,
+    /// [`recovery`](Queue::recovery)`().source_position` is the position of the last
+    /// item enqueued with one that the log kept. A producer that resumes reading right
+    /// after it enqueues nothing twice and skips nothing: with a sink that deduplicates
+    /// on [`Batch::key`](crate::Batch::key), source, queue and backend hold each item
+    /// exactly once.
+    ///
+    /// What "kept" means follows the sync mode: under `Immediate` the position is
+    /// durable when this returns `Ok`; under `Periodic` and `Os` a power cut can lose
+    /// the last positions with their items (a process crash loses nothing).
+    ///
+    /// ```
+    /// use vinequeue_core::{Config, NullSink, Queue};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("vq-enqueue-at-{}", std::process::id()));
+    /// let config = || Config::default().wal_path(&dir);
+    /// {
+    ///     let queue = Queue::new(config(), NullSink)?;
+    ///     for (offset, line) in ["a", "b", "c"].iter().enumerate() {
+    ///         queue.enqueue_at(line.to_string(), (offset as u64 + 1).to_le_bytes())?;
+    ///     }
+    /// } // a crash here would do the same
+    /// let queue = Queue::<String>::new(config(), NullSink)?;
+    /// let resume = queue.recovery().source_position.expect("a position was stored");
+    /// assert_eq!(resume, 3u64.to_le_bytes());
+    /// # drop(queue);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Queue::enqueue); [`EnqueueError::Failed`] with
+    /// [`Error::Unsupported`] on a memory-only queue (it has nothing to resume from),
+    /// with [`Error::Config`] for a position longer than 255 bytes or a storage of your
+    /// own that keeps no positions.
+    pub fn enqueue_at(&self, item: T, position: impl AsRef<[u8]>) -> Result<(), EnqueueError<T>> {
+        match &self.shared.durable {
+            Some(d) => self.enqueue_durable(d, item, Some(position.as_ref())),
+            None => Err(EnqueueError::Failed(
+                item,
+                Error::Unsupported(
+                    "a memory-only queue keeps no source positions (enqueue_at needs a wal_path)"
+                        .into(),
+                ),
+            )),
+        }
     }
 
     #[inline(always)]
@@ -56,13 +109,14 @@ impl<T: Send + 'static> Queue<T> {
         &self,
         d: &DurableState<T>,
         item: T,
+        position: Option<&[u8]>,
     ) -> Result<(), EnqueueError<T>> {
         self.with_encoded(d, item, |buf, item| {
             if self.shared.config.sync_mode != SyncMode::Immediate {
                 if !d.decode_checked.load(Relaxed) {
-                    return self.check_decodes_then_append(d, buf, item);
+                    return self.check_decodes_then_append(d, buf, item, position);
                 }
-                return self.append_or_overflow(d, buf, item, true);
+                return self.append_or_overflow(d, buf, item, true, position);
             }
             // Under `Immediate` a failed sync hands back a copy of an item that is queued
             // but not known durable; decoding it now (cheap next to the sync) also refuses
@@ -72,7 +126,7 @@ impl<T: Send + 'static> Queue<T> {
                 Ok(copy) => copy,
                 Err(e) => return Err(EnqueueError::Failed(item, undecodable(e))),
             };
-            let seq = self.append_or_overflow(d, buf, item, true)?;
+            let seq = self.append_or_overflow(d, buf, item, true, position)?;
             if seq > 0 {
                 if let Err(e) = d.storage.sync_through(seq) {
                     return Err(EnqueueError::Failed(copy, e));
@@ -94,12 +148,13 @@ impl<T: Send + 'static> Queue<T> {
         d: &DurableState<T>,
         buf: &[u8],
         item: T,
+        position: Option<&[u8]>,
     ) -> Result<u64, EnqueueError<T>> {
         if let Err(e) = (d.codec.decode)(buf) {
             return Err(EnqueueError::Failed(item, undecodable(e)));
         }
         d.decode_checked.store(true, Relaxed);
-        self.append_or_overflow(d, buf, item, true)
+        self.append_or_overflow(d, buf, item, true, position)
     }
 
     /// Encodes `item` into this thread's reusable buffer (a fresh one if it is in use,
@@ -131,9 +186,9 @@ impl<T: Send + 'static> Queue<T> {
         })
     }
 
-    /// Appends the encoded item and queues it; on a full log applies the overflow policy,
-    /// waiting (for `Block` and `DropOldest`) only if `wait`. Returns the item's sequence
-    /// number, 0 if `DropNewest` dropped it.
+    /// Appends the encoded item (with its source position, if any) and queues it; on a
+    /// full log applies the overflow policy, waiting (for `Block` and `DropOldest`) only
+    /// if `wait`. Returns the item's sequence number, 0 if `DropNewest` dropped it.
     #[inline(always)]
     pub(super) fn append_or_overflow(
         &self,
@@ -141,10 +196,11 @@ impl<T: Send + 'static> Queue<T> {
         bytes: &[u8],
         item: T,
         wait: bool,
+        position: Option<&[u8]>,
     ) -> Result<u64, EnqueueError<T>> {
-        match self.append_and_queue(d, bytes, item) {
+        match self.append_and_queue(d, bytes, item, position) {
             Ok(seq) => Ok(seq),
-            Err(refused) => self.append_refused(d, bytes, refused, wait),
+            Err(refused) => self.append_refused(d, bytes, refused, wait, position),
         }
     }
 
@@ -158,6 +214,7 @@ impl<T: Send + 'static> Queue<T> {
         bytes: &[u8],
         first: (Error, T),
         wait: bool,
+        position: Option<&[u8]>,
     ) -> Result<u64, EnqueueError<T>> {
         let mut outcome = Err(first);
         let mut deadline = None;
@@ -209,7 +266,7 @@ impl<T: Send + 'static> Queue<T> {
                     self.wait_for_progress(end.min(Instant::now() + Duration::from_millis(50)));
                 }
             }
-            outcome = self.append_and_queue(d, bytes, item);
+            outcome = self.append_and_queue(d, bytes, item, position);
         }
     }
 
@@ -253,7 +310,7 @@ impl<T: Send + 'static> Queue<T> {
         let s = &self.shared;
         if let Some(d) = &s.durable {
             return self.with_encoded(d, item, |buf, item| {
-                self.append_or_overflow(d, buf, item, false)
+                self.append_or_overflow(d, buf, item, false, None)
             });
         }
         match s.ring.push((0, item)) {
@@ -344,13 +401,18 @@ impl<T: Send + 'static> Queue<T> {
         d: &DurableState<T>,
         bytes: &[u8],
         item: T,
+        position: Option<&[u8]>,
     ) -> Result<u64, (Error, T)> {
         let s = &self.shared;
         let guard = d.append_lock.lock();
         if s.ring.is_closed() {
             return Err((Error::Closed, item));
         }
-        let seq = match d.storage.append(bytes) {
+        let appended = match position {
+            None => d.storage.append(bytes),
+            Some(position) => d.storage.append_positioned(bytes, position),
+        };
+        let seq = match appended {
             Ok(seq) => seq,
             Err(e) => return Err((e, item)),
         };

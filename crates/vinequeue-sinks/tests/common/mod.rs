@@ -59,6 +59,17 @@ fn mode(name: &str) -> SyncMode {
 /// `make_sink` builds from the address the parent gave, and never returns normally
 /// (it enqueues until killed, or drains and ends). Otherwise does nothing.
 pub fn child<S: Sink<Event> + 'static>(make_sink: impl FnOnce(&str) -> S) {
+    run_child(make_sink, false);
+}
+
+/// As [`child`], but the child is a producer reading a source: the items `0, 1, 2...`,
+/// each enqueued with `enqueue_at` and its id as source position, resuming after the
+/// position `recovery()` hands back (the `start` the parent gives is not used).
+pub fn positioned_child<S: Sink<Event> + 'static>(make_sink: impl FnOnce(&str) -> S) {
+    run_child(make_sink, true);
+}
+
+fn run_child<S: Sink<Event> + 'static>(make_sink: impl FnOnce(&str) -> S, positioned: bool) {
     let Ok(spec) = std::env::var(CHILD) else {
         return; // an ordinary test run
     };
@@ -86,6 +97,21 @@ pub fn child<S: Sink<Event> + 'static>(make_sink: impl FnOnce(&str) -> S) {
         queue.flush(Duration::from_secs(120)).unwrap();
         queue.stop().unwrap();
         return;
+    }
+    if positioned {
+        let resume = queue.recovery().source_position.map_or(0, |p| {
+            u64::from_le_bytes(p.try_into().expect("an 8-byte position")) + 1
+        });
+        for id in resume.. {
+            let event = Event { id, body: body(id) };
+            if queue.enqueue_at(event, id.to_le_bytes()).is_ok() {
+                writeln!(out, "ACK {id}").unwrap();
+                out.flush().unwrap();
+            }
+            if id % 20 == 19 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
     for k in 0.. {
         let id = start + k;
@@ -174,6 +200,32 @@ pub fn kill_and_restart(sync: &str, address: &str, cycles: u64, seed: u64) -> Ha
         acked.len()
     );
     acked
+}
+
+/// For a producer that resumes from its source position: the backend holds the items
+/// `0..=n` for some `n` at least the highest acknowledged id, each exactly once: none
+/// skipped, none enqueued twice.
+pub fn assert_source_to_backend_exactly_once(what: &str, acked: &HashSet<u64>, stored: &[Event]) {
+    assert_exactly_once(what, acked, stored);
+    let mut ids: Vec<u64> = stored.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    let gaps: Vec<_> = ids
+        .windows(2)
+        .filter(|w| w[1] != w[0] + 1)
+        .take(10)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(
+        ids.first() == Some(&0) && gaps.is_empty(),
+        "{what}: the source's items are not all in the backend: it starts at {:?}, gaps {gaps:?}",
+        ids.first()
+    );
+    let highest = acked.iter().max().copied().unwrap_or(0);
+    assert!(
+        ids.last().is_some_and(|&n| n >= highest),
+        "{what}: the backend ends at {:?}, before the acknowledged {highest}",
+        ids.last()
+    );
 }
 
 /// The backend holds `stored` (each stored item, as many times as it is stored): every

@@ -26,7 +26,7 @@ mod acks;
 mod append;
 mod checkpoint;
 mod group_commit;
-mod position;
+pub(crate) mod position;
 mod read;
 mod reclaim;
 mod recovery;

@@ -9,8 +9,8 @@
 
 use super::*;
 
-pub(super) const SOURCE_POSITION: &str = "source-position";
-pub(super) const SOURCE_POSITION_TMP: &str = "source-position.tmp";
+pub(crate) const SOURCE_POSITION: &str = "source-position";
+pub(crate) const SOURCE_POSITION_TMP: &str = "source-position.tmp";
 const MAGIC: [u8; 8] = *b"VQWALSP1";
 
 /// `magic ‖ n u8 ‖ n bytes ‖ crc32c u32 of what precedes it`.
