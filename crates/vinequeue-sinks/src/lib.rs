@@ -10,6 +10,8 @@
 //!   message per item with `Nats-Msg-Id` = its key.
 //! * `rabbitmq`: `rabbitmq::RabbitMqSink` (blocking) and `rabbitmq::AsyncRabbitMqSink`,
 //!   one RabbitMQ message per item, publisher confirms, the key in `message_id`.
+//! * `kafka`: `kafka::KafkaSink` (blocking) and `kafka::AsyncKafkaSink`, one record per
+//!   item from an idempotent producer, the key in its headers.
 //! * `sqlite`: `sqlite::SqliteSink`, rows in an SQLite database file (SQLite built in).
 //!
 //! Every sink maps its backend's answers onto [`SendError`](vinequeue_core::SendError)
@@ -18,9 +20,11 @@
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
-#[cfg(any(feature = "nats", feature = "rabbitmq"))]
+#[cfg(any(feature = "nats", feature = "rabbitmq", feature = "kafka"))]
 mod outcome;
 #[cfg(feature = "postgres")]
 pub mod postgres;

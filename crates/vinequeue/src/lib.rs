@@ -25,14 +25,15 @@ pub mod r#async {
 #[cfg(feature = "async")]
 pub use vinequeue_async::{AsyncQueue, AsyncSink};
 
-/// Ready-made sinks, one feature per backend (`http`, `postgres`, `sqlite`, `nats`,
-/// `rabbitmq`): see the `vinequeue-sinks` crate.
+/// Ready-made sinks, one feature per backend (`http`, `http-async`, `postgres`, `sqlite`,
+/// `nats`, `rabbitmq`, `kafka`): see the `vinequeue-sinks` crate.
 #[cfg(any(
     feature = "http",
     feature = "postgres",
     feature = "sqlite",
     feature = "nats",
-    feature = "rabbitmq"
+    feature = "rabbitmq",
+    feature = "kafka"
 ))]
 pub mod sinks {
     pub use vinequeue_sinks::*;
