@@ -13,8 +13,9 @@
 //!   1,000, each batch one transaction with one binary `COPY` straight into a table with
 //!   the same primary key: the fastest way to write these rows, without deduplication;
 //! * **queue + PostgresSink**: the same items enqueued into a memory queue (batches of
-//!   1,000) whose sink is `PostgresSink` (COPY into a staging table, then
-//!   `INSERT ... ON CONFLICT DO NOTHING`), until the queue has delivered them all;
+//!   1,000) whose sink is `PostgresSink` (COPY into the table; when a key is there
+//!   already, COPY into a staging table and `INSERT ... ON CONFLICT DO NOTHING`), until
+//!   the queue has delivered them all;
 //! * **durable queue + PostgresSink**: the same through a durable queue
 //!   (`Periodic(100 ms)`), the log in `$TMPDIR`.
 //!
@@ -195,7 +196,7 @@ fn main() {
     for (name, v) in [
         ("plain COPY into the table (no deduplication)", &copy),
         (
-            "memory queue + `PostgresSink` (COPY to staging, `INSERT ... ON CONFLICT DO NOTHING`)",
+            "memory queue + `PostgresSink` (COPY into the table; staging and `INSERT ... ON CONFLICT DO NOTHING` when a key is there already)",
             &sink,
         ),
         (

@@ -43,13 +43,18 @@
 //! # Exactly once
 //!
 //! Every row carries its item's key ([`Batch::key`]): the queue's identity and the
-//! number the item was first enqueued with. A batch is copied (`COPY ... FORMAT binary`)
-//! into a temporary staging table and moved into the table with
-//! `INSERT ... SELECT ... ON CONFLICT (queue_id, seq) DO NOTHING`, in one transaction. A
-//! batch written again (its acknowledgement lost in a crash, a retry after a lost reply,
-//! a redriven dead letter) adds nothing: with a durable queue every item lands in the
-//! table exactly once. The table must have a primary key or unique constraint on the two
-//! key columns (the one this sink creates has).
+//! number the item was first enqueued with. The table must have a primary key or unique
+//! constraint on the two key columns (the one this sink creates has; the sink checks at
+//! connection time, and refuses to write otherwise).
+//!
+//! A batch is first copied (`COPY ... FORMAT binary`) straight into the table, in one
+//! transaction: as fast as a plain COPY. When a key is already there (a batch delivered
+//! before a crash whose acknowledgement was lost, a retry after a lost reply, a redriven
+//! dead letter), the constraint fails the whole COPY and nothing is written; the batch
+//! is then copied into a temporary staging table and moved with
+//! `INSERT ... SELECT ... ON CONFLICT (queue_id, seq) DO NOTHING`, which skips the rows
+//! already there. Either way, with a durable queue every item lands in the table exactly
+//! once.
 //!
 //! # What the answers mean
 //!
@@ -224,6 +229,8 @@ fn quote(name: &str) -> String {
 struct Statements {
     create: String,
     stage: String,
+    /// COPY straight into the table: the fast path.
+    direct: String,
     copy: String,
     merge: String,
     row: String,
@@ -258,6 +265,7 @@ impl Statements {
                 "CREATE TEMPORARY TABLE IF NOT EXISTS vinequeue_stage ON COMMIT DELETE ROWS AS \
                  SELECT {list} FROM {table} WITH NO DATA"
             ),
+            direct: format!("COPY {table} ({list}) FROM STDIN (FORMAT binary)"),
             copy: format!("COPY vinequeue_stage ({list}) FROM STDIN (FORMAT binary)"),
             merge: format!(
                 "INSERT INTO {table} ({list}) SELECT {list} FROM vinequeue_stage \
@@ -357,10 +365,16 @@ impl<T: Serialize + Sync> PostgresSink<T> {
                 .config
                 .connect(NoTls)
                 .map_err(|e| SendError::retry(format!("PostgreSQL: {}", describe(&e))))?;
+            // The merge of the empty staging table inserts nothing, but fails unless the
+            // table has a unique constraint on the key columns (42P10): the fast path,
+            // COPY straight into the table, relies on it to refuse a second copy.
             let setup = if self.builder.table.create {
-                format!("{}; {}", self.sql.create, self.sql.stage)
+                format!(
+                    "{}; {}; {}",
+                    self.sql.create, self.sql.stage, self.sql.merge
+                )
             } else {
-                self.sql.stage.clone()
+                format!("{}; {}", self.sql.stage, self.sql.merge)
             };
             client
                 .batch_execute(&setup)
@@ -394,8 +408,9 @@ impl<T: Serialize + Sync> PostgresSink<T> {
         }
     }
 
-    /// The fast path: the whole batch through COPY and one `INSERT ... SELECT`.
-    fn write_batch(&mut self, batch: &Batch<T>) -> Result<(), postgres::Error> {
+    /// The whole batch in one COPY, straight into the table (`staged`: false) or into
+    /// the staging table and merged with `INSERT ... ON CONFLICT DO NOTHING`.
+    fn write_batch(&mut self, batch: &Batch<T>, staged: bool) -> Result<(), postgres::Error> {
         let map = self.builder.map.as_ref();
         let sql = &self.sql;
         let client = self.client.as_mut().expect("connected before writing");
@@ -404,13 +419,15 @@ impl<T: Serialize + Sync> PostgresSink<T> {
             "SET LOCAL statement_timeout = {}",
             millis_left(batch.deadline())
         ))?;
-        let sink = tx.copy_in(&sql.copy)?;
+        let sink = tx.copy_in(if staged { &sql.copy } else { &sql.direct })?;
         let mut writer = BinaryCopyInWriter::new(sink, &sql.types);
         for i in 0..batch.len() {
             Self::with_row(map, batch, i, |row| writer.write(row))?;
         }
         writer.finish()?;
-        tx.execute(&sql.merge, &[])?;
+        if staged {
+            tx.execute(&sql.merge, &[])?;
+        }
         tx.commit()
     }
 
@@ -460,7 +477,16 @@ impl<T: Serialize + Send + Sync + 'static> Sink<T> for PostgresSink<T> {
             }
             SendError::retry(format!("PostgreSQL: {}", describe(&e)))
         };
-        match self.write_batch(batch) {
+        // First straight into the table: a key already there (a batch delivered before a
+        // crash, whose acknowledgement was lost) makes the whole COPY fail with a unique
+        // violation, nothing written; then through the staging table, which skips it.
+        let first = match self.write_batch(batch, false) {
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                self.write_batch(batch, true)
+            }
+            other => other,
+        };
+        match first {
             Ok(()) => Ok(()),
             Err(e) if is_item_error(&e) => match self.write_rows(batch) {
                 Ok((failed, _)) if failed.is_empty() => Ok(()),

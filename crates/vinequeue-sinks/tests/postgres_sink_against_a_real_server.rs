@@ -133,6 +133,26 @@ fn a_row_breaking_a_constraint_is_dead_lettered_and_the_others_delivered() {
 
 #[test]
 #[ignore = "needs PostgreSQL: run through ci/with-services"]
+fn a_table_without_a_unique_key_is_refused_rather_than_written_twice() {
+    let t = table("vq_no_key");
+    db().batch_execute(&format!(
+        "CREATE TABLE {t} (queue_id uuid, seq bigint, item jsonb)"
+    ))
+    .unwrap();
+    let sink = Watched::new(PostgresSink::builder(url()).table(&t).build().unwrap());
+    let errors = Arc::clone(&sink.errors);
+    let queue = Queue::new(config().retry_limit(2), sink).unwrap();
+    queue.enqueue(events(0..1).next().unwrap()).unwrap();
+    queue.start().unwrap();
+    let report = queue.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(report.dead_lettered, 1, "never written");
+    let errors = errors.lock().unwrap();
+    assert!(errors.iter().all(|e| e.contains("42P10")), "{errors:?}");
+    assert!(stored(&t).is_empty());
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run through ci/with-services"]
 fn a_slow_server_is_cut_at_the_send_timeout_and_the_batch_retried() {
     let t = table("vq_slow");
     let client = &mut db();
