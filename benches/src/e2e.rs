@@ -39,7 +39,12 @@ fn config(dir: &Path, sync: SyncMode) -> Config {
 }
 
 /// A sink that counts, and records when it reached `target`.
-fn counting(target: u64) -> (impl FnMut(&Batch<String>) -> Result<(), SendError> + Send, Arc<AtomicU64>) {
+fn counting(
+    target: u64,
+) -> (
+    impl FnMut(&Batch<String>) -> Result<(), SendError> + Send,
+    Arc<AtomicU64>,
+) {
     let count = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&count);
     let sink = move |batch: &Batch<String>| {
@@ -87,7 +92,8 @@ pub fn durable_baseline(scratch: &Path, items: u64) -> f64 {
     for i in 0..items {
         buf.clear();
         let encoded = postcard::to_extend(&item(i), std::mem::take(&mut buf)).expect("encode");
-        out.write_all(&(encoded.len() as u32).to_le_bytes()).expect("write");
+        out.write_all(&(encoded.len() as u32).to_le_bytes())
+            .expect("write");
         out.write_all(&encoded).expect("write");
         buf = encoded;
     }
@@ -124,13 +130,14 @@ pub fn leave_backlog(dir: &Path, items: u64) {
 pub fn replay(dir: &Path, items: u64) -> f64 {
     let (sink, count) = counting(items);
     let started = Instant::now();
-    let queue = Queue::new(config(dir, SyncMode::Periodic(Duration::from_millis(100))), sink)
-        .expect("the queue");
+    let queue = Queue::new(
+        config(dir, SyncMode::Periodic(Duration::from_millis(100))),
+        sink,
+    )
+    .expect("the queue");
     queue.start().expect("start");
     wait_for(&count, items);
     let secs = started.elapsed().as_secs_f64();
-    // Put the backlog back for the next round: nothing was acknowledged for good... it
-    // was: the caller makes a fresh backlog per round.
     queue.stop().expect("stop");
     secs
 }
@@ -140,7 +147,8 @@ pub fn write_records(path: &Path, items: u64) {
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path).expect("create"));
     for i in 0..items {
         let encoded = postcard::to_allocvec(&item(i)).expect("encode");
-        out.write_all(&(encoded.len() as u32).to_le_bytes()).expect("write");
+        out.write_all(&(encoded.len() as u32).to_le_bytes())
+            .expect("write");
         out.write_all(&encoded).expect("write");
     }
     out.into_inner().expect("flush").sync_all().expect("sync");

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod damage;
+pub mod e2e;
 pub mod report;
 pub mod wal;
 

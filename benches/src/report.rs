@@ -11,10 +11,17 @@ pub fn command_line(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Prints the table: CPU, cores, kernel, rustc, the git commit (flagged when the tree
-/// has uncommitted changes), the build, the load average, the date and the arguments,
-/// with `extra` rows (fact, value) after the kernel's.
+/// Prints the table of [`machine_facts`].
 pub fn print_machine_facts(extra: &[(&str, String)]) {
+    print!("{}", machine_facts(extra));
+}
+
+/// The table: CPU, cores, kernel, rustc, the git commit (flagged when the tree has
+/// uncommitted changes), the build, the load average, the date and the arguments, with
+/// `extra` rows (fact, value) after the kernel's.
+pub fn machine_facts(extra: &[(&str, String)]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -45,20 +52,27 @@ pub fn print_machine_facts(extra: &[(&str, String)]) {
         format!("`{}`", cmdline.join(" "))
     };
 
-    println!("## Machine and run\n");
-    println!("| fact | value |\n|---|---|");
-    println!("| CPU | {cpu} |\n| cores available | {cores} |\n| kernel | {kernel} |");
+    let _ = writeln!(out, "## Machine and run\n");
+    let _ = writeln!(out, "| fact | value |\n|---|---|");
+    let _ = writeln!(
+        out,
+        "| CPU | {cpu} |\n| cores available | {cores} |\n| kernel | {kernel} |"
+    );
     for (fact, value) in extra {
-        println!("| {fact} | {value} |");
+        let _ = writeln!(out, "| {fact} | {value} |");
     }
     let dirty = if dirty {
         " (with uncommitted changes)"
     } else {
         ""
     };
-    println!("| rustc | {rustc} |\n| git commit | {commit}{dirty} |\n| build | {build} |");
-    println!("| load average at start | {load} |\n| date | {date} |");
-    println!("| arguments | {arguments} |");
+    let _ = writeln!(
+        out,
+        "| rustc | {rustc} |\n| git commit | {commit}{dirty} |\n| build | {build} |"
+    );
+    let _ = writeln!(out, "| load average at start | {load} |\n| date | {date} |");
+    let _ = writeln!(out, "| arguments | {arguments} |");
+    out
 }
 
 /// A flag's value as a number (`_` separators allowed), or the message to show.
