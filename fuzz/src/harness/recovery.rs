@@ -75,9 +75,16 @@ pub fn open_clean(fs: &SimFs) -> Wal<SimFs> {
     )
 }
 
+/// Appends the genuine records `seqs`; every fourth carries a source position (its
+/// number), so that positioned frames are among those the fuzzer damages.
 pub fn append_all(wal: &Wal<SimFs>, seqs: impl IntoIterator<Item = u64>) {
     for i in seqs {
-        assert_eq!(must(wal.append(&genuine_payload(i)), "append"), i);
+        let seq = if i % 4 == 0 {
+            wal.append_positioned(&genuine_payload(i), &i.to_le_bytes())
+        } else {
+            wal.append(&genuine_payload(i))
+        };
+        assert_eq!(must(seq, "append"), i);
     }
 }
 
