@@ -189,9 +189,25 @@ where
         Enqueue {
             queue: self,
             stage: Stage::Item(item, None),
+            position: None,
             sleep: None,
             polled: false,
             registration: Registration::new(&self.inner.queue),
+        }
+    }
+
+    /// Enqueues `item` with the producer's source position, as
+    /// [`Queue::enqueue_at`](vinequeue_core::Queue::enqueue_at) does: written with the
+    /// item's record, handed back after a restart by `recovery().source_position`.
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](AsyncQueue::enqueue) and
+    /// [`Queue::enqueue_at`](vinequeue_core::Queue::enqueue_at).
+    pub fn enqueue_at(&self, item: T, position: impl AsRef<[u8]>) -> Enqueue<'_, T> {
+        Enqueue {
+            position: Some(position.as_ref().to_vec()),
+            ..self.enqueue(item)
         }
     }
 
@@ -428,6 +444,8 @@ enum Stage<T> {
 pub struct Enqueue<'a, T: Send + 'static> {
     queue: &'a AsyncQueue<T>,
     stage: Stage<T>,
+    /// The source position to store with the item (`enqueue_at`).
+    position: Option<Vec<u8>>,
     /// Ends the wait for room (`Block` timeout), from the first time there was none.
     sleep: Option<Sleep>,
     /// Polled before (the cooperative yield happens on a first poll only).
@@ -500,7 +518,11 @@ where
                         },
                         None => None,
                     };
-                    match queue.try_enqueue(item) {
+                    let tried = match &this.position {
+                        None => queue.try_enqueue(item),
+                        Some(position) => queue.try_enqueue_at(item, position),
+                    };
+                    match tried {
                         Ok(seq) => match copy {
                             Some(copy) if seq > 0 => this.stage = Stage::Syncing(seq, copy),
                             _ => return Poll::Ready(Ok(())),

@@ -79,13 +79,7 @@ impl<T: Send + 'static> Queue<T> {
     pub fn enqueue_at(&self, item: T, position: impl AsRef<[u8]>) -> Result<(), EnqueueError<T>> {
         match &self.shared.durable {
             Some(d) => self.enqueue_durable(d, item, Some(position.as_ref())),
-            None => Err(EnqueueError::Failed(
-                item,
-                Error::Unsupported(
-                    "a memory-only queue keeps no source positions (enqueue_at needs a wal_path)"
-                        .into(),
-                ),
-            )),
+            None => Err(EnqueueError::Failed(item, no_positions())),
         }
     }
 
@@ -327,6 +321,22 @@ impl<T: Send + 'static> Queue<T> {
     }
 
     #[doc(hidden)] // adapter plumbing: see the `adapter` module
+    /// [`try_enqueue`](Queue::try_enqueue) with a source position, as
+    /// [`enqueue_at`](Queue::enqueue_at) takes it: for adapters.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_enqueue`](Queue::try_enqueue) and [`enqueue_at`](Queue::enqueue_at).
+    pub fn try_enqueue_at(&self, item: T, position: &[u8]) -> Result<u64, EnqueueError<T>> {
+        match &self.shared.durable {
+            Some(d) => self.with_encoded(d, item, |buf, item| {
+                self.append_or_overflow(d, buf, item, false, Some(position))
+            }),
+            None => Err(EnqueueError::Failed(item, no_positions())),
+        }
+    }
+
+    #[doc(hidden)] // adapter plumbing: see the `adapter` module
     /// Encodes `item` as the log does and decodes it again: the copy an adapter hands back
     /// when an `Immediate` sync fails after the item was queued (what the blocking
     /// `enqueue` does itself).
@@ -563,6 +573,13 @@ impl<T: Send + 'static> Queue<T> {
         }
         Ok(())
     }
+}
+
+/// The error of `enqueue_at` on a memory-only queue.
+fn no_positions() -> Error {
+    Error::Unsupported(
+        "a memory-only queue keeps no source positions (enqueue_at needs a wal_path)".into(),
+    )
 }
 
 /// The error for an item that does not decode from its own encoding.
