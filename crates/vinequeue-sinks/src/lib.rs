@@ -4,7 +4,8 @@
 //!   array or NDJSON, with an `Idempotency-Key` header, the status mapped onto retry,
 //!   permanent and partial failures.
 //! * `http-async`: the same as an `AsyncSink`, `http::AsyncHttpSink` (reqwest, on tokio).
-//! * `postgres`: `postgres::PostgresSink`, rows in a PostgreSQL table (COPY into a
+//! * `postgres`: `postgres::PostgresSink` (blocking) and `postgres::AsyncPostgresSink`,
+//!   rows in a PostgreSQL table (COPY into a
 //!   staging table, then `INSERT ... ON CONFLICT DO NOTHING` on the key).
 //! * `nats`: `nats::NatsSink` (blocking) and `nats::AsyncNatsSink`, one NATS JetStream
 //!   message per item with `Nats-Msg-Id` = its key.

@@ -1,5 +1,10 @@
-//! [`PostgresSink`]: each batch written into a PostgreSQL table exactly once per key
-//! (blocking client: `postgres`).
+//! [`PostgresSink`] and [`AsyncPostgresSink`]: each batch written into a PostgreSQL table
+//! exactly once per key (tokio-postgres).
+//!
+//! [`PostgresSink`] is the blocking form, for [`Queue`](vinequeue_core::Queue): it runs
+//! the client on a runtime of its own (one tokio worker thread).
+//! [`AsyncPostgresSink`] (from [`build_async`](PostgresSinkBuilder::build_async)) is an
+//! [`AsyncSink`](vinequeue_async::AsyncSink) for `AsyncQueue` on a tokio runtime.
 //!
 //! ```no_run
 //! use vinequeue_core::{Config, Queue};
@@ -78,21 +83,21 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::BufMut;
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{IsNull, ToSql};
-use postgres::{Client, NoTls};
 use serde::Serialize;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{IsNull, ToSql};
+use tokio_postgres::{Client, NoTls};
 use vinequeue_core::{Batch, SendError, Sink};
 
 use crate::table::{Quoted, Table};
 
-pub use postgres::types::Type;
+pub use tokio_postgres::types::Type;
 
 /// One item's values for the columns given to
 /// [`columns`](PostgresSinkBuilder::columns), in their order.
 pub type Values = Vec<Box<dyn ToSql + Sync + Send>>;
 
-type MapFn<T> = Box<dyn Fn(&T) -> Values + Send>;
+type MapFn<T> = Box<dyn Fn(&T) -> Values + Send + Sync>;
 
 /// Builds a [`PostgresSink`].
 #[must_use = "a builder does nothing until build()"]
@@ -136,7 +141,7 @@ impl<T> PostgresSinkBuilder<T> {
     pub fn columns<N: Into<String>>(
         mut self,
         columns: impl IntoIterator<Item = (N, Type)>,
-        map: impl Fn(&T) -> Values + Send + 'static,
+        map: impl Fn(&T) -> Values + Send + Sync + 'static,
     ) -> Self {
         (self.table.columns, self.types) = columns.into_iter().map(|(n, t)| (n.into(), t)).unzip();
         self.map = Some(Box::new(map));
@@ -159,14 +164,34 @@ impl<T> PostgresSinkBuilder<T> {
         self
     }
 
-    /// The sink. It connects at its first batch (and again after a lost connection).
+    /// The blocking sink, for `Queue`, with a runtime of its own (one tokio worker
+    /// thread). It connects at its first batch (and again after a lost connection).
+    ///
+    /// # Errors
+    ///
+    /// As [`build_async`](Self::build_async), and when the runtime cannot start.
+    pub fn build(self) -> Result<PostgresSink<T>, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("vinequeue-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("PostgreSQL sink: the runtime did not start: {e}"))?;
+        Ok(PostgresSink {
+            inner: self.build_async()?,
+            runtime,
+        })
+    }
+
+    /// The async sink, for `AsyncQueue` on a tokio runtime (its connection runs as a
+    /// task spawned there). It connects at its first batch.
     ///
     /// # Errors
     ///
     /// A message when the connection parameters do not parse, when there are no
     /// columns, or when a name is empty.
-    pub fn build(self) -> Result<PostgresSink<T>, String> {
-        let mut config: postgres::Config = self
+    pub fn build_async(self) -> Result<AsyncPostgresSink<T>, String> {
+        let mut config: tokio_postgres::Config = self
             .params
             .parse()
             .map_err(|e| format!("PostgreSQL connection parameters: {e}"))?;
@@ -176,7 +201,7 @@ impl<T> PostgresSinkBuilder<T> {
             .keepalives(true);
         self.table.check("PostgreSQL", self.map.is_some())?;
         let sql = Statements::new(&self);
-        Ok(PostgresSink {
+        Ok(AsyncPostgresSink {
             config,
             client: None,
             sql,
@@ -186,17 +211,33 @@ impl<T> PostgresSinkBuilder<T> {
 }
 
 /// A [`Sink`] writing each batch into a PostgreSQL table, each item once per key; see
-/// the [module](self) documentation.
+/// the [module](self) documentation. The blocking form of [`AsyncPostgresSink`].
 pub struct PostgresSink<T> {
-    config: postgres::Config,
-    client: Option<Client>,
-    sql: Statements,
-    builder: PostgresSinkBuilder<T>,
+    inner: AsyncPostgresSink<T>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl<T> fmt::Debug for PostgresSink<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresSink")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An [`AsyncSink`](vinequeue_async::AsyncSink) writing each batch into a PostgreSQL
+/// table, each item once per key, for `AsyncQueue` on a tokio runtime; see the
+/// [module](self) documentation.
+pub struct AsyncPostgresSink<T> {
+    config: tokio_postgres::Config,
+    client: Option<Client>,
+    sql: Statements,
+    builder: PostgresSinkBuilder<T>,
+}
+
+impl<T> fmt::Debug for AsyncPostgresSink<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncPostgresSink")
             .field("builder", &self.builder)
             .field("connected", &self.client.is_some())
             .finish_non_exhaustive()
@@ -305,7 +346,7 @@ impl<T: Serialize> ToSql for JsonItem<'_, T> {
         *ty == Type::JSONB || *ty == Type::JSON
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// An item that does not serialize to JSON: the item's fault, never retried.
@@ -321,7 +362,7 @@ impl fmt::Display for ItemNotJson {
 impl std::error::Error for ItemNotJson {}
 
 /// Whether an error is the item's own fault (its data), so that retrying cannot help.
-fn is_item_error(e: &postgres::Error) -> bool {
+fn is_item_error(e: &tokio_postgres::Error) -> bool {
     if let Some(code) = e.code() {
         let class = &code.code()[..2];
         return class == "22" || class == "23";
@@ -337,7 +378,7 @@ fn is_item_error(e: &postgres::Error) -> bool {
 }
 
 /// An error's message with the server's detail, if any.
-fn describe(e: &postgres::Error) -> String {
+fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{}: {} ({detail})", db.code().code(), db.message()),
@@ -355,16 +396,19 @@ fn millis_left(deadline: Instant) -> u128 {
         .max(1)
 }
 
-impl<T: Serialize + Sync> PostgresSink<T> {
-    fn connect(&mut self) -> Result<&mut Client, SendError> {
+impl<T: Serialize + Sync> AsyncPostgresSink<T> {
+    async fn connect(&mut self) -> Result<&mut Client, SendError> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
         }
         if self.client.is_none() {
-            let mut client = self
-                .config
-                .connect(NoTls)
-                .map_err(|e| SendError::retry(format!("PostgreSQL: {}", describe(&e))))?;
+            let retry = |e: tokio_postgres::Error| {
+                SendError::retry(format!("PostgreSQL: {}", describe(&e)))
+            };
+            let (client, connection) = self.config.connect(NoTls).await.map_err(retry)?;
+            // The connection runs as a task; it ends (and the client reports itself
+            // closed) when the server goes away.
+            tokio::spawn(connection);
             // The merge of the empty staging table inserts nothing, but fails unless the
             // table has a unique constraint on the key columns (42P10): the fast path,
             // COPY straight into the table, relies on it to refuse a second copy.
@@ -376,128 +420,162 @@ impl<T: Serialize + Sync> PostgresSink<T> {
             } else {
                 format!("{}; {}", self.sql.stage, self.sql.merge)
             };
-            client
-                .batch_execute(&setup)
-                .map_err(|e| SendError::retry(format!("PostgreSQL: {}", describe(&e))))?;
+            client.batch_execute(&setup).await.map_err(retry)?;
             self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected just above"))
     }
 
-    /// Calls `f` with item `i`'s values, key first.
-    fn with_row<R>(
-        map: Option<&MapFn<T>>,
-        batch: &Batch<T>,
-        i: usize,
-        f: impl FnOnce(&[&(dyn ToSql + Sync)]) -> R,
-    ) -> R {
-        let (id, number) = batch.key(i);
-        let id = uuid::Uuid::from_bytes(id.to_bytes());
-        // Sequence numbers stay far below i64::MAX; the cast keeps their order.
-        let number = number as i64;
-        match map {
-            Some(map) => {
-                let mapped = map(&batch[i]);
-                let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(2 + mapped.len());
-                row.push(&id);
-                row.push(&number);
-                row.extend(mapped.iter().map(|v| &**v as &(dyn ToSql + Sync)));
-                f(&row)
-            }
-            None => f(&[&id, &number, &JsonItem(&batch[i])]),
-        }
-    }
-
     /// The whole batch in one COPY, straight into the table (`staged`: false) or into
     /// the staging table and merged with `INSERT ... ON CONFLICT DO NOTHING`.
-    fn write_batch(&mut self, batch: &Batch<T>, staged: bool) -> Result<(), postgres::Error> {
+    async fn write_batch(
+        &mut self,
+        batch: &Batch<T>,
+        staged: bool,
+    ) -> Result<(), tokio_postgres::Error> {
         let map = self.builder.map.as_ref();
         let sql = &self.sql;
         let client = self.client.as_mut().expect("connected before writing");
-        let mut tx = client.transaction()?;
+        let tx = client.transaction().await?;
         tx.batch_execute(&format!(
             "SET LOCAL statement_timeout = {}",
             millis_left(batch.deadline())
-        ))?;
-        let sink = tx.copy_in(if staged { &sql.copy } else { &sql.direct })?;
-        let mut writer = BinaryCopyInWriter::new(sink, &sql.types);
+        ))
+        .await?;
+        let sink = tx
+            .copy_in(if staged { &sql.copy } else { &sql.direct })
+            .await?;
+        let writer = BinaryCopyInWriter::new(sink, &sql.types);
+        let mut writer = std::pin::pin!(writer);
         for i in 0..batch.len() {
-            Self::with_row(map, batch, i, |row| writer.write(row))?;
+            let row = Row::of(map, batch, i);
+            writer.as_mut().write(&row.values()).await?;
         }
-        writer.finish()?;
+        writer.finish().await?;
         if staged {
-            tx.execute(&sql.merge, &[])?;
+            tx.execute(&sql.merge, &[]).await?;
         }
-        tx.commit()
+        tx.commit().await
     }
 
     /// The slow path, after an item's error: row by row, each under a savepoint.
     /// Returns the failed positions with the first failure's message.
-    fn write_rows(&mut self, batch: &Batch<T>) -> Result<(Vec<usize>, String), postgres::Error> {
+    async fn write_rows(
+        &mut self,
+        batch: &Batch<T>,
+    ) -> Result<(Vec<usize>, String), tokio_postgres::Error> {
         let map = self.builder.map.as_ref();
         let sql = &self.sql;
         let client = self.client.as_mut().expect("connected before writing");
-        let mut tx = client.transaction()?;
+        let mut tx = client.transaction().await?;
         tx.batch_execute(&format!(
             "SET LOCAL statement_timeout = {}",
             millis_left(batch.deadline())
-        ))?;
-        let statement = tx.prepare_typed(&sql.row, &sql.types)?;
+        ))
+        .await?;
+        let statement = tx.prepare_typed(&sql.row, &sql.types).await?;
         let mut failed = Vec::new();
         let mut first = String::new();
         for i in 0..batch.len() {
-            let mut savepoint = tx.savepoint("vinequeue_row")?;
-            let result = Self::with_row(map, batch, i, |row| savepoint.execute(&statement, row));
+            let savepoint = tx.savepoint("vinequeue_row").await?;
+            let row = Row::of(map, batch, i);
+            let result = savepoint.execute(&statement, &row.values()).await;
             match result {
-                Ok(_) => savepoint.commit()?,
+                Ok(_) => savepoint.commit().await?,
                 Err(e) if is_item_error(&e) => {
                     if failed.is_empty() {
                         first = format!("item {i} (key {}): {}", batch.key(i).1, describe(&e));
                     }
                     failed.push(i);
-                    savepoint.rollback()?;
+                    savepoint.rollback().await?;
                 }
                 Err(e) => return Err(e),
             }
         }
-        tx.commit()?;
+        tx.commit().await?;
         Ok((failed, first))
+    }
+
+    async fn write(&mut self, batch: &Batch<T>) -> Result<(), SendError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.connect().await?;
+        // First straight into the table: a key already there (a batch delivered before a
+        // crash, whose acknowledgement was lost) makes the whole COPY fail with a unique
+        // violation, nothing written; then through the staging table, which skips it.
+        let first = match self.write_batch(batch, false).await {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                self.write_batch(batch, true).await
+            }
+            other => other,
+        };
+        let outcome = match first {
+            Ok(()) => return Ok(()),
+            Err(e) if is_item_error(&e) => match self.write_rows(batch).await {
+                Ok((failed, _)) if failed.is_empty() => return Ok(()),
+                Ok((failed, why)) if failed.len() == batch.len() => {
+                    return Err(SendError::permanent(format!("PostgreSQL: {why}")))
+                }
+                Ok((failed, why)) => {
+                    return Err(SendError::partial(failed, format!("PostgreSQL: {why}")))
+                }
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if outcome.is_closed() || outcome.as_db_error().is_none() {
+            self.client = None; // opened again at the next attempt
+        }
+        Err(SendError::retry(format!(
+            "PostgreSQL: {}",
+            describe(&outcome)
+        )))
+    }
+}
+
+/// One item's values, key first, owned for the time of one write.
+struct Row<'a, T> {
+    id: uuid::Uuid,
+    number: i64,
+    json: JsonItem<'a, T>,
+    mapped: Option<Values>,
+}
+
+impl<'a, T: Serialize + Sync> Row<'a, T> {
+    fn of(map: Option<&MapFn<T>>, batch: &'a Batch<T>, i: usize) -> Self {
+        let (id, number) = batch.key(i);
+        Row {
+            id: uuid::Uuid::from_bytes(id.to_bytes()),
+            // Sequence numbers stay far below i64::MAX; the cast keeps their order.
+            number: number as i64,
+            json: JsonItem(&batch[i]),
+            mapped: map.map(|map| map(&batch[i])),
+        }
+    }
+
+    fn values(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut row: Vec<&(dyn ToSql + Sync)> = vec![&self.id, &self.number];
+        match &self.mapped {
+            Some(mapped) => row.extend(mapped.iter().map(|v| &**v as &(dyn ToSql + Sync))),
+            None => row.push(&self.json),
+        }
+        row
+    }
+}
+
+impl<T: Serialize + Send + Sync + 'static> vinequeue_async::AsyncSink<T> for AsyncPostgresSink<T> {
+    fn send(
+        &mut self,
+        batch: &Batch<T>,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send {
+        self.write(batch)
     }
 }
 
 impl<T: Serialize + Send + Sync + 'static> Sink<T> for PostgresSink<T> {
     fn send(&mut self, batch: &Batch<T>) -> Result<(), SendError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.connect()?;
-        let retry = |sink: &mut Self, e: postgres::Error| {
-            if e.is_closed() || e.as_db_error().is_none() {
-                sink.client = None; // opened again at the next attempt
-            }
-            SendError::retry(format!("PostgreSQL: {}", describe(&e)))
-        };
-        // First straight into the table: a key already there (a batch delivered before a
-        // crash, whose acknowledgement was lost) makes the whole COPY fail with a unique
-        // violation, nothing written; then through the staging table, which skips it.
-        let first = match self.write_batch(batch, false) {
-            Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                self.write_batch(batch, true)
-            }
-            other => other,
-        };
-        match first {
-            Ok(()) => Ok(()),
-            Err(e) if is_item_error(&e) => match self.write_rows(batch) {
-                Ok((failed, _)) if failed.is_empty() => Ok(()),
-                Ok((failed, why)) if failed.len() == batch.len() => {
-                    Err(SendError::permanent(format!("PostgreSQL: {why}")))
-                }
-                Ok((failed, why)) => Err(SendError::partial(failed, format!("PostgreSQL: {why}"))),
-                Err(e) => Err(retry(self, e)),
-            },
-            Err(e) => Err(retry(self, e)),
-        }
+        self.runtime.block_on(self.inner.write(batch))
     }
 }
 

@@ -186,6 +186,35 @@ fn a_slow_server_is_cut_at_the_send_timeout_and_the_batch_retried() {
     assert_exactly_once("slow server", &(0..10).collect(), &stored(&t));
 }
 
+#[test]
+#[ignore = "needs PostgreSQL: run through ci/with-services"]
+fn the_async_form_delivers_through_an_async_queue() {
+    let t = table("vq_async");
+    let sink = PostgresSink::builder(url())
+        .table(&t)
+        .build_async()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (queue, delivery) = vinequeue_async::AsyncQueue::with_sink(config(), sink).unwrap();
+        tokio::spawn(delivery);
+        queue.start().unwrap();
+        for e in events(0..500) {
+            queue.enqueue(e).await.unwrap();
+        }
+        assert_eq!(
+            queue
+                .flush(Duration::from_secs(30))
+                .await
+                .unwrap()
+                .delivered,
+            500
+        );
+        queue.stop().await.unwrap();
+    });
+    assert_exactly_once("PostgreSQL async", &(0..500).collect(), &stored(&t));
+}
+
 /// The crash child (see `common`): its sink writes into the table the parent named.
 #[test]
 fn crash_child() {
