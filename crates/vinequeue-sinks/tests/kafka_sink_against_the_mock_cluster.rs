@@ -21,9 +21,18 @@ use vinequeue_async::AsyncQueue;
 use vinequeue_core::{Config, Queue};
 use vinequeue_sinks::kafka::KafkaSink;
 
+/// Partitions of every topic but the crash tests'.
+const PARTITIONS: i32 = 3;
+
 fn cluster(topic: &str) -> MockCluster<'static, DefaultProducerContext> {
+    cluster_with(topic, PARTITIONS)
+}
+
+/// The mock brokers keep a few MiB per partition and drop older records beyond that:
+/// a topic that must keep everything gets partitions enough for what it will hold.
+fn cluster_with(topic: &str, partitions: i32) -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(3).unwrap();
-    cluster.create_topic(topic, 3, 3).unwrap();
+    cluster.create_topic(topic, partitions, 3).unwrap();
     cluster
 }
 
@@ -37,6 +46,11 @@ struct Record {
 
 /// Reads the topic from the start until nothing more comes for a second.
 fn consume(brokers: &str, topic: &str) -> Vec<Record> {
+    consume_partitions(brokers, topic, PARTITIONS)
+}
+
+/// [`consume`] of a topic of `partitions` partitions.
+fn consume_partitions(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("check-{topic}-{:?}", Instant::now()))
@@ -45,13 +59,12 @@ fn consume(brokers: &str, topic: &str) -> Vec<Record> {
         .create()
         .unwrap();
     // Partitions assigned, not subscribed: no group to join.
-    let mut partitions = TopicPartitionList::new();
-    for p in 0..3 {
-        partitions
-            .add_partition_offset(topic, p, Offset::Beginning)
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
-    consumer.assign(&partitions).unwrap();
+    consumer.assign(&list).unwrap();
     let mut out = Vec::new();
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_secs(3) {
@@ -201,9 +214,11 @@ fn crash_child() {
 }
 
 fn exactly_once_through_sigkill(sync: &str, seed: u64) {
-    let cluster = cluster("crash");
+    // (A few thousand records per kill, with the copies a restart sends again.)
+    let partitions = PARTITIONS.max((cycles() / 5) as i32);
+    let cluster = cluster_with("crash", partitions);
     let acked = kill_and_restart(sync, &cluster.bootstrap_servers(), cycles(), seed);
-    let records = consume(&cluster.bootstrap_servers(), "crash");
+    let records = consume_partitions(&cluster.bootstrap_servers(), "crash", partitions);
     assert_exactly_once(&format!("Kafka, {sync}"), &acked, &deduplicated(&records));
 }
 
