@@ -130,7 +130,7 @@ impl<F: Fs> LogState<F> {
             // Entered a new chunk: on the write-ahead thread, have the one after it mapped
             // in now, in one call, rather than page by page as records reach it (a page
             // fault per 4 KiB, on the producer's thread). Under `Periodic`, also unmap
-            // the chunk just filled and start its write-back: its pages stay in the
+            // the chunk just filled (at once, in `request`) and start its write-back: its pages stay in the
             // page cache, dirty until written, and writing back unmapped pages needs no
             // write-protecting them again (which costs an interrupt of every core
             // running this process, per page); and the sync when the segment fills

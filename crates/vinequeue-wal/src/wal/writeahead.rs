@@ -45,7 +45,7 @@ impl<F: Fs> WriteAhead<F> {
 
     /// Asks for `map_in` (`(offset, len)`) of `seg` to be mapped in soon (then written
     /// ahead if `write_ahead`), and for `behind` to be unmapped and its write-back
-    /// started.
+    /// started; unmaps `behind` at once as well.
     pub(super) fn request(
         &self,
         seg: Arc<Segment<F>>,
@@ -70,15 +70,23 @@ impl<F: Fs> WriteAhead<F> {
                             // Unmapped first, so that the write-back finds no mapping
                             // to write-protect; from where the last release stopped,
                             // so that a request dropped when this thread fell behind
-                            // leaves no chunk mapped.
+                            // leaves no chunk mapped, and up to the chunk the writer is
+                            // in now: a thread that fell behind catches up at once, and
+                            // what stays mapped is bounded by a chunk or two whatever
+                            // the pace of the writer.
+                            let now = req.seg.file.published() / PREPARE_CHUNK * PREPARE_CHUNK;
                             let from = req.seg.released_end.load(Ordering::Acquire).min(offset);
-                            let upto = req.seg.file.release(from, offset + len - from);
+                            let upto = req.seg.file.release(from, now.max(offset + len) - from);
                             req.seg.released_end.fetch_max(upto, Ordering::AcqRel);
                             req.seg.start_writeback(offset, len);
                         }
                         let (offset, len) = req.map_in;
                         let end = offset + len;
-                        let mut at = offset;
+                        // Never what the writer has passed already (a request that
+                        // waited): it is written, and mapping it in again would only
+                        // put released pages back into the process's memory.
+                        let mut at =
+                            offset.max(req.seg.file.published().next_multiple_of(PAGE).min(end));
                         while at < end {
                             let piece = PREFETCH_PIECE.min(end - at);
                             req.seg.file.prepare(at, piece);
@@ -104,14 +112,23 @@ impl<F: Fs> WriteAhead<F> {
         }
         if let Some(tx) = &st.requests {
             // Full: the thread is behind; disconnected: it is gone. Either way the
-            // writes fault the pages in as they reach them (and the next request, or a
-            // sync, unmaps what this one would have).
+            // writes fault the pages in as they reach them.
             let _ = tx.try_send(WriteAheadRequest {
-                seg,
+                seg: Arc::clone(&seg),
                 map_in,
                 write_ahead,
                 behind,
             });
+        }
+        drop(st);
+        if let Some((offset, len)) = behind {
+            // Unmapped here too, on the writer's thread: a thread that is behind (a sync
+            // under way can hold it up for tens of milliseconds) would leave every page
+            // written meanwhile in the process's memory until it catches up. One call
+            // per chunk, a small cost next to the records that fill it. (The thread
+            // unmaps again from where the last release stopped: pages it mapped in
+            // for a request that waited, after the writer had passed them.)
+            seg.release_below(offset + len);
         }
     }
 
