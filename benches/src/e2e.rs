@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vinequeue::{Batch, Config, OverflowPolicy, Queue, SendError, SyncMode};
+use vinequeue::{AsyncQueue, Batch, Config, OverflowPolicy, Queue, SendError, SyncMode};
 
 /// The item every end-to-end workload moves: a 60-byte string.
 pub fn item(i: u64) -> String {
@@ -38,29 +38,57 @@ fn config(dir: &Path, sync: SyncMode) -> Config {
         .overflow(OverflowPolicy::Block(Duration::from_secs(60)))
 }
 
-/// A sink that counts, and records when it reached `target`.
+/// What the counting sink shares with the thread that waits for it.
+struct Counted {
+    count: AtomicU64,
+    done: std::sync::OnceLock<Instant>,
+}
+
+impl Counted {
+    /// Counts a batch of `n`; records the moment the count reaches `target` (the end of
+    /// the timed span: the waiting thread sleeps rather than spin, so that it takes no
+    /// CPU from the queue's threads on a machine of few cores).
+    fn add(&self, n: usize, target: u64) {
+        let total = self.count.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
+        debug_assert!(total <= target);
+        if total >= target {
+            let _ = self.done.set(Instant::now());
+        }
+    }
+}
+
+/// A sink that counts until `target`, and what it shares with [`wait_for`].
 fn counting(
     target: u64,
 ) -> (
     impl FnMut(&Batch<String>) -> Result<(), SendError> + Send,
-    Arc<AtomicU64>,
+    Arc<Counted>,
 ) {
-    let count = Arc::new(AtomicU64::new(0));
-    let seen = Arc::clone(&count);
+    let counted = Arc::new(Counted {
+        count: AtomicU64::new(0),
+        done: std::sync::OnceLock::new(),
+    });
+    let seen = Arc::clone(&counted);
     let sink = move |batch: &Batch<String>| {
-        let n = seen.fetch_add(batch.len() as u64, Ordering::Release) + batch.len() as u64;
-        debug_assert!(n <= target);
+        seen.add(batch.len(), target);
         Ok(())
     };
-    (sink, count)
+    (sink, counted)
 }
 
-fn wait_for(count: &AtomicU64, target: u64) {
+/// Waits until the sink has counted every item; returns when it had.
+fn wait_for(counted: &Counted, target: u64) -> Instant {
     let give_up = Instant::now() + Duration::from_secs(600);
-    while count.load(Ordering::Acquire) < target {
-        assert!(Instant::now() < give_up, "the sink never saw every item");
-        std::hint::spin_loop();
-        std::thread::yield_now();
+    loop {
+        if let Some(&at) = counted.done.get() {
+            return at;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the sink never saw every item ({} of {target})",
+            counted.count.load(Ordering::Acquire)
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -75,9 +103,43 @@ pub fn durable(scratch: &Path, sync: SyncMode, items: u64) -> f64 {
     for i in 0..items {
         queue.enqueue(item(i)).expect("enqueue");
     }
-    wait_for(&count, items);
-    let secs = started.elapsed().as_secs_f64();
+    let secs = (wait_for(&count, items) - started).as_secs_f64();
     queue.stop().expect("stop");
+    secs
+}
+
+/// [`durable`] with an async producer: an [`AsyncQueue`] with the same configuration,
+/// one task awaiting `enqueue` for each item (on the calling thread, with
+/// `futures::executor::block_on`), the batches delivered to a counting [`AsyncSink`]
+/// spawned on a one-worker tokio runtime. Seconds from the first `enqueue` until the
+/// sink has counted all `items`.
+///
+/// [`AsyncSink`]: vinequeue::AsyncSink
+pub fn durable_async(scratch: &Path, sync: SyncMode, items: u64) -> f64 {
+    let dir = tempfile::tempdir_in(scratch).expect("a scratch directory");
+    let (_, count) = counting(items);
+    let seen = Arc::clone(&count);
+    let sink = move |batch: &Batch<String>| {
+        seen.add(batch.len(), items);
+        async { Ok(()) }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (queue, delivery) =
+        AsyncQueue::with_sink(config(dir.path(), sync), sink).expect("the queue");
+    runtime.spawn(delivery);
+    queue.start().expect("start");
+    let started = Instant::now();
+    futures::executor::block_on(async {
+        for i in 0..items {
+            queue.enqueue(item(i)).await.expect("enqueue");
+        }
+    });
+    let secs = (wait_for(&count, items) - started).as_secs_f64();
+    futures::executor::block_on(queue.stop()).expect("stop");
     secs
 }
 
@@ -136,8 +198,7 @@ pub fn replay(dir: &Path, items: u64) -> f64 {
     )
     .expect("the queue");
     queue.start().expect("start");
-    wait_for(&count, items);
-    let secs = started.elapsed().as_secs_f64();
+    let secs = (wait_for(&count, items) - started).as_secs_f64();
     queue.stop().expect("stop");
     secs
 }

@@ -458,7 +458,7 @@ pub struct OutageRun {
 
 /// A durable queue (`Periodic(100 ms)`, ring of 10 000, batches of 1 000, `retry_limit
 /// u32::MAX`, backoff 1–10 ms) whose sink always fails with `SendError::retry`; one
-/// producer enqueues `items` `u64`s. Run it in a process of its own and read
+/// producer enqueues `items` [`Item100`]s. Run it in a process of its own and read
 /// [`peak_rss_kib`] afterwards: the log holds everything, memory must not.
 ///
 /// # Panics
@@ -468,7 +468,7 @@ pub fn sink_outage(dir: &Path, items: u64, wal_max_size: u64) -> OutageRun {
     let scratch = Scratch::new(dir, "outage");
     let calls = Arc::new(AtomicU64::new(0));
     let sink_calls = Arc::clone(&calls);
-    let sink = move |_: &Batch<u64>| -> Result<(), SendError> {
+    let sink = move |_: &Batch<Item100>| -> Result<(), SendError> {
         sink_calls.fetch_add(1, Ordering::Relaxed);
         Err(SendError::retry("the sink is down"))
     };
@@ -485,7 +485,7 @@ pub fn sink_outage(dir: &Path, items: u64, wal_max_size: u64) -> OutageRun {
     queue.start().expect("start");
     let start = Instant::now();
     for i in 0..items {
-        queue.enqueue(i).expect("enqueue");
+        queue.enqueue(Item100::new(i)).expect("enqueue");
     }
     let elapsed = start.elapsed();
     let wal_bytes = queue.wal_size();
@@ -522,24 +522,41 @@ pub fn rss_file_kib() -> Option<u64> {
     proc_status_kib("RssFile:")
 }
 
+/// One sample of [`with_rss_sampler`]: seconds since `f` started, `RssAnon` and
+/// `RssFile` (KiB).
+#[derive(Debug, Clone, Copy)]
+pub struct RssSample {
+    /// Seconds since the run started.
+    pub secs: f64,
+    /// Anonymous resident memory, KiB.
+    pub anon_kib: u64,
+    /// File-backed resident memory (the log's mapped pages among others), KiB.
+    pub file_kib: u64,
+}
+
 /// Runs `f` while a thread samples [`rss_anon_kib`] and [`rss_file_kib`] every 5 ms;
-/// returns `f`'s result and the largest of each sample (KiB).
-pub fn with_rss_sampler<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+/// returns `f`'s result and the samples.
+pub fn with_rss_sampler<R>(f: impl FnOnce() -> R) -> (R, Vec<RssSample>) {
     let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
     thread::scope(|s| {
         let sampler = s.spawn(|| {
-            let (mut anon, mut file) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                anon = anon.max(rss_anon_kib().unwrap_or(0));
-                file = file.max(rss_file_kib().unwrap_or(0));
+            let mut samples = Vec::new();
+            loop {
+                samples.push(RssSample {
+                    secs: started.elapsed().as_secs_f64(),
+                    anon_kib: rss_anon_kib().unwrap_or(0),
+                    file_kib: rss_file_kib().unwrap_or(0),
+                });
+                if stop.load(Ordering::Relaxed) {
+                    return samples;
+                }
                 thread::sleep(Duration::from_millis(5));
             }
-            (anon, file)
         });
         let r = f();
         stop.store(true, Ordering::Relaxed);
-        let (anon, file) = sampler.join().expect("sampler panicked");
-        (r, anon, file)
+        (r, sampler.join().expect("sampler panicked"))
     })
 }
 

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::time::Instant;
-use vinequeue_benches::report;
+use vinequeue_benches::{plots, report};
 
 use vinequeue_benches::{
     is_whole_batches, median, timer_overhead, Contender, Percentiles, BATCH_SIZE, BLOCK_TIMEOUT,
@@ -157,6 +157,16 @@ fn throughput(args: &Args) {
         "| producers | vinequeue | crossbeam-channel | flume | vinequeue / crossbeam-channel | vinequeue / flume |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
+    let csv: Vec<String> = args
+        .producers
+        .iter()
+        .map(|p| {
+            let m = |c| median(&rates[&(*p, c)]);
+            let (vq, cb, fl) = (Contender::VineQueue, Contender::Crossbeam, Contender::Flume);
+            format!("{p},{},{},{}", m(vq), m(cb), m(fl))
+        })
+        .collect();
+    plots::emit("throughput", "producers,vinequeue,crossbeam,flume", &csv);
     for &p in &args.producers {
         let vq = &rates[&(p, Contender::VineQueue)];
         let cb = &rates[&(p, Contender::Crossbeam)];
@@ -200,10 +210,19 @@ fn latency(args: &Args) {
         }
     }
 
+    let csv = std::cell::RefCell::new(Vec::new());
     let row = |label: &str, what: &str, runs: &[Percentiles]| {
         let med = |f: fn(&Percentiles) -> u64| {
             median(&runs.iter().map(|r| f(r) as f64).collect::<Vec<_>>()).round() as u64
         };
+        let plain = if label == "–" { "-" } else { label };
+        csv.borrow_mut().push(format!(
+            "{plain},{},{},{},{}",
+            what.replace('`', ""),
+            med(|r| r.p50),
+            med(|r| r.p99),
+            med(|r| r.p999)
+        ));
         let max = runs.iter().map(|r| r.max).max().unwrap_or(0);
         let count: usize = runs.iter().map(|r| r.count).sum();
         let above: usize = runs.iter().map(|r| r.above_1us).sum();
@@ -238,6 +257,7 @@ fn latency(args: &Args) {
             row(&p.to_string(), call, &results[&(p, c)]);
         }
     }
+    plots::emit("latency", "producers,call,p50,p99,p999", &csv.into_inner());
     println!();
 }
 
