@@ -41,6 +41,10 @@ pub(crate) struct Batcher<T> {
     backoff: Backoff,
     /// Reused buffer for ring pops.
     scratch: Vec<(u64, (u64, T))>,
+    /// The last delivered batch, emptied: the next one fills its buffers. (A fresh
+    /// batch's buffers are large allocations, and with glibc each of those first
+    /// merges every small block freed since, here the items of the batch before.)
+    spare: Option<Batch<T>>,
     /// Durable mode: the next sequence number to deliver.
     next_deliver: u64,
     /// Durable mode: an entry popped from the ring ahead of a gap still to be read back
@@ -149,6 +153,7 @@ impl<T: Send + 'static> Batcher<T> {
             held: None,
             backoff: Backoff::new(c.retry_backoff_first, c.retry_backoff_max),
             scratch: Vec::with_capacity(c.batch_size),
+            spare: None,
             shared,
             sink,
             last_look: Instant::now(),
@@ -294,7 +299,10 @@ impl<T: Send + 'static> Batcher<T> {
                     if waited {
                         self.last_look = Instant::now();
                     }
-                    let mut batch = Batch::with_capacity(batch_size);
+                    let mut batch = self
+                        .spare
+                        .take()
+                        .unwrap_or_else(|| Batch::with_capacity(batch_size));
                     batch.queue_id = self.shared.queue_id;
                     let looked_before = self.last_look;
                     self.take(&mut batch, batch_size);
@@ -424,7 +432,7 @@ impl<T: Send + 'static> Batcher<T> {
                 #[cfg(feature = "metrics")]
                 self.shared.export.record_send(elapsed);
                 self.resolve(at, Vec::new());
-                return drop_quietly(batch);
+                return self.recycle(batch);
             }
             Err(e) => e,
         };
@@ -584,6 +592,23 @@ impl<T: Send + 'static> Batcher<T> {
 
 /// Drops `value` (delivered items, typically) on the batcher's thread: a panic in an
 /// item's `Drop` is the item's own, and must not end delivery for every other item.
+impl<T> Batcher<T> {
+    /// Empties a delivered batch (its items dropped here, as `drop_quietly` would) and
+    /// keeps it for the next one, unless the sink took its buffers.
+    fn recycle(&mut self, mut batch: Batch<T>) {
+        // (`clear` sets the length first: after a panicking item the rest are still
+        // dropped and the batch is empty.)
+        let _ = catch_unwind(AssertUnwindSafe(|| batch.items.clear()));
+        let room = self.shared.config.batch_size;
+        if batch.items.capacity() >= room && batch.seqs.capacity() >= room {
+            batch.seqs.clear();
+            batch.keys.clear();
+            batch.attempt = 0;
+            self.spare = Some(batch);
+        }
+    }
+}
+
 fn drop_quietly<V>(value: V) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(value)));
 }
