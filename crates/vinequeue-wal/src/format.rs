@@ -185,7 +185,7 @@ pub fn frame_crc(payload_crc: u32, salt: u64, seq: u64, len: u32) -> u32 {
     tail[0..8].copy_from_slice(&salt.to_le_bytes());
     tail[8..16].copy_from_slice(&seq.to_le_bytes());
     tail[16..20].copy_from_slice(&len.to_le_bytes());
-    crc32c::crc32c_append(payload_crc, &tail)
+    crate::crc::append(payload_crc, &tail)
 }
 
 /// Encodes a frame header for a payload whose plain CRC32C is `payload_crc`.
@@ -242,7 +242,7 @@ pub fn decode_frame(bytes: &[u8], salt: u64, max_record: u32) -> Frame {
     if positioned && prefix + payload[prefix - 1] as usize > len as usize {
         return Frame::Bad("source position runs past the frame");
     }
-    if frame_crc(crc32c::crc32c(payload), salt, seq, raw) != crc {
+    if frame_crc(crate::crc::crc32c(payload), salt, seq, raw) != crc {
         return Frame::Bad("frame checksum mismatch");
     }
     Frame::Record {

@@ -44,6 +44,7 @@ macro_rules! event {
     };
 }
 
+mod crc;
 pub mod format;
 mod fs;
 pub mod inspect;

@@ -63,10 +63,10 @@ impl<F: Fs> LogState<F> {
             });
         }
         let (len, payload_crc) = match &prefix {
-            None => (record.len() as u32, crc32c::crc32c(record)), // outside the lock
+            None => (record.len() as u32, crate::crc::crc32c(record)), // outside the lock
             Some(p) => (
                 (p.len() + record.len()) as u32,
-                crc32c::crc32c_append(crc32c::crc32c(p), record),
+                crate::crc::append(crate::crc::crc32c(p), record),
             ),
         };
         let frame_len = FRAME_HEADER_LEN as u64 + len as u64;
