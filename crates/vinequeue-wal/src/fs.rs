@@ -193,6 +193,13 @@ pub trait Fs: Send + Sync + 'static {
     /// The operating system's error.
     fn open(&self, path: &Path) -> io::Result<Self::File>;
 
+    /// Whether recovery may open and read several files at once, from threads of its
+    /// own. The default says no: a simulated disk that injects faults by counting its
+    /// calls needs them in a fixed order.
+    fn parallel_reads(&self) -> bool {
+        false
+    }
+
     /// Reads a whole small file, refusing files over `limit` bytes.
     ///
     /// # Errors
@@ -327,6 +334,10 @@ impl Fs for RealFs {
 
     fn create(&self, path: &Path, len: u64) -> io::Result<MappedFile> {
         create_mapped(path, len, MappedFile::map)
+    }
+
+    fn parallel_reads(&self) -> bool {
+        true
     }
 
     fn open(&self, path: &Path) -> io::Result<MappedFile> {

@@ -340,3 +340,103 @@ fn fully_acknowledged_segments_are_deleted_and_numbering_continues() {
     assert_eq!(read_all(&wal).len(), 0);
     assert_eq!(wal.append(b"x").unwrap(), 101);
 }
+
+/// Recovery scans the segments of a log two at a time where the file system allows it
+/// (`Fs::parallel_reads`, as the real one does), and must come to exactly what a scan
+/// of one segment after the other does, whatever the damage: the same report, the same
+/// records, the same refusal under `Strict`, the same next number.
+#[test]
+fn segments_scanned_two_at_a_time_recover_exactly_as_one_at_a_time() {
+    let base = written(7000);
+    let files = segments(&base);
+    assert!(files.len() >= 6, "{} segments", files.len());
+    let (p1, i1) = files[1].clone();
+    let (p2, i2) = files[2].clone();
+    let (p3, i3) = files[3].clone();
+    let (pn, in_) = files.last().unwrap().clone();
+    // The `nth` frame of a segment image, with bit 4 of its byte `at` flipped.
+    let flip = |image: &[u8], nth: u64, at: usize| {
+        let mut bad = image.to_vec();
+        bad[frame_offset(image, 1, nth) + at] ^= 0x10;
+        bad
+    };
+    type Damage = Box<dyn Fn(&SimFs)>;
+    let damages: Vec<(&str, Damage)> = vec![
+        ("none", Box::new(|_| {})),
+        (
+            "a flipped payload byte",
+            Box::new({
+                let (p, i) = (p2.clone(), i2.clone());
+                move |fs| fs.put_file(&p, &flip(&i, 10, FRAME_HEADER_LEN + 3))
+            }),
+        ),
+        (
+            "a flipped length",
+            Box::new({
+                let (p, i) = (p1.clone(), i1.clone());
+                move |fs| fs.put_file(&p, &flip(&i, 20, 1))
+            }),
+        ),
+        (
+            "a truncated sealed segment",
+            Box::new({
+                let (p, i) = (p3.clone(), i3.clone());
+                move |fs| fs.put_file(&p, &i[..frame_offset(&i, 1, 30) + 5])
+            }),
+        ),
+        (
+            "a zeroed segment header",
+            Box::new({
+                let (p, i) = (p2.clone(), i2.clone());
+                move |fs| {
+                    let mut bad = i.clone();
+                    bad[..8].fill(0);
+                    fs.put_file(&p, &bad)
+                }
+            }),
+        ),
+        (
+            "a torn newest segment",
+            Box::new({
+                let (p, i) = (pn.clone(), in_.clone());
+                move |fs| fs.put_file(&p, &i[..frame_offset(&i, 1, 3) + 9])
+            }),
+        ),
+        (
+            "damage in three segments",
+            Box::new({
+                let (a, ia, b, ib, c, ic) = (
+                    p1.clone(),
+                    i1.clone(),
+                    p2.clone(),
+                    i2.clone(),
+                    p3.clone(),
+                    i3.clone(),
+                );
+                move |fs| {
+                    fs.put_file(&a, &flip(&ia, 5, FRAME_HEADER_LEN));
+                    fs.put_file(&b, &flip(&ib, 7, 9));
+                    fs.put_file(&c, &ic[..ic.len() / 2]);
+                }
+            }),
+        ),
+    ];
+    for (what, damage) in &damages {
+        for mode in [RecoveryMode::SkipCorrupt, RecoveryMode::Strict] {
+            let outcome = |fs: SimFs| {
+                damage(&fs);
+                match Wal::open_with(fs, DIR, opts().recovery_mode(mode)) {
+                    Err(e) => format!("refused: {e}"),
+                    Ok(wal) => {
+                        let records = read_all(&wal);
+                        let next = wal.append(b"next").unwrap();
+                        format!("{:?}\n{records:?}\nnext {next}", wal.recovery())
+                    }
+                }
+            };
+            let one_by_one = outcome(base.fork());
+            let two_at_once = outcome(base.fork().with_parallel_reads());
+            assert_eq!(one_by_one, two_at_once, "{what}, {mode:?}");
+        }
+    }
+}

@@ -7,6 +7,10 @@ impl Fs for SimFs {
     type File = SimFile;
     type Lock = SimLock;
 
+    fn parallel_reads(&self) -> bool {
+        self.parallel
+    }
+
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut st = self.lock()?;
         for ancestor in dir.ancestors() {

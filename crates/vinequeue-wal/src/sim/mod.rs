@@ -270,6 +270,8 @@ impl State {
 pub struct SimFs {
     state: Arc<Mutex<State>>,
     generation: u64,
+    /// What `Fs::parallel_reads` answers (see [`SimFs::with_parallel_reads`]).
+    parallel: bool,
 }
 
 fn stale() -> io::Error {
@@ -294,7 +296,16 @@ impl SimFs {
                 syncs: 0,
             })),
             generation: 0,
+            parallel: false,
         }
+    }
+
+    /// This handle with recovery allowed to read several segments at once from threads
+    /// of its own (`Fs::parallel_reads`), as on the real file system; without it, calls
+    /// come in a fixed order, which the injected faults count on. Clones keep it.
+    pub fn with_parallel_reads(mut self) -> SimFs {
+        self.parallel = true;
+        self
     }
 
     /// Limits the total size of all files; going beyond is `ENOSPC` (`StorageFull`).
@@ -501,6 +512,7 @@ impl SimFs {
         SimFs {
             state: Arc::new(Mutex::new(next)),
             generation,
+            parallel: false,
         }
     }
 

@@ -27,6 +27,7 @@ mod append;
 mod checkpoint;
 mod group_commit;
 pub(crate) mod position;
+mod prescan;
 mod read;
 mod reclaim;
 mod recovery;

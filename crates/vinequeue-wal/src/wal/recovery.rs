@@ -91,6 +91,7 @@ impl<F: Fs> Recovery<F> {
         // numbers stay below the next one's first).
         let mut present: Vec<(u64, u64)> = Vec::new();
         let count = names.len();
+        let mut early = super::prescan::prescan(fs, dir, &names, acked);
         for (i, (first_seq, name)) in names.iter().enumerate() {
             let newest = i + 1 == count;
             let next_first = names.get(i + 1).map(|n| n.0);
@@ -247,8 +248,10 @@ impl<F: Fs> Recovery<F> {
             // One reader for the whole segment: its windows move forward with the scan
             // and the skips over damage, so that each byte is read once.
             let mut reader = Reader::new(&file);
-            let scan =
-                scan_segment(&mut reader, header, max_len, acked, ceiling).map_err(io_err)?;
+            let scan = match early[i].take() {
+                Some(p) if p.salt == header.salt && !damaged => p.scan,
+                _ => scan_segment(&mut reader, header, max_len, acked, ceiling).map_err(io_err)?,
+            };
             let mut data_end = scan.data_end;
             let mut last_seq = scan.last_seq;
             let mut held_here = vec![(header.first_seq, scan.last_seq)];
