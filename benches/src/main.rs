@@ -487,21 +487,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "- Two cores: the producer, the batcher thread, the log's write-ahead and sync \
          threads and the sink share them, so every end-to-end rate here is bounded by \
          what two cores can do with four busy threads; the baselines run on one.\n\
-         - Where durable delivery's time goes (a profile of the producer thread, which \
-         is the bottleneck: the batcher and the write-ahead thread keep up on the \
-         other core). Making the items (formatting the strings) is about a fifth of the \
-         producer's time, as in the baseline. The rest is the queue's: allocating each \
-         item's string costs more than in the baseline, whose strings are freed on the \
-         thread that made them (the queue frees them on the batcher's thread, so the \
-         allocator's slow path serves every new one: about an eighth of the producer's \
-         time); the record's checksum; and the append itself, most of whose cost is \
-         the first atomic instruction after the record is copied into the mapped log \
-         (two locks, the log's and the queue's, keep records, ring and sequence numbers \
-         in one order), which waits for the copy's stores to reach the cache. A \
-         baseline that writes each item once into a buffer of its own, with no \
-         checksum, no second thread and no delivery, bounds what is left: the queue \
-         would need to drop a lock from every `enqueue` (appends without one, in the \
-         log's own order) to come near 0.7x, a change of design not made here.\n\
+         - Where durable delivery's time goes (a profile of the producer thread, the \
+         bottleneck: the batcher and the write-ahead thread keep up on the other core). \
+         Making the items (formatting the strings) is about a fifth of its time, as in the \
+         baseline. The rest is the queue's work per item: the checksum, the copy into the \
+         mapped log (the next atomic instruction waits for its stores: first writes to \
+         freshly mapped lines miss the cache), the ring, and the next item's allocation, \
+         which costs more than in the baseline because the batcher's thread frees each item \
+         (the allocator's slow path then serves every new one: about an eighth of the \
+         producer's time). Tried, and measured without gain: handing the batcher no item (it \
+         decodes the record from the log instead), prefetching the next frame's cache lines \
+         for writing, one lock per `enqueue` instead of two (for a single producer), smaller \
+         write-ahead chunks (slower). No change within this design that reaches 0.7x on two \
+         cores is known.\n\
          - Where replay's time goes (profiles of the two threads that take part): first \
          `Queue::new` opens the log, reading every record and checking its checksum, about a \
          third of the replay; then the batcher thread reads each record again, checks it \
