@@ -470,7 +470,16 @@ impl<T> QueueState<T> {
     /// Items accepted and not yet resolved.
     pub(crate) fn pending(&self) -> u64 {
         match &self.durable {
-            Some(_) => self.last_seq().saturating_sub(self.resolved.load(SeqCst)),
+            Some(d) => {
+                // The numbers above the delivery mark, less those acknowledged already:
+                // numbers that hold no record (skipped after a crash, above the block
+                // reserved before it) and records resolved out of order.
+                let from = self.resolved.load(SeqCst) + 1;
+                let to = self.last_seq();
+                (to + 1)
+                    .saturating_sub(from)
+                    .saturating_sub(d.storage.acked_within(from, to))
+            }
             None => self.ring.len() as u64 + self.in_flight.load(SeqCst),
         }
     }

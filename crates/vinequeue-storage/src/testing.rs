@@ -279,6 +279,11 @@ fn acks_in_any_order_advance_a_contiguous_low_water_mark<H: StorageHarness>(h: &
         0,
         "acks above a gap must not move the mark"
     );
+    let counted = s.acked_within(1, 10);
+    assert!(
+        counted <= 2,
+        "acked_within counts acknowledged numbers only: {counted} of 2"
+    );
     s.ack(1).unwrap();
     assert_eq!(
         s.acked_through(),
@@ -287,6 +292,10 @@ fn acks_in_any_order_advance_a_contiguous_low_water_mark<H: StorageHarness>(h: &
     );
     s.ack_all(&[5, 6, 4]).unwrap();
     assert_eq!(s.acked_through(), 6);
+    assert_eq!(s.acked_within(1, 10), 6, "up to the mark");
+    assert_eq!(s.acked_within(5, 9), 2, "from inside the acknowledged");
+    assert_eq!(s.acked_within(7, 10), 0, "above the mark");
+    assert_eq!(s.acked_within(9, 8), 0, "an empty range");
     s.ack(6).unwrap();
     s.ack(1).unwrap();
     assert_eq!(s.acked_through(), 6, "acking twice is a no-op");

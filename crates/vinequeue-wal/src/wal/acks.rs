@@ -69,6 +69,25 @@ impl Acks {
     }
 
     /// Whether `seq` is acknowledged (or holds no record).
+    /// How many of the numbers `from..=to` are acknowledged.
+    pub(super) fn count_within(&self, from: u64, to: u64) -> u64 {
+        if to < from {
+            return 0;
+        }
+        let mut n = to.min(self.through).saturating_add(1).saturating_sub(from);
+        // The range that starts at or below `from`, then those that start inside
+        // (`from < to` here: a range with its start above its end would panic).
+        let first = self.above.range(..=from).next_back();
+        let inside = (from < to).then(|| self.above.range(from + 1..=to));
+        for (&lo, &hi) in first.into_iter().chain(inside.into_iter().flatten()) {
+            let (lo, hi) = (lo.max(from), hi.min(to));
+            if lo <= hi {
+                n += hi - lo + 1;
+            }
+        }
+        n
+    }
+
     pub(super) fn covers(&self, seq: u64) -> bool {
         seq <= self.through
             || self

@@ -599,6 +599,10 @@ impl<F: Fs> Storage for Wal<F> {
         self.inner.acks.lock().covers(seq)
     }
 
+    fn acked_within(&self, from: u64, to: u64) -> u64 {
+        self.inner.acks.lock().count_within(from, to)
+    }
+
     fn acked_through(&self) -> u64 {
         self.inner.acks.lock().through
     }
@@ -668,6 +672,23 @@ mod tests {
         a.add((1 << 40) + 1, (1 << 40) + 4);
         assert_eq!(a.through, (1 << 41) - 1);
         assert!(a.above.is_empty());
+    }
+
+    #[test]
+    fn acknowledged_numbers_are_counted_within_any_range() {
+        let mut a = Acks::default();
+        a.add(1, 4);
+        a.add(10, 12);
+        a.add(20, 20);
+        assert_eq!(a.through, 4);
+        assert_eq!(a.count_within(1, 30), 4 + 3 + 1);
+        assert_eq!(a.count_within(3, 11), 2 + 2);
+        assert_eq!(a.count_within(5, 9), 0);
+        assert_eq!(a.count_within(11, 20), 2 + 1);
+        assert_eq!(a.count_within(12, 12), 1);
+        assert_eq!(a.count_within(13, 19), 0);
+        assert_eq!(a.count_within(21, 1 << 40), 0);
+        assert_eq!(a.count_within(7, 6), 0);
     }
 
     #[test]
