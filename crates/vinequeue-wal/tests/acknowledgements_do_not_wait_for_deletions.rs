@@ -283,16 +283,11 @@ fn when_the_deletion_thread_dies_acknowledgements_delete_inline() {
         matches!(first, Err(Error::LogFull { .. })),
         "nothing could be deleted: {first:?}"
     );
-    // Once it is gone, an acknowledgement deletes on its own thread, without waiting
-    // for the dead one.
+    // Once it is gone, an acknowledgement deletes on its own thread, without handing
+    // the deletion to the dead one: the segments are gone when it returns (handed over,
+    // they would stay for good).
     fs.panics.store(false, Ordering::SeqCst);
-    let start = Instant::now();
     wal.ack_range(last, last).unwrap();
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "the acknowledgement waited {:?} for a dead thread",
-        start.elapsed()
-    );
     assert_eq!(
         segment_files(&fs.fs),
         1,
