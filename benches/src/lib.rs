@@ -26,6 +26,7 @@
 
 pub mod damage;
 pub mod e2e;
+pub mod peers;
 pub mod plots;
 pub mod report;
 pub mod wal;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use vinequeue::SyncMode;
 use vinequeue_benches::wal::{self, Scratch, SyncRun, FRAME_LEN, RECORD_LEN};
-use vinequeue_benches::{median, plots};
+use vinequeue_benches::{median, peers, plots};
 
 struct Args {
     dir: PathBuf,
@@ -567,14 +567,14 @@ fn peers(args: &Args) {
                     r[0] = rate(n, d);
                 }
                 1 => {
-                    a[1] = rate(n, wal::yaque_append(&y, n));
-                    let (got, d) = wal::yaque_read_back(&y);
+                    a[1] = rate(n, peers::yaque_append(&y, n));
+                    let (got, d) = peers::yaque_read_back(&y);
                     assert_eq!(got, n);
                     r[1] = rate(n, d);
                 }
                 _ => {
-                    a[2] = rate(n, wal::queue_file_append(&q, n));
-                    let (got, d) = wal::queue_file_read_back(&q);
+                    a[2] = rate(n, peers::queue_file_append(&q, n));
+                    let (got, d) = peers::queue_file_read_back(&q);
                     assert_eq!(got, n);
                     r[2] = rate(n, d);
                 }
@@ -594,9 +594,23 @@ fn peers(args: &Args) {
         }
     }
     let d = Duration::from_secs_f64(args.sync_secs);
+    // One thread, each record durable before the next: queue-file's default.
+    let (mut one, mut qf, mut one_ratios) = (SyncRow::new(), SyncRow::new(), Vec::new());
+    for round in 0..args.rounds {
+        let q = peers::queue_file_synced(&args.dir, d);
+        let w = wal::wal_immediate(&args.dir, 1, d);
+        eprintln!(
+            "peers round {round}: 1 thread durable: wal {} queue-file {}",
+            fmt_rate(w.rate()),
+            fmt_rate(q.rate())
+        );
+        one_ratios.push(w.rate() / q.rate());
+        one.add(w);
+        qf.add(q);
+    }
     let (mut vq, mut ok, mut ratios) = (SyncRow::new(), SyncRow::new(), Vec::new());
     for round in 0..args.rounds {
-        let o = wal::okaywal_commits(&args.dir, 8, d);
+        let o = peers::okaywal_commits(&args.dir, 8, d);
         let w = wal::wal_immediate(&args.dir, 8, d);
         eprintln!(
             "peers round {round}: 8 threads durable: wal {} okaywal {}",
@@ -637,6 +651,24 @@ fn peers(args: &Args) {
             }
         );
     }
+    let (vr, v50, v99) = one.cells();
+    let (qr, q50, q99) = qf.cells();
+    println!(
+        "\nThe peers in their default configurations: yaque flushes each `send` to the \
+         operating system and never syncs (it has no durable mode; its row above is its \
+         default), queue-file syncs each `add` (`sync_writes`, on by default: its most \
+         durable mode, measured here; the row above turns it off). One thread, each \
+         record durable before the next, for {} s, {} rounds: vinequeue `append` + \
+         `sync_through` (`Immediate`) vs queue-file `add`.\n",
+        args.sync_secs, args.rounds
+    );
+    println!("| crate | records/s | p50 | p99 | vinequeue / queue-file |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| vinequeue `Wal` | {vr} | {v50} | {v99} | {} |",
+        ratio_cell(&one_ratios)
+    );
+    println!("| queue-file (sync per add) | {qr} | {q50} | {q99} | – |");
     let (vr, v50, v99) = vq.cells();
     let (or, o50, o99) = ok.cells();
     println!(
