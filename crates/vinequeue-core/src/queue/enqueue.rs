@@ -413,38 +413,15 @@ impl<T: Send + 'static> Queue<T> {
         item: T,
         position: Option<&[u8]>,
     ) -> Result<u64, (Error, T)> {
-        let s = &self.shared;
-        let guard = d.append_lock.lock();
-        if s.ring.is_closed() {
-            return Err((Error::Closed, item));
-        }
-        let appended = match position {
-            None => d.storage.append(bytes),
-            Some(position) => d.storage.append_positioned(bytes, position),
-        };
-        let seq = match appended {
-            Ok(seq) => seq,
-            Err(e) => return Err((e, item)),
-        };
-        // (Full: closed cannot happen under the lock. The item then lives in the log.)
-        let pushed = s.ring.push((seq, item)).ok();
-        // Release is enough: the batcher only reads `published` when the ring is empty,
-        // and an item that spilled found the ring full (and is counted below).
-        d.published.store(seq, std::sync::atomic::Ordering::Release);
-        if pushed.is_none() {
-            // After `published`: a batcher that sees this count also sees the record.
-            d.spilled.fetch_add(1, SeqCst);
-        }
-        drop(guard);
-        match pushed {
-            Some(ordinal) => s.after_push(ordinal),
-            // Only a batcher waiting for items needs waking (one that is sending or
-            // backing off looks at the log when it is done): it re-checks the spill
-            // count after it stores `wake_at`, so one of the two sees the other.
-            None if s.wake_at.is_waiting() => s.unpark_batcher(),
-            None => {}
-        }
-        Ok(seq)
+        let appended = self.append_locked(
+            d,
+            || match position {
+                None => d.storage.append(bytes),
+                Some(position) => d.storage.append_positioned(bytes, position),
+            },
+            Some(item),
+        );
+        appended.map_err(|(e, item)| (e, item.expect("a refused item comes back")))
     }
 
     /// Appends a redriven dead letter's item (its encoded bytes) with its key, straight to
@@ -460,22 +437,50 @@ impl<T: Send + 'static> Queue<T> {
         bytes: &[u8],
         key: u64,
     ) -> Result<u64, Error> {
+        match self.append_locked(d, || d.storage.append_keyed(bytes, key), None) {
+            Ok(seq) => Ok(seq),
+            Err((Error::LogFull { .. }, _)) => Err(Error::Full),
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// Under the append lock (records, ring and `published` in one order): `append`s a
+    /// record, hands `item` to the ring if there is one and room (else the record lives
+    /// in the log only: spilled, and the batcher reads it back), publishes its number
+    /// and wakes the batcher as needed. A refused record hands `item` back.
+    #[inline(always)]
+    fn append_locked(
+        &self,
+        d: &DurableState<T>,
+        append: impl FnOnce() -> Result<u64, Error>,
+        item: Option<T>,
+    ) -> Result<u64, (Error, Option<T>)> {
         let s = &self.shared;
         let guard = d.append_lock.lock();
         if s.ring.is_closed() {
-            return Err(Error::Closed);
+            return Err((Error::Closed, item));
         }
-        let seq = match d.storage.append_keyed(bytes, key) {
+        let seq = match append() {
             Ok(seq) => seq,
-            Err(Error::LogFull { .. }) => return Err(Error::Full),
-            Err(e) => return Err(e),
+            Err(e) => return Err((e, item)),
         };
+        // (Full: closed cannot happen under the lock. The item then lives in the log.)
+        let pushed = item.and_then(|item| s.ring.push((seq, item)).ok());
+        // Release is enough: the batcher only reads `published` when the ring is empty,
+        // and an item that spilled found the ring full (and is counted below).
         d.published.store(seq, std::sync::atomic::Ordering::Release);
-        // After `published`: a batcher that sees this count also sees the record.
-        d.spilled.fetch_add(1, SeqCst);
+        if pushed.is_none() {
+            // After `published`: a batcher that sees this count also sees the record.
+            d.spilled.fetch_add(1, SeqCst);
+        }
         drop(guard);
-        if s.wake_at.is_waiting() {
-            s.unpark_batcher();
+        match pushed {
+            Some(ordinal) => s.after_push(ordinal),
+            // Only a batcher waiting for items needs waking (one that is sending or
+            // backing off looks at the log when it is done): it re-checks the spill
+            // count after it stores `wake_at`, so one of the two sees the other.
+            None if s.wake_at.is_waiting() => s.unpark_batcher(),
+            None => {}
         }
         Ok(seq)
     }
