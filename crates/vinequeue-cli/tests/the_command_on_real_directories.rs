@@ -308,3 +308,37 @@ fn dump_prints_json_items_as_json() {
     assert_eq!(lines[0], r#"1 {"order":7,"total":12.5}"#);
     assert!(lines[1].starts_with("2 !"), "{text}");
 }
+
+/// Records delivered before the stop stay in their segment until it is deleted whole:
+/// `inspect` counts them as records, not as pending.
+#[test]
+fn inspect_counts_delivered_records_apart_from_pending_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::new(
+        config(dir.path()),
+        |b: &Batch<u32>| -> Result<(), SendError> {
+            if b.iter().all(|&i| i < 10) {
+                Ok(())
+            } else {
+                Err(SendError::retry("down"))
+            }
+        },
+    )
+    .unwrap();
+    queue.start().unwrap();
+    for i in 0..10 {
+        queue.enqueue(i).unwrap();
+    }
+    queue.flush(Duration::from_secs(10)).unwrap();
+    for i in 10..25 {
+        queue.enqueue(i).unwrap();
+    }
+    let _ = queue.stop(); // (gives up on the fifteen: they stay in the log)
+    drop(queue);
+
+    let o = vinequeue(&["inspect", dir.path().to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["segments"][0]["records"], 25, "{json}");
+    assert_eq!(json["records_pending"], 15, "{json}");
+}

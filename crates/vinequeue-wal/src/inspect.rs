@@ -58,6 +58,9 @@ pub struct SegmentReport {
     pub records: u64,
     /// Bytes of their payloads.
     pub record_bytes: u64,
+    /// Of those records, the ones waiting for delivery: above the checkpoint's
+    /// acknowledged mark and outside the ranges it holds acknowledged above it.
+    pub pending: u64,
     /// The highest sequence number of an intact record, if any.
     pub last_seq: Option<u64>,
     /// Where the data read ends.
@@ -80,29 +83,10 @@ pub struct Problem {
 }
 
 impl Inspection {
-    /// Records above the acknowledged mark: waiting for delivery.
+    /// Records waiting for delivery (above the acknowledged mark, and not among those
+    /// acknowledged above it), as counted while the segments were read.
     pub fn pending(&self) -> u64 {
-        let acked = self.checkpoint.as_ref().map_or(0, |c| c.acked_through);
-        let mut n = 0;
-        let _ = self.visit_seqs(&mut |seq| {
-            if seq > acked && !self.acked_above(seq) {
-                n += 1;
-            }
-        });
-        n
-    }
-
-    fn acked_above(&self, seq: u64) -> bool {
-        self.checkpoint
-            .as_ref()
-            .is_some_and(|c| c.acked_above.iter().any(|&(lo, hi)| lo <= seq && seq <= hi))
-    }
-
-    fn visit_seqs(&self, f: &mut dyn FnMut(u64)) -> io::Result<()> {
-        records(&self.dir, 1, &mut |seq, _, _| {
-            f(seq);
-            true
-        })
+        self.segments.iter().map(|s| s.pending).sum()
     }
 
     /// Damage found (torn tails are not damage).
@@ -189,6 +173,13 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
     out.unknown_files.sort();
     let names = segment_names(dir)?;
     let synced = out.checkpoint.as_ref().map_or(0, |c| c.synced_through);
+    let acked = out.checkpoint.as_ref().map_or(0, |c| c.acked_through);
+    let acked_above = out
+        .checkpoint
+        .as_ref()
+        .map_or(&[][..], |c| c.acked_above.as_slice());
+    let waits =
+        |seq: u64| seq > acked && !acked_above.iter().any(|&(lo, hi)| lo <= seq && seq <= hi);
     let mut found_position = None;
     for (i, (first_seq, name)) in names.iter().enumerate() {
         let newest = i + 1 == names.len();
@@ -206,6 +197,7 @@ pub fn inspect(dir: &Path) -> io::Result<Inspection> {
             &mut |seq, _, payload| {
                 report.records += 1;
                 report.record_bytes += payload.len() as u64;
+                report.pending += u64::from(waits(seq));
                 report.last_seq = Some(seq);
                 true
             },
