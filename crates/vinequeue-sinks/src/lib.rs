@@ -31,6 +31,8 @@ mod outcome;
 pub mod postgres;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
+#[cfg(any(feature = "nats", feature = "rabbitmq", feature = "postgres"))]
+mod runtime;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

@@ -127,12 +127,7 @@ impl<T> NatsSinkBuilder<T> {
     ///
     /// As [`build_async`](Self::build_async), and when the runtime cannot start.
     pub fn build(self) -> Result<NatsSink<T>, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("vinequeue-nats")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("NATS sink: the runtime did not start: {e}"))?;
+        let runtime = crate::runtime::blocking("nats", "NATS")?;
         Ok(NatsSink {
             inner: self.build_async()?,
             runtime,

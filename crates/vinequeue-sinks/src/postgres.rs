@@ -171,12 +171,7 @@ impl<T> PostgresSinkBuilder<T> {
     ///
     /// As [`build_async`](Self::build_async), and when the runtime cannot start.
     pub fn build(self) -> Result<PostgresSink<T>, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("vinequeue-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("PostgreSQL sink: the runtime did not start: {e}"))?;
+        let runtime = crate::runtime::blocking("postgres", "PostgreSQL")?;
         Ok(PostgresSink {
             inner: self.build_async()?,
             runtime,

@@ -124,12 +124,7 @@ impl<T> RabbitMqSinkBuilder<T> {
     ///
     /// As [`build_async`](Self::build_async), and when the runtime cannot start.
     pub fn build(self) -> Result<RabbitMqSink<T>, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("vinequeue-rabbitmq")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("RabbitMQ sink: the runtime did not start: {e}"))?;
+        let runtime = crate::runtime::blocking("rabbitmq", "RabbitMQ")?;
         Ok(RabbitMqSink {
             inner: self.build_async()?,
             runtime,
